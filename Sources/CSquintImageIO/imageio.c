@@ -1,0 +1,1 @@
+#include "squint_imageio.h"

@@ -1,0 +1,11 @@
+import ArgumentParser
+
+@main
+struct Squint: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "squint",
+        abstract: "Inspect checkpoints, convert Qwen-VL-Chat BF16 to GPTQ Int4 on a CPU, and measure the drift.",
+        version: "0.1.0",
+        subcommands: []
+    )
+}

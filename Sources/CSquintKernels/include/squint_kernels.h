@@ -37,3 +37,18 @@ void sq_stats_merge(sq_stats *into, const sq_stats *from);
 }
 #endif
 #endif
+
+#ifndef SQUINT_SYNTH_H
+#define SQUINT_SYNTH_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+/// Synthetic weights (shared/reference/SYNTHETIC_WEIGHTS.md), elements [start, start+n) of a tensor
+/// whose stream starts at `state0` (= seed XOR fnv1a64(name)). Element k uses the (k+1)-th SplitMix64
+/// output, so any chunk can be generated independently. kind 0: r*a; kind 1: 1 + r*a (norm weights).
+/// Output is float32 (`dst_f32`, may be NULL) and/or bf16 round-to-nearest-even (`dst_bf16`, may be NULL).
+void sq_synth(uint64_t state0, uint64_t start, size_t n, float a, int kind, float *dst_f32, uint16_t *dst_bf16);
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,93 @@
+import Foundation
+import SquintFormats
+import SquintModels
+
+/// A checkpoint as a user has it (a file or a model folder), opened with the right reader.
+public struct OpenedCheckpoint {
+    public var file: TensorFile
+    /// safetensors, pytorch, squint-int4, or sharded-<container> (see `InspectReport.format`).
+    public var format: String
+    /// The folder's config.json, when there is one.
+    public var config: QwenVLConfig?
+    /// The folder's quantize_config.json (AutoGPTQ), when there is one.
+    public var quantization: QuantizationConfig?
+    public var isSquintInt4: Bool
+    /// The model folder (the file's folder when a file was given).
+    public var folder: String
+}
+
+public enum CheckpointOpener {
+    /// What a file is, from its first bytes (never from its name alone).
+    enum Kind { case safetensors, torchZip, torchLegacy, index }
+
+    static func sniff(_ path: String) throws -> Kind {
+        if path.hasSuffix(".json") { return .index }
+        guard let h = FileHandle(forReadingAtPath: path) else {
+            throw FormatError.io(path: path, message: FileManager.default.fileExists(atPath: path) ? "cannot open the file" : "no such file or folder")
+        }
+        defer { try? h.close() }
+        let head = [UInt8](h.readData(ofLength: 16))
+        if head.count >= 4, head[0] == 0x50, head[1] == 0x4B, head[2] == 0x03, head[3] == 0x04 { return .torchZip }
+        if head.count >= 2, head[0] == 0x80, head[1] <= 5 { return .torchLegacy }
+        if head.count >= 9, head[8] == UInt8(ascii: "{") { return .safetensors }
+        if head.count < 9 {
+            throw FormatError.truncated(path: path, what: "only \(head.count) bytes: too short for any checkpoint format")
+        }
+        throw FormatError.unsupported(path: path, what: "not a safetensors, torch zip or legacy torch file (first bytes \(head.prefix(8).map { String(format: "%02x", $0) }.joined()))")
+    }
+
+    static func openFile(_ path: String) throws -> (TensorFile, String) {
+        switch try sniff(path) {
+        case .safetensors: return (try SafetensorsFile(path: path), "safetensors")
+        case .torchZip, .torchLegacy: return (try TorchCheckpoint(path: path), "pytorch")
+        case .index:
+            let sharded = try ShardedCheckpoint(indexPath: path) { shard in try openFile(shard).0 }
+            let inner = path.contains(".bin.") ? "pytorch" : "safetensors"
+            return (sharded, "sharded-\(inner)")
+        }
+    }
+
+    /// Opens a file or a model folder. In a folder, an index wins over single files; a folder with
+    /// several unrelated weight files and no index is refused rather than guessed at.
+    public static func open(_ path: String) throws -> OpenedCheckpoint {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw FormatError.io(path: path, message: "no such file or folder")
+        }
+        var weights = path
+        let folder: String
+        if isDir.boolValue {
+            folder = path
+            let names = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+            let preferred = ["model.safetensors.index.json", "pytorch_model.bin.index.json",
+                             "model.safetensors", "pytorch_model.bin"]
+            if let p = preferred.first(where: names.contains) {
+                weights = "\(path)/\(p)"
+            } else {
+                let candidates = names.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".bin") || $0.hasSuffix(".pt") || $0.hasSuffix(".pth") }.sorted()
+                guard candidates.count == 1 else {
+                    throw FormatError.invalid(path: path, what: candidates.isEmpty
+                        ? "no checkpoint in this folder (looked for *.safetensors, *.bin, *.pt, *.pth and index files)"
+                        : "several weight files and no index (\(candidates.prefix(4).joined(separator: ", "))): name one")
+                }
+                weights = "\(path)/\(candidates[0])"
+            }
+        } else {
+            folder = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        }
+        let (file, format) = try openFile(weights)
+        var config: QwenVLConfig?
+        let cfgPath = "\(folder)/config.json"
+        if fm.fileExists(atPath: cfgPath) { config = try QwenVLConfig.load(path: cfgPath) }
+        var quant: QuantizationConfig?
+        let qPath = "\(folder)/quantize_config.json"
+        if let d = fm.contents(atPath: qPath) {
+            do { quant = try JSONDecoder().decode(QuantizationConfig.self, from: d) } catch {
+                throw ModelError.config(path: qPath, message: "not a valid quantize_config.json (\(error))")
+            }
+        }
+        return OpenedCheckpoint(file: file, format: format, config: config, quantization: quant,
+                                isSquintInt4: false, folder: folder)
+    }
+}

@@ -1,0 +1,181 @@
+import Foundation
+import SquintFormats
+import SquintModels
+import CSquintKernels
+
+/// `squint synth`: a complete Qwen-VL checkpoint folder with the bit-exact synthetic weights, for any
+/// config, streamed tensor by tensor (memory stays at a few chunk buffers whatever the model size).
+public enum Synth {
+    public enum Format: String, CaseIterable, Sendable { case safetensors, bin }
+
+    public struct Options: Sendable {
+        public var configPath: String
+        public var seed: UInt64
+        public var format: Format
+        /// Shard size limit in bytes; nil = one file (safetensors) or transformers' 2 GB default (bin)
+        public var maxShardSize: Int?
+        public var output: String
+        public var overwrite: Bool
+        /// A qwen.tiktoken to copy into the folder, so the runtime finds it next to the weights.
+        public var vocabPath: String?
+
+        public init(configPath: String, seed: UInt64, format: Format, maxShardSize: Int?, output: String,
+                    overwrite: Bool = false, vocabPath: String? = nil) {
+            self.configPath = configPath; self.seed = seed; self.format = format
+            self.maxShardSize = maxShardSize; self.output = output; self.overwrite = overwrite
+            self.vocabPath = vocabPath
+        }
+    }
+
+    public struct Result: Codable, Sendable {
+        public var output: String
+        public var files: [String]
+        public var tensors: Int
+        public var bytes: Int
+        public var seconds: Double
+    }
+
+    /// transformers' `save_pretrained` default shard limit: "10GB" since 4.35, "2GB" in the 4.31/4.32 that
+    /// wrote the Qwen-VL-Chat release; we follow the release so `synth` reproduces its shard map.
+    public static let defaultBinShardSize = 2_000_000_000
+
+    /// Parses "2GB", "500MB", "1.5GiB", "39747574" (decimal units as transformers reads them).
+    public static func parseSize(_ s: String) -> Int? {
+        let t = s.trimmingCharacters(in: .whitespaces).uppercased()
+        let units: [(String, Double)] = [("GIB", 1 << 30), ("MIB", 1 << 20), ("KIB", 1 << 10),
+                                         ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1)]
+        for (u, m) in units where t.hasSuffix(u) {
+            guard let v = Double(t.dropLast(u.count)), v > 0 else { return nil }
+            return Int(v * m)
+        }
+        guard let v = Int(t), v > 0 else { return nil }
+        return v
+    }
+
+    static let generationConfig = """
+    {
+      "chat_format": "chatml",
+      "do_sample": true,
+      "eos_token_id": 151643,
+      "max_new_tokens": 512,
+      "max_window_size": 6144,
+      "pad_token_id": 151643,
+      "top_k": 0,
+      "top_p": 0.3,
+      "transformers_version": "4.31.0"
+    }
+    """
+
+    /// Fills `out` with elements [start, start+count) of a tensor as BF16, on both cores.
+    static func fill(_ gen: SyntheticWeights, _ spec: QwenVLTensorSpec, start: Int, count: Int,
+                     _ out: UnsafeMutablePointer<UInt16>) {
+        let parts = count >= 1 << 16 ? 2 : 1
+        DispatchQueue.concurrentPerform(iterations: parts) { p in
+            let lo = count * p / parts, hi = count * (p + 1) / parts
+            gen.generate(spec, start: start + lo, count: hi - lo, bf16: out + lo)
+        }
+    }
+
+    public static func run(_ o: Options, progress: ProgressBar? = nil) throws -> Result {
+        let t0 = Date()
+        let config = try QwenVLConfig.load(path: o.configPath)
+        let configBytes = FileManager.default.contents(atPath: o.configPath)!
+        let specs = config.bf16TensorSpecs()
+        let gen = SyntheticWeights(seed: o.seed)
+        let byteCounts = specs.map { $0.shape.reduce(1, *) * 2 }
+        let total = byteCounts.reduce(0, +)
+
+        // Work in a hidden sibling folder, renamed into place at the end: an interrupted run
+        // leaves no partial checkpoint at the destination.
+        let fm = FileManager.default
+        let dest = (o.output as NSString).standardizingPath
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: dest, isDirectory: &isDir) {
+            if !o.overwrite { throw FormatError.exists(path: dest) }
+        }
+        let parent = (dest as NSString).deletingLastPathComponent.isEmpty ? "." : (dest as NSString).deletingLastPathComponent
+        guard fm.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
+            throw FormatError.io(path: dest, message: "parent folder \(parent) does not exist")
+        }
+        let work = "\(parent)/.\((dest as NSString).lastPathComponent).partial-\(getpid())"
+        try? fm.removeItem(atPath: work)
+        do {
+            try fm.createDirectory(atPath: work, withIntermediateDirectories: false)
+        } catch {
+            throw FormatError.io(path: work, message: "cannot create folder: \(error.localizedDescription)")
+        }
+        var files: [String] = []
+        do {
+            let chunkElems = 1 << 22   // 8 MiB of BF16 per piece
+            let buffer = UnsafeMutablePointer<UInt16>.allocate(capacity: chunkElems)
+            defer { buffer.deallocate() }
+            var done = 0
+            func stream(_ spec: QwenVLTensorSpec, _ sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+                let n = spec.shape.reduce(1, *)
+                var s = 0
+                while s < n {
+                    let m = min(chunkElems, n - s)
+                    fill(gen, spec, start: s, count: m, buffer)
+                    try sink(UnsafeRawBufferPointer(start: buffer, count: m * 2))
+                    s += m; done += m * 2
+                    progress?.update(done, total, detail: spec.name)
+                }
+            }
+            switch o.format {
+            case .safetensors:
+                let tensors = specs.map { SafetensorsWriter.Tensor(name: $0.name, dtype: .bf16, shape: $0.shape) }
+                let bySpec = Dictionary(uniqueKeysWithValues: specs.map { ($0.name, $0) })
+                let writer = try ShardedSafetensorsWriter(tensors: tensors, maxShardSize: o.maxShardSize ?? Int.max,
+                                                          metadata: ["format": "pt"])
+                files = try writer.write(toFolder: work, overwrite: false) { t, sink in
+                    try stream(bySpec[t.name]!) { try sink.write($0) }
+                }
+            case .bin:
+                let (shardOf, shards) = shardAssignment(byteCounts: byteCounts, maxShardSize: o.maxShardSize ?? defaultBinShardSize)
+                func pad5(_ i: Int) -> String { String(format: "%05d", i) }
+                let names = shards == 1 ? ["pytorch_model.bin"]
+                    : (1...shards).map { "pytorch_model-\(pad5($0))-of-\(pad5(shards)).bin" }
+                var map: [String: String] = [:]
+                for s in 0..<shards {
+                    let members = specs.indices.filter { shardOf[$0] == s }
+                    let entries = members.map { TorchZipWriter.Entry(name: specs[$0].name, dtype: .bf16, shape: specs[$0].shape) }
+                    let p = "\(work)/\(names[s])"
+                    try TorchZipWriter(entries: entries).write(to: p, overwrite: false) { i, sink in
+                        try stream(specs[members[i]], sink)
+                    }
+                    files.append(p)
+                    for m in members { map[specs[m].name] = names[s] }
+                }
+                if shards > 1 {
+                    let p = "\(work)/pytorch_model.bin.index.json"
+                    try ShardIndex(weightMap: map, totalSize: total).write(to: p, overwrite: false)
+                    files.append(p)
+                }
+            }
+            try writeSmall("\(work)/config.json", configBytes)
+            try writeSmall("\(work)/generation_config.json", Data((generationConfig + "\n").utf8))
+            files += ["\(work)/config.json", "\(work)/generation_config.json"]
+            if let v = o.vocabPath {
+                guard let d = fm.contents(atPath: v) else { throw FormatError.io(path: v, message: "cannot read the vocabulary") }
+                try writeSmall("\(work)/qwen.tiktoken", d)
+                files.append("\(work)/qwen.tiktoken")
+            }
+            if fm.fileExists(atPath: dest) { try fm.removeItem(atPath: dest) }   // only with overwrite
+            guard rename(work, dest) == 0 else {
+                throw FormatError.io(path: dest, message: "cannot move the finished folder into place: \(String(cString: strerror(errno)))")
+            }
+        } catch {
+            try? fm.removeItem(atPath: work)
+            throw error
+        }
+        progress?.finish()
+        return Result(output: dest, files: files.map { dest + "/" + ($0 as NSString).lastPathComponent },
+                      tensors: specs.count, bytes: total, seconds: Date().timeIntervalSince(t0))
+    }
+
+    static func writeSmall(_ path: String, _ data: Data) throws {
+        let w = try AtomicFileWriter(destination: path, overwrite: false)
+        try data.withUnsafeBytes { try w.write($0) }
+        try w.commit()
+    }
+}

@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import SquintPipeline
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show what is inside a checkpoint file or model folder.",
+        discussion: """
+        Reads headers only (unless --stats): tensor names, dtypes, shapes, sizes, the file and absolute \
+        byte offset of each tensor's data, totals by dtype and by module (transformer.h.N and \
+        resblocks.N folded into per-block summaries), the recognised layout (Qwen-VL BF16, AutoGPTQ \
+        Int4, Squint Int4) and the config. Accepts safetensors files, torch .bin/.pt/.pth files (zip \
+        and legacy), sharded folders with an index, and Squint Int4 files.
+
+        Exit codes: 0 ok; 1 the checkpoint is invalid or unreadable; 2 bad arguments; \
+        3 (--diff) the checkpoints differ.
+        """)
+
+    @Argument(help: "A checkpoint file or a model folder.")
+    var path: String
+
+    @Flag(help: "Print JSON (schema: docs/INSPECT_JSON.md) instead of tables.")
+    var json = false
+
+    @Option(help: "Only list tensors whose name matches this regular expression.")
+    var filter: String?
+
+    @Flag(help: "Read every selected tensor and add min, max, mean, std, NaN and Inf counts (both cores).")
+    var stats = false
+
+    @Option(help: "Compare with another checkpoint: names added, removed or renamed, shape and dtype changes.")
+    var diff: String?
+
+    @Flag(help: "Summaries only: leave out the per-tensor table.")
+    var summary = false
+
+    func validate() throws {
+        if let filter, (try? NSRegularExpression(pattern: filter)) == nil {
+            throw ValidationError("--filter '\(filter)' is not a valid regular expression")
+        }
+        if diff != nil && stats { throw ValidationError("--stats cannot be combined with --diff") }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            let a = try CheckpointOpener.open(path)
+            if let diff {
+                let b = try CheckpointOpener.open(diff)
+                let d = CheckpointDiff.compare(a.file.tensors, b.file.tensors)
+                if json {
+                    print(try jsonString(d))
+                } else {
+                    print("\(a.file.path) (\(a.file.tensors.count) tensors) vs \(b.file.path) (\(b.file.tensors.count) tensors)")
+                    print(d.isEmpty ? "no differences in names, shapes or dtypes (\(d.unchanged) tensors)"
+                                    : "\(d.unchanged) tensors unchanged; differences:")
+                    for l in d.summaryLines() { print("  " + l) }
+                }
+                if !d.isEmpty { throw ExitCode(3) }
+                return
+            }
+            let regex = try filter.map { try NSRegularExpression(pattern: $0) }
+            let bar = stats && !json ? ProgressBar(label: "stats", unit: .bytes) : nil
+            let report = try Inspector.inspect(
+                a.file, format: a.format, config: a.config, quantization: a.quantization,
+                squintInt4: a.isSquintInt4, filter: regex, stats: stats,
+                progress: bar.map { b in { done, total in b.update(done, total) } })
+            bar?.finish()
+            if json {
+                print(try jsonString(report))
+            } else {
+                print(InspectText.render(report, showTensors: !summary))
+            }
+        }
+    }
+}

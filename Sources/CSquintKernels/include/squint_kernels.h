@@ -33,6 +33,12 @@ void sq_stats_init(sq_stats *s);
 void sq_stats_f32(const float *x, size_t n, sq_stats *s);
 void sq_stats_merge(sq_stats *into, const sq_stats *from);
 
+/// CRC-32 as zip defines it (reflected polynomial 0xEDB88320, init/xorout 0xFFFFFFFF). Pass the
+/// previous return value as `crc` to continue a stream (0 to start). sq_crc32 uses slicing-by-8;
+/// sq_crc32_ref is the bitwise reference.
+uint32_t sq_crc32(uint32_t crc, const void *data, size_t n);
+uint32_t sq_crc32_ref(uint32_t crc, const void *data, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

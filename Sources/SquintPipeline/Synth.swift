@@ -42,7 +42,7 @@ public enum Synth {
     /// Parses "2GB", "500MB", "1.5GiB", "39747574" (decimal units as transformers reads them).
     public static func parseSize(_ s: String) -> Int? {
         let t = s.trimmingCharacters(in: .whitespaces).uppercased()
-        let units: [(String, Double)] = [("GIB", 1 << 30), ("MIB", 1 << 20), ("KIB", 1 << 10),
+        let units: [(String, Double)] = [("GIB", 1_073_741_824), ("MIB", 1_048_576), ("KIB", 1024),
                                          ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1)]
         for (u, m) in units where t.hasSuffix(u) {
             guard let v = Double(t.dropLast(u.count)), v > 0 else { return nil }
@@ -65,6 +65,24 @@ public enum Synth {
       "transformers_version": "4.31.0"
     }
     """
+
+    /// How `--format bin` splits the tensors: transformers' `shard_checkpoint` of 4.31/4.32 (what wrote
+    /// the official release): in state_dict order, a new shard starts when the next tensor would pass
+    /// the limit. Shard files are `pytorch_model-0000i-of-0000n.bin` with an index, or one
+    /// `pytorch_model.bin` without.
+    public static func binPlan(specs: [QwenVLTensorSpec], maxShardSize: Int)
+        -> (shards: [(file: String, members: [Int])], index: ShardIndex?)
+    {
+        let byteCounts = specs.map { $0.shape.reduce(1, *) * 2 }
+        let (shardOf, count) = shardAssignment(byteCounts: byteCounts, maxShardSize: maxShardSize)
+        func pad5(_ i: Int) -> String { String(format: "%05d", i) }
+        let names = count == 1 ? ["pytorch_model.bin"] : (1...max(count, 1)).map { "pytorch_model-\(pad5($0))-of-\(pad5(count)).bin" }
+        var shards: [(file: String, members: [Int])] = names.map { ($0, []) }
+        var map: [String: String] = [:]
+        for (i, s) in shardOf.enumerated() { shards[s].members.append(i); map[specs[i].name] = names[s] }
+        let index = count > 1 ? ShardIndex(weightMap: map, totalSize: byteCounts.reduce(0, +)) : nil
+        return (shards, index)
+    }
 
     /// Fills `out` with elements [start, start+count) of a tensor as BF16, on both cores.
     static func fill(_ gen: SyntheticWeights, _ spec: QwenVLTensorSpec, start: Int, count: Int,
@@ -131,24 +149,18 @@ public enum Synth {
                     try stream(bySpec[t.name]!) { try sink.write($0) }
                 }
             case .bin:
-                let (shardOf, shards) = shardAssignment(byteCounts: byteCounts, maxShardSize: o.maxShardSize ?? defaultBinShardSize)
-                func pad5(_ i: Int) -> String { String(format: "%05d", i) }
-                let names = shards == 1 ? ["pytorch_model.bin"]
-                    : (1...shards).map { "pytorch_model-\(pad5($0))-of-\(pad5(shards)).bin" }
-                var map: [String: String] = [:]
-                for s in 0..<shards {
-                    let members = specs.indices.filter { shardOf[$0] == s }
-                    let entries = members.map { TorchZipWriter.Entry(name: specs[$0].name, dtype: .bf16, shape: specs[$0].shape) }
-                    let p = "\(work)/\(names[s])"
+                let plan = binPlan(specs: specs, maxShardSize: o.maxShardSize ?? defaultBinShardSize)
+                for shard in plan.shards {
+                    let entries = shard.members.map { TorchZipWriter.Entry(name: specs[$0].name, dtype: .bf16, shape: specs[$0].shape) }
+                    let p = "\(work)/\(shard.file)"
                     try TorchZipWriter(entries: entries).write(to: p, overwrite: false) { i, sink in
-                        try stream(specs[members[i]], sink)
+                        try stream(specs[shard.members[i]], sink)
                     }
                     files.append(p)
-                    for m in members { map[specs[m].name] = names[s] }
                 }
-                if shards > 1 {
+                if let index = plan.index {
                     let p = "\(work)/pytorch_model.bin.index.json"
-                    try ShardIndex(weightMap: map, totalSize: total).write(to: p, overwrite: false)
+                    try index.write(to: p, overwrite: false)
                     files.append(p)
                 }
             }

@@ -66,6 +66,12 @@ struct ZipArchive {
             guard c64 <= UInt64(Int.max), s64 <= UInt64(Int.max), o64 <= UInt64(Int.max) else {
                 throw bad("ZIP64 end record values out of range")
             }
+            // torch writes the ZIP64 record always, with the classic fields filled in too: where a
+            // classic field is not saturated it must agree (two directories would mean two readings).
+            guard count == 0xFFFF || UInt64(count) == c64, cdSize == 0xFFFF_FFFF || UInt64(cdSize) == s64,
+                  cdOffset == 0xFFFF_FFFF || UInt64(cdOffset) == o64 else {
+                throw bad("end of central directory and ZIP64 end record disagree")
+            }
             count = Int(c64); cdSize = Int(s64); cdOffset = Int(o64); cdEnd = rec
         } else if saturated {
             throw bad("end of central directory has ZIP64 markers but no ZIP64 locator")

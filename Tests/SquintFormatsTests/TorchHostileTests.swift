@@ -1,0 +1,128 @@
+import Foundation
+import XCTest
+@testable import SquintFormats
+
+/// Hostile torch files (fixtures/torch/hostile, hand-crafted by the generator): each is refused with
+/// the right FormatError and nothing they ask for ever runs.
+final class TorchHostileTests: XCTestCase {
+    private let marker = TorchFixtures.expected["_marker"] as! String
+
+    override func setUp() { unlink(marker) }
+
+    private func refusal(_ name: String, line: UInt = #line) -> FormatError? {
+        let p = TorchFixtures.path("hostile/\(name).pt")
+        let e = assertFormatError(try TorchCheckpoint(path: p), line: line)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: marker), "\(name) ran code", line: line)
+        return e
+    }
+
+    private func assertForbidden(_ name: String, _ global: String, line: UInt = #line) {
+        XCTAssertEqual(refusal(name, line: line),
+                       .forbiddenGlobal(path: TorchFixtures.path("hostile/\(name).pt"), global: global), line: line)
+    }
+
+    private func assertInvalid(_ name: String, containing text: String, line: UInt = #line) {
+        guard let e = refusal(name, line: line) else { return }
+        guard case let .invalid(_, what) = e else { return XCTFail("\(name): \(e)", line: line) }
+        XCTAssertTrue(what.contains(text), "\(name): \(what)", line: line)
+    }
+
+    private func assertUnsupported(_ name: String, containing text: String, line: UInt = #line) {
+        guard let e = refusal(name, line: line) else { return }
+        guard case let .unsupported(_, what) = e else { return XCTFail("\(name): \(e)", line: line) }
+        XCTAssertTrue(what.contains(text), "\(name): \(what)", line: line)
+    }
+
+    private func assertTruncated(_ name: String, line: UInt = #line) {
+        guard let e = refusal(name, line: line) else { return }
+        guard case .truncated = e else { return XCTFail("\(name): \(e)", line: line) }
+    }
+
+    func testCodeExecutionGlobalsAreRefusedByName() {
+        assertForbidden("os_system", "os.system")
+        assertForbidden("posix_system", "posix.system")
+        assertForbidden("builtins_eval", "builtins.eval")
+        assertForbidden("subprocess_popen", "subprocess.Popen")
+        assertForbidden("reduce_trick", "posix.system")
+        assertForbidden("stack_global_eval", "builtins.eval")
+        assertForbidden("qtensor", "torch._utils._rebuild_qtensor")
+    }
+
+    func testReduceOnlyCallsAllowlistedCallables() {
+        assertInvalid("reduce_storage_class", containing: "called directly")
+        assertInvalid("reduce_non_callable", containing: "not an allowlisted callable")
+        assertUnsupported("backward_hooks", containing: "hooks")
+    }
+
+    func testMalformedPicklesAreRefused() {
+        assertInvalid("unknown_opcode", containing: "opcode 0xff")
+        assertInvalid("inst_opcode", containing: "opcode 0x69")
+        assertInvalid("memo_out_of_range", containing: "memo index 7")
+        assertInvalid("stack_underflow", containing: "stack underflow")
+        assertInvalid("setitems_on_list", containing: "SETITEMS on a non-dict")
+        assertTruncated("huge_string")
+        assertTruncated("no_stop")
+        assertUnsupported("not_a_dict", containing: "not a state dict")
+    }
+
+    func testTensorGeometryIsBoundsChecked() {
+        assertInvalid("view_out_of_bounds", containing: "reaches element")
+        assertInvalid("absurd_shape", containing: "overflows")
+        assertInvalid("negative_stride", containing: "negative stride")
+        assertInvalid("storage_size_mismatch", containing: "declares 1000 x 4 bytes")
+    }
+
+    func testContainerDamageIsRefused() {
+        assertUnsupported("compressed", containing: "compressed")
+        assertUnsupported("big_endian", containing: "big-endian")
+        assertInvalid("missing_storage", containing: "has no entry")
+        assertTruncated("entry_outside_file")
+        assertInvalid("bad_central_directory", containing: "bad signature")
+        assertInvalid("cd_offset_outside", containing: "disagree")
+        assertTruncated("entry_size_overrun")
+        assertInvalid("not_a_checkpoint", containing: "not a torch checkpoint")
+        assertTruncated("legacy_huge_count")
+        assertInvalid("legacy_bad_magic", containing: "magic")
+    }
+
+    func testEveryHostileFixtureIsCovered() throws {
+        let listed = Set(TorchFixtures.expected["_hostile"] as! [String])
+        let onDisk = Set(try FileManager.default.contentsOfDirectory(atPath: TorchFixtures.path("hostile"))
+            .map { String($0.dropLast(3)) })
+        XCTAssertEqual(listed, onDisk)
+        for name in listed { _ = refusal(name) }
+    }
+
+    /// Every prefix of a valid zip and a valid legacy file is refused with a FormatError (never a trap).
+    func testTruncatedFilesAreRefusedAtEveryLength() throws {
+        for file in ["views.pt", "legacy.pt"] {
+            let full = try Data(contentsOf: URL(fileURLWithPath: TorchFixtures.path(file)))
+            let tmp = NSTemporaryDirectory() + "squint-trunc-\(getpid())-\(file)"
+            defer { unlink(tmp) }
+            for n in 0..<full.count {
+                try full.prefix(n).write(to: URL(fileURLWithPath: tmp))
+                guard let e = assertFormatError(try TorchCheckpoint(path: tmp)) else { continue }
+                switch e {
+                case .truncated, .invalid: break
+                default: XCTFail("\(file) cut at \(n): \(e)")
+                }
+            }
+        }
+    }
+
+    /// Single-byte corruption anywhere either still reads or throws a FormatError; never traps.
+    func testByteFlipsNeverTrap() throws {
+        let full = try Data(contentsOf: URL(fileURLWithPath: TorchFixtures.path("legacy.pt")))
+        let tmp = NSTemporaryDirectory() + "squint-flip-\(getpid()).pt"
+        defer { unlink(tmp) }
+        for i in 0..<full.count {
+            var d = full
+            d[i] ^= 0xA5
+            try d.write(to: URL(fileURLWithPath: tmp))
+            do {
+                let c = try TorchCheckpoint(path: tmp)
+                for t in c.tensors { _ = try? c.view(t.name) }
+            } catch is FormatError {} catch { XCTFail("byte \(i): \(error)") }
+        }
+    }
+}

@@ -206,6 +206,39 @@ final class SafetensorsHostileTests: XCTestCase {
         XCTAssertEqual(try st.view("a").bytes.loadUnaligned(as: Float.self), 1.0)
     }
 
+    func testByteFlipsInTheHeaderNeverTrapAndNeverYieldAnInconsistentLayout() throws {
+        // Every header byte of a real file replaced by a few values: the parser either refuses with a
+        // FormatError or returns tensors that still tile the data section exactly with honest sizes.
+        let whole = SafetensorsFixtures.bytes("no_metadata.safetensors")
+        let st = try SafetensorsFile(path: SafetensorsFixtures.path("no_metadata.safetensors"))
+        let dataLength = whole.count - st.dataSectionOffset
+        var accepted = 0, refused = 0
+        for i in 8..<st.dataSectionOffset {
+            for v: UInt8 in [0x00, 0x20, 0x22, 0x2C, 0x30, 0x39, 0x5B, 0x7B, 0x7D, 0xFF, whole[i] ^ 0x01] {
+                var h = Array(whole[8..<st.dataSectionOffset])
+                h[i - 8] = v
+                do {
+                    let parsed = try h.withUnsafeBytes {
+                        try SafetensorsHeader.parse($0, dataLength: dataLength, path: "flip")
+                    }
+                    var end = 0
+                    for e in parsed.entries {
+                        XCTAssertEqual(e.begin, end)
+                        XCTAssertEqual(checkedByteCount(shape: e.shape, dtype: e.dtype), e.end - e.begin)
+                        end = e.end
+                    }
+                    XCTAssertEqual(end, dataLength)
+                    accepted += 1
+                } catch let e as FormatError {
+                    if case .invalid(let p, _) = e { XCTAssertEqual(p, "flip") }
+                    refused += 1
+                }
+            }
+        }
+        XCTAssertGreaterThan(refused, 0)
+        XCTAssertGreaterThan(accepted, 0)   // e.g. a flipped byte inside a name is still a valid file
+    }
+
     // MARK: the file itself
 
     func testMissingFileAndDirectoryAreIOErrors() {

@@ -130,6 +130,8 @@ public enum StrictJSON {
             if v == Int64.max && json_object_get_uint64(o) > UInt64(Int64.max) {
                 return .integerOutOfRange(text: String(json_object_get_uint64(o)))
             }
+            // Anything below Int64.min is clamped to it, so Int64.min itself cannot be trusted either
+            // (no format Squint reads needs it: offsets and dimensions are non-negative).
             if v == Int64.min { return .integerOutOfRange(text: "<= \(Int64.min)") }
             return .integer(v)
         case json_type_string:

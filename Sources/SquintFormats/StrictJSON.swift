@@ -104,8 +104,9 @@ public enum StrictJSON {
         guard json_object_get_type(obj) == json_type_object else {
             throw FormatError.invalid(path: path, what: "\(what) must be a JSON object")
         }
-        // json-c keeps the last of duplicated keys silently: scan the text for them first.
-        try checkKeys(UnsafeRawBufferPointer(rebasing: bytes[..<end]), path: path, what: what)
+        // json-c keeps the last of duplicated keys silently and lets comments and NaN through even in
+        // strict mode: scan the text for those first.
+        try checkStrict(UnsafeRawBufferPointer(rebasing: bytes[..<end]), path: path, what: what)
         return convert(obj)
     }
 
@@ -129,6 +130,8 @@ public enum StrictJSON {
             if v == Int64.max && json_object_get_uint64(o) > UInt64(Int64.max) {
                 return .integerOutOfRange(text: String(json_object_get_uint64(o)))
             }
+            // Anything below Int64.min is clamped to it, so Int64.min itself cannot be trusted either
+            // (no format Squint reads needs it: offsets and dimensions are non-negative).
             if v == Int64.min { return .integerOutOfRange(text: "<= \(Int64.min)") }
             return .integer(v)
         case json_type_string:
@@ -159,10 +162,13 @@ public enum StrictJSON {
         }
     }
 
-    /// Walks JSON text that json-c has already accepted and refuses a key repeated within one object,
-    /// or a key holding U+0000 (json-c's keys are C strings, so such keys would be cut and merged).
-    /// The text is known to be valid, so the walk only tracks strings, nesting and key positions.
-    private static func checkKeys(_ b: UnsafeRawBufferPointer, path: String, what: String) throws {
+    /// Walks JSON text that json-c has already accepted and refuses what json-c lets through even in
+    /// strict mode: comments, `NaN`/`Infinity`, numbers outside RFC 8259's grammar, raw control bytes
+    /// in strings; then a key repeated within one object, or a key holding U+0000 (json-c's keys are C
+    /// strings, so such keys would be cut and merged). The text is known to be well nested, so the walk
+    /// only tracks strings, nesting, key positions and the bare tokens between them.
+    private static func checkStrict(_ b: UnsafeRawBufferPointer, path: String, what: String) throws {
+        func fail(_ why: String) -> FormatError { .invalid(path: path, what: "\(what) is not valid JSON: \(why)") }
         var stack: [Set<String>?] = []   // nil: array level
         var expectKey = false
         var i = 0
@@ -175,10 +181,12 @@ public enum StrictJSON {
             case UInt8(ascii: "}"), UInt8(ascii: "]"): if !stack.isEmpty { stack.removeLast() }; expectKey = false
             case UInt8(ascii: ","): expectKey = stack.last.map { $0 != nil } ?? false
             case UInt8(ascii: ":"): expectKey = false
+            case 0x20, 0x09, 0x0A, 0x0D: break
             case UInt8(ascii: "\""):
                 var j = i + 1
                 var escaped = false
                 while j < n && b[j] != UInt8(ascii: "\"") {
+                    if b[j] < 0x20 { throw fail("control byte 0x\(String(b[j], radix: 16)) inside a string at \(j)") }
                     if b[j] == UInt8(ascii: "\\") { escaped = true; j += 1 }
                     j += 1
                 }
@@ -196,10 +204,35 @@ public enum StrictJSON {
                 }
                 expectKey = false
                 i = j
-            default: break
+            default:
+                // A bare token: a literal or a number, up to the next structural byte or whitespace.
+                var j = i
+                while j < n, !" \t\n\r,:]}[{\"".utf8.contains(b[j]) { j += 1 }
+                let token = Array(b[i..<j])
+                if !isLiteralOrNumber(token) {
+                    throw fail("unexpected token '\(String(decoding: token.prefix(32), as: UTF8.self))' at \(i)")
+                }
+                i = j - 1
             }
             i += 1
         }
+    }
+
+    /// `true`, `false`, `null`, or a number in RFC 8259 grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+    private static func isLiteralOrNumber(_ t: [UInt8]) -> Bool {
+        if t == Array("true".utf8) || t == Array("false".utf8) || t == Array("null".utf8) { return true }
+        var i = 0
+        func digits() -> Int { let s = i; while i < t.count, (48...57).contains(t[i]) { i += 1 }; return i - s }
+        if i < t.count, t[i] == UInt8(ascii: "-") { i += 1 }
+        guard i < t.count else { return false }
+        if t[i] == UInt8(ascii: "0") { i += 1 } else if digits() == 0 { return false }
+        if i < t.count, t[i] == UInt8(ascii: ".") { i += 1; if digits() == 0 { return false } }
+        if i < t.count, t[i] == UInt8(ascii: "e") || t[i] == UInt8(ascii: "E") {
+            i += 1
+            if i < t.count, t[i] == UInt8(ascii: "+") || t[i] == UInt8(ascii: "-") { i += 1 }
+            if digits() == 0 { return false }
+        }
+        return i == t.count
     }
 
     /// Unescapes one string token (from the opening quote at `from` to the closing quote at `to`)

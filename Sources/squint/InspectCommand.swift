@@ -12,7 +12,7 @@ struct Inspect: ParsableCommand {
         Int4, Squint Int4) and the config. Accepts safetensors files, torch .bin/.pt/.pth files (zip \
         and legacy), sharded folders with an index, and Squint Int4 files.
 
-        Exit codes: 0 ok; 1 the checkpoint is invalid or unreadable; 2 bad arguments; \
+        Exit codes: 0 ok; 1 the checkpoint is invalid or unreadable; 64 bad arguments; \
         3 (--diff) the checkpoints differ.
         """)
 

@@ -1,0 +1,95 @@
+import Foundation
+import XCTest
+import TestSupport
+
+/// The `squint` executable end to end: output, exit codes, and that bad input is reported as one
+/// clear line naming the file (never a crash) with nothing left behind.
+final class CLITests: XCTestCase {
+    let squint = Fixtures.squintExecutable()
+    var tmp = ""
+    override func setUp() { tmp = Fixtures.temporaryFolder("cli") }
+    override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
+
+    func testHelpListsTheSubcommands() throws {
+        let r = try Fixtures.run(squint, ["--help"])
+        XCTAssertEqual(r.status, 0)
+        for c in ["inspect", "synth"] { XCTAssertTrue(r.out.contains(c), r.out) }
+    }
+
+    func testInspectJSONListsTensorsWithAbsoluteOffsets() throws {
+        let file = Fixtures.path("safetensors/no_metadata.safetensors")
+        let r = try Fixtures.run(squint, ["inspect", file, "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let obj = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        let files = (try Fixtures.json("safetensors/expected.json") as! [String: Any])["files"] as! [[String: Any]]
+        let expected = try XCTUnwrap(files.first { $0["file"] as? String == "no_metadata.safetensors" })
+        let rows = obj["tensors"] as! [[String: Any]]
+        let want = expected["tensors"] as! [[String: Any]]
+        XCTAssertEqual(rows.count, want.count)
+        for w in want {
+            let row = try XCTUnwrap(rows.first { $0["name"] as? String == w["name"] as? String })
+            XCTAssertEqual(row["dtype"] as? String, w["dtype"] as? String)
+            XCTAssertEqual(row["shape"] as? [Int], w["shape"] as? [Int])
+            XCTAssertEqual(row["offset"] as? Int, w["offset"] as? Int)
+            XCTAssertEqual(row["bytes"] as? Int, w["byte_count"] as? Int)
+            XCTAssertEqual(row["file"] as? String, file)
+        }
+        XCTAssertEqual(obj["format"] as? String, "safetensors")
+    }
+
+    func testMissingFileIsOneClearErrorLine() throws {
+        let r = try Fixtures.run(squint, ["inspect", "\(tmp)/nope.safetensors"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.hasPrefix("error: \(tmp)/nope.safetensors: no such file"), r.err)
+    }
+
+    func testTruncatedFileIsReportedNotCrashed() throws {
+        let src = try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("safetensors/no_metadata.safetensors")))
+        let bad = "\(tmp)/cut.safetensors"
+        FileManager.default.createFile(atPath: bad, contents: src.prefix(src.count - 3))
+        let r = try Fixtures.run(squint, ["inspect", bad])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains(bad), r.err)
+        XCTAssertTrue(r.out.isEmpty)
+    }
+
+    func testHostilePickleIsRefusedAndNothingRuns() throws {
+        let r = try Fixtures.run(squint, ["inspect", Fixtures.path("torch/hostile/os_system.pt")], cwd: tmp)
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("refused"), r.err)
+        XCTAssertTrue(r.err.contains("system"), r.err)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp), [])
+    }
+
+    func testDiffExitCodes() throws {
+        let a = Fixtures.path("safetensors/no_metadata.safetensors")
+        let b = Fixtures.path("safetensors/all_dtypes.safetensors")
+        XCTAssertEqual(try Fixtures.run(squint, ["inspect", a, "--diff", a]).status, 0)
+        let r = try Fixtures.run(squint, ["inspect", a, "--diff", b, "--json"])
+        XCTAssertEqual(r.status, 3)
+        let obj = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        XCTAssertFalse((obj["added"] as! [String]).isEmpty)
+    }
+
+    func testSynthThenInspectSummary() throws {
+        let out = "\(tmp)/model"
+        let s = try Fixtures.run(squint, ["synth", "--config", Fixtures.path("qwen-vl-tiny/config.json"), "--format", "bin", "-o", out])
+        XCTAssertEqual(s.status, 0, s.err)
+        let r = try Fixtures.run(squint, ["inspect", out, "--summary"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("layout: qwen-vl-bf16"), r.out)
+        XCTAssertTrue(r.out.contains("check: all 61 tensors match config.json"), r.out)
+        // A second synth to the same folder is refused and leaves it as it was.
+        let again = try Fixtures.run(squint, ["synth", "--config", Fixtures.path("qwen-vl-tiny/config.json"), "-o", out])
+        XCTAssertEqual(again.status, 1)
+        XCTAssertTrue(again.err.contains("already exists"), again.err)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out).sorted(),
+                       ["config.json", "generation_config.json", "pytorch_model.bin"])
+    }
+
+    func testBadArgumentsExitWithUsageCode() throws {
+        let r = try Fixtures.run(squint, ["synth", "--config", "x.json", "--format", "onnx", "-o", "\(tmp)/o"])
+        XCTAssertEqual(r.status, 64)   // EX_USAGE, ArgumentParser's code for a validation error
+        XCTAssertTrue(r.err.contains("--format"), r.err)
+    }
+}

@@ -48,12 +48,25 @@ enum PickleGlobal: Equatable {
 /// Mutable containers have reference semantics in pickle (memo entries alias them).
 final class PickleList { var items: [PickleValue] = [] }
 final class PickleDict {
+    /// Keys are str or int (all a state dict or sys_info needs), hashed so a hostile pickle with a
+    /// million SETITEMS stays linear.
+    enum Key: Hashable { case string(String), int(Int) }
     var keys: [PickleValue] = []
     var values: [PickleValue] = []
     var isOrdered = false
-    func set(_ k: PickleValue, _ v: PickleValue) {
-        if let i = keys.firstIndex(of: k) { values[i] = v } else { keys.append(k); values.append(v) }
+    private var slots: [Key: Int] = [:]
+    /// false when the key is not a str or int.
+    func set(_ k: PickleValue, _ v: PickleValue) -> Bool {
+        let key: Key
+        switch k {
+        case .string(let s): key = .string(s)
+        case .int(let i): key = .int(i)
+        default: return false
+        }
+        if let i = slots[key] { values[i] = v } else { slots[key] = keys.count; keys.append(k); values.append(v) }
+        return true
     }
+    func get(_ k: String) -> PickleValue? { slots[.string(k)].map { values[$0] } }
 }
 
 /// A storage referenced by a persistent id: `('storage', type, key, location, numel[, view])`.
@@ -294,12 +307,14 @@ struct Unpickler {
             case 0x73: // SETITEM
                 let v = try pop(), k = try pop()
                 guard case let .dict(d) = stack.last else { throw bad("SETITEM on a non-dict") }
-                d.set(k, v)
+                guard d.set(k, v) else { throw bad("dict key is a \(k.kindName), not str or int") }
             case 0x75: // SETITEMS
                 let items = try popMark()
                 guard items.count % 2 == 0 else { throw bad("SETITEMS with an odd number of items") }
                 guard case let .dict(d) = stack.last else { throw bad("SETITEMS on a non-dict") }
-                for i in stride(from: 0, to: items.count, by: 2) { d.set(items[i], items[i + 1]) }
+                for i in stride(from: 0, to: items.count, by: 2) where !d.set(items[i], items[i + 1]) {
+                    throw bad("dict key is a \(items[i].kindName), not str or int")
+                }
             case 0x61: // APPEND
                 let v = try pop()
                 guard case let .list(l) = stack.last else { throw bad("APPEND on a non-list") }

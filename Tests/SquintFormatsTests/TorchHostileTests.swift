@@ -65,6 +65,19 @@ final class TorchHostileTests: XCTestCase {
         assertUnsupported("not_a_dict", containing: "not a state dict")
     }
 
+    func testDictKeysMustBeStringsOrInts() {
+        assertInvalid("float_dict_key", containing: "dict key is a float")
+    }
+
+    func testHugeBroadcastViewOpensButIsNotMaterialised() throws {
+        let c = try TorchCheckpoint(path: TorchFixtures.path("hostile_views/huge_broadcast.pt"))
+        XCTAssertEqual(c.tensors.first?.shape, [1 << 20, 1 << 20])
+        XCTAssertEqual(c.tensors.first?.strides, [0, 0])
+        guard let e = assertFormatError(try c.view("w")) else { return }
+        guard case let .unsupported(_, what) = e else { return XCTFail("\(e)") }
+        XCTAssertTrue(what.contains("broadcast view too large"), what)
+    }
+
     func testTensorGeometryIsBoundsChecked() {
         assertInvalid("view_out_of_bounds", containing: "reaches element")
         assertInvalid("absurd_shape", containing: "overflows")
@@ -83,6 +96,20 @@ final class TorchHostileTests: XCTestCase {
         assertInvalid("not_a_checkpoint", containing: "not a torch checkpoint")
         assertTruncated("legacy_huge_count")
         assertInvalid("legacy_bad_magic", containing: "magic")
+    }
+
+    /// The classic (non-ZIP64) directory our writer emits: an end record pointing past the file.
+    func testClassicEndRecordPointingOutsideTheFileIsTruncated() throws {
+        var d = try Data(contentsOf: URL(fileURLWithPath: TorchFixtures.path("writer_roundtrip.pt")))
+        let eocd = d.count - 22
+        XCTAssertEqual(Array(d[eocd..<(eocd + 4)]), [0x50, 0x4B, 0x05, 0x06])
+        d.replaceSubrange((eocd + 16)..<(eocd + 20), with: [0xF0, 0xFF, 0xFF, 0x7F])
+        let tmp = NSTemporaryDirectory() + "squint-eocd-\(getpid()).pt"
+        defer { unlink(tmp) }
+        try d.write(to: URL(fileURLWithPath: tmp))
+        guard let e = assertFormatError(try TorchCheckpoint(path: tmp)) else { return }
+        guard case let .truncated(_, what) = e else { return XCTFail("\(e)") }
+        XCTAssertTrue(what.contains("central directory"), what)
     }
 
     func testEveryHostileFixtureIsCovered() throws {

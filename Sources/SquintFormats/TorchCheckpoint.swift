@@ -118,8 +118,12 @@ public final class TorchCheckpoint: TensorFile {
         for k in keyList.items {
             guard case let .string(key) = k else { throw FormatError.invalid(path: path, what: "legacy storage key is a \(k.kindName)") }
             guard seen.insert(key).inserted else { throw FormatError.invalid(path: path, what: "legacy storage '\(key)' listed twice") }
+            // Without a referencing tensor the element size is unknown and every later storage
+            // would be misplaced; torch lists only storages the pickle referenced.
+            guard let size = itemSize[key] else {
+                throw FormatError.invalid(path: path, what: "legacy storage '\(key)' is listed but no tensor uses it")
+            }
             let count = try f.readLE(UInt64.self, at: pos, what: "element count of storage '\(key)'")
-            let size = itemSize[key] ?? 1
             guard count <= UInt64(Int.max / size) else {
                 throw FormatError.invalid(path: path, what: "storage '\(key)' claims \(count) elements")
             }

@@ -71,6 +71,10 @@ public final class TorchCheckpoint: TensorFile {
         guard let pkl = z.entry(prefix + "data.pkl") else {
             throw FormatError.invalid(path: path, what: "zip: no '\(prefix)data.pkl' entry")
         }
+        // A state dict's pickle is kilobytes to a few MB; a gigabyte one is an attack on memory.
+        guard pkl.size <= 1 << 30 else {
+            throw FormatError.unsupported(path: path, what: "data.pkl is \(pkl.size) bytes (limit 1 GiB)")
+        }
         var u = Unpickler(path: path, bytes: try z.file.slice(pkl.dataOffset, pkl.size, what: "data.pkl"),
                           base: pkl.dataOffset, style: .zip)
         let root = try u.load()

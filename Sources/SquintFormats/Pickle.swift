@@ -152,13 +152,21 @@ struct Unpickler {
     let base: Int
     let style: PersistentIDStyle
     var pos = 0
+    /// Offset of the opcode being executed (errors point at it).
+    private var opStart = 0
 
-    init(path: String, bytes: UnsafeRawBufferPointer, base: Int = 0, style: PersistentIDStyle) {
+    /// Limits in force (the static defaults; tests lower them to exercise the checks quickly).
+    let maxMemo: Int
+    let maxStack: Int
+
+    init(path: String, bytes: UnsafeRawBufferPointer, base: Int = 0, style: PersistentIDStyle,
+         maxMemo: Int = Unpickler.maxMemo, maxStack: Int = Unpickler.maxStack) {
         self.path = path; self.bytes = bytes; self.base = base; self.style = style
+        self.maxMemo = maxMemo; self.maxStack = maxStack
     }
 
     private func bad(_ what: String) -> FormatError {
-        .invalid(path: path, what: "pickle at byte \(base + pos): \(what)")
+        .invalid(path: path, what: "pickle at byte \(base + opStart): \(what)")
     }
     private func short(_ what: String) -> FormatError {
         .truncated(path: path, what: "pickle ends inside \(what) (byte \(base + pos))")
@@ -203,12 +211,12 @@ struct Unpickler {
             return items
         }
         func push(_ v: PickleValue) throws {
-            guard stack.count < Unpickler.maxStack else { throw bad("stack deeper than \(Unpickler.maxStack)") }
+            guard stack.count < maxStack else { throw bad("stack deeper than \(maxStack)") }
             stack.append(v)
         }
         func put(_ i: Int) throws {
             guard let top = stack.last else { throw bad("memo store from an empty stack") }
-            if memo[i] == nil, memo.count >= Unpickler.maxMemo { throw bad("more than \(Unpickler.maxMemo) memo entries") }
+            if memo[i] == nil, memo.count >= maxMemo { throw bad("more than \(maxMemo) memo entries") }
             memo[i] = top
         }
         func get(_ i: Int) throws {
@@ -217,7 +225,7 @@ struct Unpickler {
         }
 
         while true {
-            let opPos = pos
+            opStart = pos
             let op = try u8("an opcode")
             switch op {
             case 0x80: // PROTO
@@ -230,7 +238,7 @@ struct Unpickler {
                 }
                 return stack[0]
             case 0x28: // MARK
-                guard marks.count < Unpickler.maxStack else { throw bad("too many MARKs") }
+                guard marks.count < maxStack else { throw bad("too many MARKs") }
                 marks.append(stack.count)
             case 0x30: _ = try pop() // POP
             case 0x31: _ = try popMark() // POP_MARK
@@ -324,7 +332,6 @@ struct Unpickler {
                 guard case let .list(l) = stack.last else { throw bad("APPENDS on a non-list") }
                 l.items.append(contentsOf: items)
             default:
-                pos = opPos
                 throw bad("unknown or disallowed opcode 0x\(String(op, radix: 16))")
             }
         }

@@ -65,6 +65,28 @@ final class TorchHostileTests: XCTestCase {
         assertUnsupported("not_a_dict", containing: "not a state dict")
     }
 
+    private func unpickle(_ bytes: [UInt8], maxMemo: Int, maxStack: Int) -> FormatError? {
+        let b = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+        defer { b.deallocate() }
+        b.copyMemory(from: UnsafeRawBufferPointer(start: bytes, count: bytes.count))
+        var u = Unpickler(path: "mem.pkl", bytes: UnsafeRawBufferPointer(b), style: .zip,
+                          maxMemo: maxMemo, maxStack: maxStack)
+        return assertFormatError(try u.load())
+    }
+
+    /// The same checks guard the real limits (1,000,000 each); small limits keep the test fast.
+    func testStackAndMemoAreBounded() {
+        let deep: [UInt8] = [0x80, 2] + [UInt8](repeating: 0x4E, count: 101) + [0x2E] // NONE x 101
+        XCTAssertEqual(unpickle(deep, maxMemo: 100, maxStack: 100),
+                       .invalid(path: "mem.pkl", what: "pickle at byte 102: stack deeper than 100"))
+        let memo: [UInt8] = [0x80, 2, 0x4E] + [UInt8](repeating: 0x94, count: 101) + [0x2E] // MEMOIZE x 101
+        XCTAssertEqual(unpickle(memo, maxMemo: 100, maxStack: 100),
+                       .invalid(path: "mem.pkl", what: "pickle at byte 103: more than 100 memo entries"))
+        let marks: [UInt8] = [0x80, 2] + [UInt8](repeating: 0x28, count: 101) + [0x2E] // MARK x 101
+        XCTAssertEqual(unpickle(marks, maxMemo: 100, maxStack: 100),
+                       .invalid(path: "mem.pkl", what: "pickle at byte 102: too many MARKs"))
+    }
+
     func testDictKeysMustBeStringsOrInts() {
         assertInvalid("float_dict_key", containing: "dict key is a float")
     }

@@ -87,6 +87,13 @@ final class TorchHostileTests: XCTestCase {
                        .invalid(path: "mem.pkl", what: "pickle at byte 102: too many MARKs"))
     }
 
+    func testCorruptTensorBytesFailChecksumVerification() throws {
+        let c = try TorchCheckpoint(path: TorchFixtures.path("hostile_views/bad_crc.pt"))
+        guard let e = assertFormatError(try c.verifyChecksums()) else { return }
+        guard case let .invalid(_, what) = e else { return XCTFail("\(e)") }
+        XCTAssertTrue(what.contains("data/0' CRC-32"), what)
+    }
+
     func testDictKeysMustBeStringsOrInts() {
         assertInvalid("float_dict_key", containing: "dict key is a float")
     }
@@ -118,6 +125,10 @@ final class TorchHostileTests: XCTestCase {
         assertInvalid("not_a_checkpoint", containing: "not a torch checkpoint")
         assertTruncated("legacy_huge_count")
         assertInvalid("legacy_bad_magic", containing: "magic")
+        assertUnsupported("legacy_big_endian", containing: "big-endian")
+        assertUnsupported("encrypted_entry", containing: "encrypted")
+        assertInvalid("duplicate_entry", containing: "duplicate entry name")
+        assertInvalid("foreign_prefix", containing: "outside the archive folder")
     }
 
     /// The classic (non-ZIP64) directory our writer emits: an end record pointing past the file.

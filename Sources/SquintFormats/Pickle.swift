@@ -48,12 +48,25 @@ enum PickleGlobal: Equatable {
 /// Mutable containers have reference semantics in pickle (memo entries alias them).
 final class PickleList { var items: [PickleValue] = [] }
 final class PickleDict {
+    /// Keys are str or int (all a state dict or sys_info needs), hashed so a hostile pickle with a
+    /// million SETITEMS stays linear.
+    enum Key: Hashable { case string(String), int(Int) }
     var keys: [PickleValue] = []
     var values: [PickleValue] = []
     var isOrdered = false
-    func set(_ k: PickleValue, _ v: PickleValue) {
-        if let i = keys.firstIndex(of: k) { values[i] = v } else { keys.append(k); values.append(v) }
+    private var slots: [Key: Int] = [:]
+    /// false when the key is not a str or int.
+    func set(_ k: PickleValue, _ v: PickleValue) -> Bool {
+        let key: Key
+        switch k {
+        case .string(let s): key = .string(s)
+        case .int(let i): key = .int(i)
+        default: return false
+        }
+        if let i = slots[key] { values[i] = v } else { slots[key] = keys.count; keys.append(k); values.append(v) }
+        return true
     }
+    func get(_ k: String) -> PickleValue? { slots[.string(k)].map { values[$0] } }
 }
 
 /// A storage referenced by a persistent id: `('storage', type, key, location, numel[, view])`.
@@ -139,13 +152,21 @@ struct Unpickler {
     let base: Int
     let style: PersistentIDStyle
     var pos = 0
+    /// Offset of the opcode being executed (errors point at it).
+    private var opStart = 0
 
-    init(path: String, bytes: UnsafeRawBufferPointer, base: Int = 0, style: PersistentIDStyle) {
+    /// Limits in force (the static defaults; tests lower them to exercise the checks quickly).
+    let maxMemo: Int
+    let maxStack: Int
+
+    init(path: String, bytes: UnsafeRawBufferPointer, base: Int = 0, style: PersistentIDStyle,
+         maxMemo: Int = Unpickler.maxMemo, maxStack: Int = Unpickler.maxStack) {
         self.path = path; self.bytes = bytes; self.base = base; self.style = style
+        self.maxMemo = maxMemo; self.maxStack = maxStack
     }
 
     private func bad(_ what: String) -> FormatError {
-        .invalid(path: path, what: "pickle at byte \(base + pos): \(what)")
+        .invalid(path: path, what: "pickle at byte \(base + opStart): \(what)")
     }
     private func short(_ what: String) -> FormatError {
         .truncated(path: path, what: "pickle ends inside \(what) (byte \(base + pos))")
@@ -190,12 +211,12 @@ struct Unpickler {
             return items
         }
         func push(_ v: PickleValue) throws {
-            guard stack.count < Unpickler.maxStack else { throw bad("stack deeper than \(Unpickler.maxStack)") }
+            guard stack.count < maxStack else { throw bad("stack deeper than \(maxStack)") }
             stack.append(v)
         }
         func put(_ i: Int) throws {
             guard let top = stack.last else { throw bad("memo store from an empty stack") }
-            if memo[i] == nil, memo.count >= Unpickler.maxMemo { throw bad("more than \(Unpickler.maxMemo) memo entries") }
+            if memo[i] == nil, memo.count >= maxMemo { throw bad("more than \(maxMemo) memo entries") }
             memo[i] = top
         }
         func get(_ i: Int) throws {
@@ -204,7 +225,7 @@ struct Unpickler {
         }
 
         while true {
-            let opPos = pos
+            opStart = pos
             let op = try u8("an opcode")
             switch op {
             case 0x80: // PROTO
@@ -217,7 +238,7 @@ struct Unpickler {
                 }
                 return stack[0]
             case 0x28: // MARK
-                guard marks.count < Unpickler.maxStack else { throw bad("too many MARKs") }
+                guard marks.count < maxStack else { throw bad("too many MARKs") }
                 marks.append(stack.count)
             case 0x30: _ = try pop() // POP
             case 0x31: _ = try popMark() // POP_MARK
@@ -294,12 +315,14 @@ struct Unpickler {
             case 0x73: // SETITEM
                 let v = try pop(), k = try pop()
                 guard case let .dict(d) = stack.last else { throw bad("SETITEM on a non-dict") }
-                d.set(k, v)
+                guard d.set(k, v) else { throw bad("dict key is a \(k.kindName), not str or int") }
             case 0x75: // SETITEMS
                 let items = try popMark()
                 guard items.count % 2 == 0 else { throw bad("SETITEMS with an odd number of items") }
                 guard case let .dict(d) = stack.last else { throw bad("SETITEMS on a non-dict") }
-                for i in stride(from: 0, to: items.count, by: 2) { d.set(items[i], items[i + 1]) }
+                for i in stride(from: 0, to: items.count, by: 2) where !d.set(items[i], items[i + 1]) {
+                    throw bad("dict key is a \(items[i].kindName), not str or int")
+                }
             case 0x61: // APPEND
                 let v = try pop()
                 guard case let .list(l) = stack.last else { throw bad("APPEND on a non-list") }
@@ -309,7 +332,6 @@ struct Unpickler {
                 guard case let .list(l) = stack.last else { throw bad("APPENDS on a non-list") }
                 l.items.append(contentsOf: items)
             default:
-                pos = opPos
                 throw bad("unknown or disallowed opcode 0x\(String(op, radix: 16))")
             }
         }

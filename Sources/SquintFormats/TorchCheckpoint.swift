@@ -71,6 +71,10 @@ public final class TorchCheckpoint: TensorFile {
         guard let pkl = z.entry(prefix + "data.pkl") else {
             throw FormatError.invalid(path: path, what: "zip: no '\(prefix)data.pkl' entry")
         }
+        // A state dict's pickle is kilobytes to a few MB; a gigabyte one is an attack on memory.
+        guard pkl.size <= 1 << 30 else {
+            throw FormatError.unsupported(path: path, what: "data.pkl is \(pkl.size) bytes (limit 1 GiB)")
+        }
         var u = Unpickler(path: path, bytes: try z.file.slice(pkl.dataOffset, pkl.size, what: "data.pkl"),
                           base: pkl.dataOffset, style: .zip)
         let root = try u.load()
@@ -101,7 +105,7 @@ public final class TorchCheckpoint: TensorFile {
         guard magic == .bigInt(want) else { throw FormatError.invalid(path: path, what: "legacy magic number mismatch") }
         guard try u.load() == .int(1001) else { throw FormatError.invalid(path: path, what: "legacy protocol version is not 1001") }
         guard case let .dict(sys) = try u.load() else { throw FormatError.invalid(path: path, what: "legacy sys_info is not a dict") }
-        if let i = sys.keys.firstIndex(of: .string("little_endian")), sys.values[i] != .bool(true) {
+        if let le = sys.get("little_endian"), le != .bool(true) {
             throw FormatError.unsupported(path: path, what: "big-endian checkpoint (little_endian = False)")
         }
         let items = try stateDict(try u.load(), path: path)
@@ -118,8 +122,12 @@ public final class TorchCheckpoint: TensorFile {
         for k in keyList.items {
             guard case let .string(key) = k else { throw FormatError.invalid(path: path, what: "legacy storage key is a \(k.kindName)") }
             guard seen.insert(key).inserted else { throw FormatError.invalid(path: path, what: "legacy storage '\(key)' listed twice") }
+            // Without a referencing tensor the element size is unknown and every later storage
+            // would be misplaced; torch lists only storages the pickle referenced.
+            guard let size = itemSize[key] else {
+                throw FormatError.invalid(path: path, what: "legacy storage '\(key)' is listed but no tensor uses it")
+            }
             let count = try f.readLE(UInt64.self, at: pos, what: "element count of storage '\(key)'")
-            let size = itemSize[key] ?? 1
             guard count <= UInt64(Int.max / size) else {
                 throw FormatError.invalid(path: path, what: "storage '\(key)' claims \(count) elements")
             }
@@ -204,6 +212,9 @@ public final class TorchCheckpoint: TensorFile {
 
     // MARK: Access
 
+    /// Largest gathered copy allowed for a broadcast view beyond 4x its storage (Formats/PYTORCH.md §3.4).
+    public static let maxExpandedBytes = 256 << 20
+
     /// Contiguous row-major bytes of a tensor: zero-copy from the mapping, or a gathered copy for
     /// strided views (transposes, step slices), bounds-checked against its storage.
     public func view(_ name: String) throws -> TensorView {
@@ -216,6 +227,11 @@ public final class TorchCheckpoint: TensorFile {
         let storage = try file.slice(r.offset, r.bytes, what: "storage of '\(name)'")
         let item = t.dtype.byteSize
         let start = (t.offset - r.offset) / item // storage offset in elements
+        // Views never need more bytes than their storage, except broadcasts (stride 0, `expand`):
+        // cap those so a hostile [2^20, 2^20] view of one element cannot ask for a terabyte.
+        guard t.byteCount <= max(r.bytes.multipliedReportingOverflow(by: 4).partialValue, TorchCheckpoint.maxExpandedBytes) else {
+            throw FormatError.unsupported(path: path, what: "tensor '\(name)' would materialise \(t.byteCount) bytes from a \(r.bytes)-byte storage (broadcast view too large)")
+        }
         let copy = GatheredBytes(count: t.byteCount)
         let n = t.elementCount
         let dims = t.shape.count

@@ -36,8 +36,9 @@ struct ZipArchive {
         var eocd = -1
         var p = size - 22
         let lowest = max(0, size - 22 - 65535)
+        let raw = file.bytes
         while p >= lowest {
-            if try file.readLE(UInt32.self, at: p, what: "EOCD") == 0x0605_4b50 {
+            if raw[p] == 0x50, raw[p + 1] == 0x4B, raw[p + 2] == 0x05, raw[p + 3] == 0x06 {
                 let commentLen = Int(try file.readLE(UInt16.self, at: p + 20, what: "EOCD"))
                 if p + 22 + commentLen == size { eocd = p; break }
             }

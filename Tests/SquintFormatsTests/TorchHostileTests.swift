@@ -65,6 +65,48 @@ final class TorchHostileTests: XCTestCase {
         assertUnsupported("not_a_dict", containing: "not a state dict")
     }
 
+    private func unpickle(_ bytes: [UInt8], maxMemo: Int, maxStack: Int) -> FormatError? {
+        let b = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+        defer { b.deallocate() }
+        b.copyMemory(from: UnsafeRawBufferPointer(start: bytes, count: bytes.count))
+        var u = Unpickler(path: "mem.pkl", bytes: UnsafeRawBufferPointer(b), style: .zip,
+                          maxMemo: maxMemo, maxStack: maxStack)
+        return assertFormatError(try u.load())
+    }
+
+    /// The same checks guard the real limits (1,000,000 each); small limits keep the test fast.
+    func testStackAndMemoAreBounded() {
+        let deep: [UInt8] = [0x80, 2] + [UInt8](repeating: 0x4E, count: 101) + [0x2E] // NONE x 101
+        XCTAssertEqual(unpickle(deep, maxMemo: 100, maxStack: 100),
+                       .invalid(path: "mem.pkl", what: "pickle at byte 102: stack deeper than 100"))
+        let memo: [UInt8] = [0x80, 2, 0x4E] + [UInt8](repeating: 0x94, count: 101) + [0x2E] // MEMOIZE x 101
+        XCTAssertEqual(unpickle(memo, maxMemo: 100, maxStack: 100),
+                       .invalid(path: "mem.pkl", what: "pickle at byte 103: more than 100 memo entries"))
+        let marks: [UInt8] = [0x80, 2] + [UInt8](repeating: 0x28, count: 101) + [0x2E] // MARK x 101
+        XCTAssertEqual(unpickle(marks, maxMemo: 100, maxStack: 100),
+                       .invalid(path: "mem.pkl", what: "pickle at byte 102: too many MARKs"))
+    }
+
+    func testCorruptTensorBytesFailChecksumVerification() throws {
+        let c = try TorchCheckpoint(path: TorchFixtures.path("hostile_views/bad_crc.pt"))
+        guard let e = assertFormatError(try c.verifyChecksums()) else { return }
+        guard case let .invalid(_, what) = e else { return XCTFail("\(e)") }
+        XCTAssertTrue(what.contains("data/0' CRC-32"), what)
+    }
+
+    func testDictKeysMustBeStringsOrInts() {
+        assertInvalid("float_dict_key", containing: "dict key is a float")
+    }
+
+    func testHugeBroadcastViewOpensButIsNotMaterialised() throws {
+        let c = try TorchCheckpoint(path: TorchFixtures.path("hostile_views/huge_broadcast.pt"))
+        XCTAssertEqual(c.tensors.first?.shape, [1 << 20, 1 << 20])
+        XCTAssertEqual(c.tensors.first?.strides, [0, 0])
+        guard let e = assertFormatError(try c.view("w")) else { return }
+        guard case let .unsupported(_, what) = e else { return XCTFail("\(e)") }
+        XCTAssertTrue(what.contains("broadcast view too large"), what)
+    }
+
     func testTensorGeometryIsBoundsChecked() {
         assertInvalid("view_out_of_bounds", containing: "reaches element")
         assertInvalid("absurd_shape", containing: "overflows")
@@ -83,6 +125,24 @@ final class TorchHostileTests: XCTestCase {
         assertInvalid("not_a_checkpoint", containing: "not a torch checkpoint")
         assertTruncated("legacy_huge_count")
         assertInvalid("legacy_bad_magic", containing: "magic")
+        assertUnsupported("legacy_big_endian", containing: "big-endian")
+        assertUnsupported("encrypted_entry", containing: "encrypted")
+        assertInvalid("duplicate_entry", containing: "duplicate entry name")
+        assertInvalid("foreign_prefix", containing: "outside the archive folder")
+    }
+
+    /// The classic (non-ZIP64) directory our writer emits: an end record pointing past the file.
+    func testClassicEndRecordPointingOutsideTheFileIsTruncated() throws {
+        var d = try Data(contentsOf: URL(fileURLWithPath: TorchFixtures.path("writer_roundtrip.pt")))
+        let eocd = d.count - 22
+        XCTAssertEqual(Array(d[eocd..<(eocd + 4)]), [0x50, 0x4B, 0x05, 0x06])
+        d.replaceSubrange((eocd + 16)..<(eocd + 20), with: [0xF0, 0xFF, 0xFF, 0x7F])
+        let tmp = NSTemporaryDirectory() + "squint-eocd-\(getpid()).pt"
+        defer { unlink(tmp) }
+        try d.write(to: URL(fileURLWithPath: tmp))
+        guard let e = assertFormatError(try TorchCheckpoint(path: tmp)) else { return }
+        guard case let .truncated(_, what) = e else { return XCTFail("\(e)") }
+        XCTAssertTrue(what.contains("central directory"), what)
     }
 
     func testEveryHostileFixtureIsCovered() throws {

@@ -50,6 +50,9 @@ public protocol TensorFile: AnyObject {
     var metadata: [String: String] { get }
     /// The tensor's bytes, zero-copy from the mapping when contiguous.
     func view(_ name: String) throws -> TensorView
+    /// The named tensor's entry. A requirement (not only an extension) so readers' dictionary
+    /// lookups are used through `any TensorFile`; the default is a linear scan.
+    func info(_ name: String) -> TensorInfo?
 }
 
 extension TensorFile {

@@ -1,0 +1,222 @@
+import Foundation
+
+/// The Qwen-VL-Chat tokenizer (official `QWenTokenizer`: tiktoken BPE over `qwen.tiktoken`, 217
+/// special tokens, `<img>` path spans), reimplemented id for id.
+///
+/// Encoding = NFC normalisation -> split at allowed special tokens -> pre-tokenise each text segment
+/// with the Qwen regex (`PreTokenizer`) -> byte-level BPE by rank (`BPERanks`) -> replace every
+/// `<img>PATH</img>` with the path's UTF-8 bytes as ids 0...255, right-padded with `<imgpad>` to 256.
+/// Decoding inverts it (invalid UTF-8 becomes U+FFFD, as Python's `errors="replace"`).
+///
+/// Immutable after loading; `encode`/`decode` may be called from several threads at once.
+public final class QwenTokenizer: @unchecked Sendable {
+    /// Number of BPE ranks in `qwen.tiktoken`; special ids start right after.
+    public static let rankCount = 151643
+
+    /// The mergeable ranks (ids 0 ..< 151643).
+    public let ranks: BPERanks
+
+    /// Special surface form bytes -> id, and the distinct lengths to try at a '<'.
+    private let specialByBytes: [[UInt8]: Int]
+    private let specialLengths: [Int]
+
+    /// Loads `qwen.tiktoken`. Every malformed line is refused with its line number.
+    public convenience init(vocabularyFile path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let reason = FileManager.default.fileExists(atPath: path) ? "unreadable" : "no such file"
+            throw TokenizerError.cannotRead(file: path, reason: reason)
+        }
+        try self.init(ranks: BPERanks(tiktokenData: [UInt8](data), file: path), file: path)
+    }
+
+    /// Wraps already-loaded ranks; checks they are the Qwen vocabulary's shape (151,643 ranks, every
+    /// single byte a token, so that any text can be encoded).
+    public init(ranks: BPERanks, file: String = "<memory>") throws {
+        guard ranks.count == Self.rankCount else {
+            throw TokenizerError.wrongVocabulary(
+                file: file, problem: "\(ranks.count) ranks, expected \(Self.rankCount)")
+        }
+        for b in 0 ... 255 {
+            var byte = UInt8(b)
+            let found = withUnsafePointer(to: &byte) { ranks.lookup($0, 1) }
+            guard found >= 0 else {
+                throw TokenizerError.wrongVocabulary(file: file, problem: "byte 0x\(String(b, radix: 16)) is not a token")
+            }
+        }
+        self.ranks = ranks
+        var map: [[UInt8]: Int] = [:]
+        for (i, name) in SpecialTokens.names.enumerated() { map[Array(name.utf8)] = SpecialTokens.firstID + i }
+        specialByBytes = map
+        specialLengths = Array(Set(map.keys.map(\.count))).sorted()
+    }
+
+    // MARK: - Encoding
+
+    /// Token ids of `text`, as the official `tokenizer.encode(text, allowed_special=...)`.
+    /// Throws only for `<img>` spans: unclosed, too long (> 256 bytes), or holding a special token.
+    public func encode(_ text: String, allowedSpecial: AllowedSpecial = .all) throws -> [Int] {
+        var bytes = Array(text.precomposedStringWithCanonicalMapping.utf8)
+        let n = bytes.count
+        var out: [Int] = []
+        out.reserveCapacity(n / 3 + 8)
+        var state = EncodeScratch()
+        try bytes.withUnsafeMutableBufferPointer { buf in
+            guard let p = buf.baseAddress else { return }
+            var segStart = 0
+            var imageContentStart = -1  // byte offset after an open <img>, or -1
+            var imageTagOffset = 0
+            var i = 0
+            while i < n {
+                guard p[i] == 0x3C, allowedSpecial != .none,
+                      let (id, len) = specialAt(p, i, n), allowedSpecial.allows(id)
+                else {
+                    i += 1
+                    continue
+                }
+                if imageContentStart >= 0 {
+                    guard id == SpecialTokens.imageEnd else {
+                        throw TokenizerError.specialTokenInImageSpan(token: SpecialTokens.name(of: id) ?? "\(id)")
+                    }
+                    try appendImageSpan(UnsafeBufferPointer(start: p + imageContentStart, count: i - imageContentStart),
+                                        to: &out)
+                    imageContentStart = -1
+                } else {
+                    encodeOrdinary(p + segStart, i - segStart, into: &out, &state)
+                    if id == SpecialTokens.imageStart {
+                        imageContentStart = i + len
+                        imageTagOffset = i
+                    } else {
+                        out.append(id)
+                    }
+                }
+                i += len
+                segStart = i
+            }
+            if imageContentStart >= 0 { throw TokenizerError.unclosedImageSpan(position: imageTagOffset) }
+            encodeOrdinary(p + segStart, n - segStart, into: &out, &state)
+        }
+        return out
+    }
+
+    /// Ids of text containing no special tokens at all (tiktoken `encode_ordinary`); never throws.
+    public func encodeOrdinary(_ text: String) -> [Int] {
+        var bytes = Array(text.precomposedStringWithCanonicalMapping.utf8)
+        var out: [Int] = []
+        var state = EncodeScratch()
+        let n = bytes.count
+        bytes.withUnsafeMutableBufferPointer { buf in
+            if let p = buf.baseAddress { encodeOrdinary(p, n, into: &out, &state) }
+        }
+        return out
+    }
+
+    struct EncodeScratch {
+        var pre = PreTokenizer.Scratch()
+        var bpe: [Int] = []
+    }
+
+    private func encodeOrdinary(_ p: UnsafePointer<UInt8>, _ n: Int, into out: inout [Int],
+                                _ state: inout EncodeScratch)
+    {
+        guard n > 0 else { return }
+        var bpe = state.bpe
+        let ranks = self.ranks
+        PreTokenizer.split(p, n, scratch: &state.pre) { s, e in
+            ranks.encodePiece(p + s, e - s, into: &out, scratch: &bpe)
+        }
+        state.bpe = bpe
+    }
+
+    /// The special token whose surface form starts at p[i] (a '<'), if any. No surface form is a
+    /// prefix of another, so at most one matches.
+    private func specialAt(_ p: UnsafePointer<UInt8>, _ i: Int, _ n: Int) -> (Int, Int)? {
+        for len in specialLengths {
+            guard i + len <= n else { break }
+            guard p[i + len - 1] == 0x3E else { continue }  // '>'
+            if let id = specialByBytes[Array(UnsafeBufferPointer(start: p + i, count: len))] { return (id, len) }
+        }
+        return nil
+    }
+
+    /// `<img>` + path bytes as ids + `<imgpad>` padding + `</img>` (258 ids).
+    private func appendImageSpan(_ path: UnsafeBufferPointer<UInt8>, to out: inout [Int]) throws {
+        guard path.count <= SpecialTokens.imageSpan else {
+            throw TokenizerError.imagePathTooLong(bytes: path.count, limit: SpecialTokens.imageSpan)
+        }
+        out.append(SpecialTokens.imageStart)
+        for b in path { out.append(Int(b)) }
+        for _ in path.count ..< SpecialTokens.imageSpan { out.append(SpecialTokens.imagePad) }
+        out.append(SpecialTokens.imageEnd)
+    }
+
+    // MARK: - Decoding
+
+    /// Text of `ids`, as the official `tokenizer.decode(ids, skip_special_tokens=...)`.
+    /// - `skipSpecialTokens`: drop ids >= 151643 (after image spans became `<img>path</img>`, so
+    ///   the path stays and its tags go).
+    /// - `keepGroundingTags`: with `skipSpecialTokens`, keep ref/box/quad tags (`keep_image_special`).
+    /// Invalid UTF-8 (a token sequence cut inside a character) becomes U+FFFD.
+    public func decode(_ ids: [Int], skipSpecialTokens: Bool = false, keepGroundingTags: Bool = false) throws -> String {
+        String(decoding: try decodeBytes(ids, skipSpecialTokens: skipSpecialTokens,
+                                         keepGroundingTags: keepGroundingTags),
+               as: UTF8.self)
+    }
+
+    /// The bytes behind `ids` (see `decode`).
+    ///
+    /// Image spans: the ids up to the first `<imgpad>` are the path bytes; they must be < 256 and
+    /// valid UTF-8 (the official decoder raises otherwise, and so do we). One deliberate leniency: a
+    /// span with exactly 256 path bytes has no `<imgpad>`; the official `list.index` raises on it
+    /// although its own encoder produced it - here it decodes to its path.
+    public func decodeBytes(_ ids: [Int], skipSpecialTokens: Bool = false, keepGroundingTags: Bool = false) throws -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(ids.count * 4)
+        for (i, id) in ids.enumerated() where id < 0 || id >= SpecialTokens.vocabularySize {
+            throw TokenizerError.unknownTokenID(id: id, index: i)
+        }
+        var i = 0
+        while i < ids.count {
+            let id = ids[i]
+            if id == SpecialTokens.imageStart {
+                guard let end = ids[(i + 1)...].firstIndex(of: SpecialTokens.imageEnd) else {
+                    throw TokenizerError.unclosedImageSpan(position: i)
+                }
+                var path: [UInt8] = []
+                for k in (i + 1) ..< end {
+                    let v = ids[k]
+                    if v == SpecialTokens.imagePad { break }
+                    guard v < 256 else {
+                        throw TokenizerError.malformedImageSpan(index: i, problem: "id \(v) at index \(k) is not a byte")
+                    }
+                    path.append(UInt8(v))
+                }
+                guard String(validating: path, as: UTF8.self) != nil else {
+                    throw TokenizerError.malformedImageSpan(index: i, problem: "the path is not valid UTF-8")
+                }
+                if !skipSpecialTokens { out += Array("<img>".utf8) }
+                out += path
+                if !skipSpecialTokens { out += Array("</img>".utf8) }
+                i = end + 1
+                continue
+            }
+            if id >= SpecialTokens.firstID {
+                if !skipSpecialTokens || (keepGroundingTags && SpecialTokens.groundingTagIDs.contains(id)) {
+                    out += Array(SpecialTokens.name(of: id)!.utf8)
+                }
+            } else {
+                out.append(contentsOf: ranks.tokenBytes(id))
+            }
+            i += 1
+        }
+        return out
+    }
+
+    /// The surface bytes of one id (rank bytes, or the special token's name), as the official
+    /// `tokenize()` lists them. Inside an image span the ids are byte values, but `tokenize()` still
+    /// shows the rank-`b` token for them; so does this.
+    public func tokenBytes(_ id: Int) throws -> [UInt8] {
+        guard id >= 0 && id < SpecialTokens.vocabularySize else { throw TokenizerError.unknownTokenID(id: id, index: 0) }
+        if let name = SpecialTokens.name(of: id) { return Array(name.utf8) }
+        return Array(ranks.tokenBytes(id))
+    }
+}

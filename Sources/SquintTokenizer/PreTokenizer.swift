@@ -35,7 +35,9 @@ enum PreTokenizer {
     static let space: UInt8 = 3  // \s but not CR/LF
     static let newline: UInt8 = 4  // \r or \n
 
-    static let asciiClass: [UInt8] = (0 ..< 128).map { classify(UInt32($0)) }
+    /// Classes of the whole Basic Multilingual Plane, computed once (64 KiB): the Unicode property
+    /// lookups are the slowest part of scanning CJK text otherwise.
+    static let bmpClass: [UInt8] = (0 ..< 0x10000).map { classify(UInt32($0)) }
 
     @inline(__always)
     static func classify(_ v: UInt32) -> UInt8 {
@@ -175,7 +177,7 @@ enum PreTokenizer {
         scratch.scalars.reserveCapacity(n)
         scratch.classes.reserveCapacity(n)
         scratch.offsets.reserveCapacity(n + 1)
-        asciiClass.withUnsafeBufferPointer { ascii in
+        bmpClass.withUnsafeBufferPointer { bmp in
             var i = 0
             while i < n {
                 let b0 = UInt32(p[i])
@@ -197,7 +199,7 @@ enum PreTokenizer {
                     k += 1
                 }
                 scratch.scalars.append(v)
-                scratch.classes.append(v < 0x80 ? ascii[Int(v)] : classify(v))
+                scratch.classes.append(v < 0x10000 ? bmp[Int(v)] : classify(v))
                 scratch.offsets.append(i)
                 i += len
             }

@@ -55,7 +55,7 @@ public final class QwenTokenizer: @unchecked Sendable {
     /// Token ids of `text`, as the official `tokenizer.encode(text, allowed_special=...)`.
     /// Throws only for `<img>` spans: unclosed, too long (> 256 bytes), or holding a special token.
     public func encode(_ text: String, allowedSpecial: AllowedSpecial = .all) throws -> [Int] {
-        var bytes = Array(text.precomposedStringWithCanonicalMapping.utf8)
+        var bytes = Self.nfcBytes(text)
         let n = bytes.count
         var out: [Int] = []
         out.reserveCapacity(n / 3 + 8)
@@ -100,7 +100,7 @@ public final class QwenTokenizer: @unchecked Sendable {
 
     /// Ids of text containing no special tokens at all (tiktoken `encode_ordinary`); never throws.
     public func encodeOrdinary(_ text: String) -> [Int] {
-        var bytes = Array(text.precomposedStringWithCanonicalMapping.utf8)
+        var bytes = Self.nfcBytes(text)
         var out: [Int] = []
         var state = EncodeScratch()
         let n = bytes.count
@@ -108,6 +108,66 @@ public final class QwenTokenizer: @unchecked Sendable {
             if let p = buf.baseAddress { encodeOrdinary(p, n, into: &out, &state) }
         }
         return out
+    }
+
+    /// UTF-8 of the NFC form of `text`.
+    ///
+    /// Foundation's normalisation of a whole large text costs more than the BPE, so only the parts
+    /// that can change go through it. A scalar is "stable" if NFC provably leaves it alone whatever
+    /// surrounds it (NFC_QC=Yes, canonical combining class 0, never the second of a composition):
+    /// below U+0300, kana, CJK ideographs, Hangul syllables, fullwidth ASCII. NFC never acts across
+    /// the start of a stable scalar, so NFC(a + b) = NFC(a) + NFC(b) when b starts with one. Each
+    /// maximal run of unstable scalars is normalised together with the stable scalar before it
+    /// (which may compose with it, as e + U+0301); the rest is copied.
+    static func nfcBytes(_ text: String) -> [UInt8] {
+        let src = Array(text.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(src.count)
+        var copied = 0  // src[..<copied] is handled
+        var lastStable = -1  // byte offset of the latest stable scalar not yet copied past, or -1
+        var regionStart = -1  // start of the pending unstable region, or -1
+        var i = 0
+        let n = src.count
+        func flush(upTo end: Int) {
+            out += Array(String(decoding: src[regionStart ..< end], as: UTF8.self).precomposedStringWithCanonicalMapping.utf8)
+            copied = end
+            regionStart = -1
+        }
+        while i < n {
+            let b0 = src[i]
+            let len = b0 < 0x80 ? 1 : b0 < 0xE0 ? 2 : b0 < 0xF0 ? 3 : 4
+            var v = UInt32(b0) & (len == 1 ? 0x7F : len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07)
+            var k = 1
+            while k < len && i + k < n {
+                v = (v << 6) | (UInt32(src[i + k]) & 0x3F)
+                k += 1
+            }
+            if isNFCStable(v) {
+                if regionStart >= 0 { flush(upTo: i) }
+                lastStable = i
+            } else if regionStart < 0 {
+                let start = max(lastStable, copied)
+                out += src[copied ..< start]
+                copied = start
+                regionStart = start
+            }
+            i += len
+        }
+        if regionStart >= 0 { flush(upTo: n) }
+        out += src[copied ..< n]
+        return out
+    }
+
+    @inline(__always)
+    static func isNFCStable(_ v: UInt32) -> Bool {
+        if v < 0x300 { return true }
+        switch v {
+        case 0x3000 ... 0x3029, 0x3030 ... 0x303F, 0x3041 ... 0x3096, 0x30A1 ... 0x30FA, 0x4E00 ... 0x9FFF,
+             0xAC00 ... 0xD7A3, 0xFF01 ... 0xFF5E:
+            return true
+        default:
+            return false
+        }
     }
 
     struct EncodeScratch {

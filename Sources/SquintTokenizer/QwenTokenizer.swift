@@ -170,21 +170,55 @@ public final class QwenTokenizer: @unchecked Sendable {
         }
     }
 
+    /// Buffers reused across the segments of one `encode` call, and a cache of the BPE result of
+    /// every pre-token that is not itself a token (those need the merge loop; in real text the same
+    /// ones recur). Per call, so no lock is needed and memory is bounded by the input.
     struct EncodeScratch {
         var pre = PreTokenizer.Scratch()
         var bpe: [Int] = []
+        var cache: [[UInt8]: [Int]] = [:]
+        var cacheBytes = 0
     }
+
+    /// Pieces longer than this are not cached (rare, and the key would be large).
+    static let maxCachedPieceLength = 64
+    /// Stop adding to the cache beyond this many key bytes (hostile input cannot grow it unboundedly).
+    static let maxCacheBytes = 1 << 22
 
     private func encodeOrdinary(_ p: UnsafePointer<UInt8>, _ n: Int, into out: inout [Int],
                                 _ state: inout EncodeScratch)
     {
         guard n > 0 else { return }
         var bpe = state.bpe
+        var cache = state.cache
+        var cacheBytes = state.cacheBytes
         let ranks = self.ranks
         PreTokenizer.split(p, n, scratch: &state.pre) { s, e in
-            ranks.encodePiece(p + s, e - s, into: &out, scratch: &bpe)
+            let len = e - s
+            let whole = ranks.lookup(p + s, len)
+            if whole >= 0 {
+                out.append(whole)
+                return
+            }
+            guard len <= Self.maxCachedPieceLength else {
+                ranks.encodePiece(p + s, len, into: &out, scratch: &bpe)
+                return
+            }
+            let key = Array(UnsafeBufferPointer(start: p + s, count: len))
+            if let ids = cache[key] {
+                out += ids
+                return
+            }
+            let before = out.count
+            ranks.encodePiece(p + s, len, into: &out, scratch: &bpe)
+            if cacheBytes < Self.maxCacheBytes {
+                cache[key] = Array(out[before...])
+                cacheBytes += len
+            }
         }
         state.bpe = bpe
+        state.cache = cache
+        state.cacheBytes = cacheBytes
     }
 
     /// The special token whose surface form starts at p[i] (a '<'), if any. No surface form is a

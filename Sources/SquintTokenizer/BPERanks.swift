@@ -165,12 +165,27 @@ public final class BPERanks: @unchecked Sendable {
     /// itself a token is returned whole; otherwise start from single bytes and repeatedly merge the
     /// adjacent pair whose concatenation has the lowest rank (leftmost on ties), until no adjacent
     /// pair is a token. `scratch` is reused between calls to avoid allocation.
+    ///
+    /// Pieces longer than `linearMergeLimit` go to `encodePieceHeap` (same result, O(n log n)):
+    /// tiktoken's loop rescans all parts per merge, O(n^2), so one long run of letters (a hostile
+    /// or just unusual input) would otherwise take minutes.
     func encodePiece(_ p: UnsafePointer<UInt8>, _ len: Int, into out: inout [Int], scratch: inout [Int]) {
         let whole = lookup(p, len)
         if whole >= 0 {
             out.append(whole)
             return
         }
+        if len > Self.linearMergeLimit {
+            encodePieceHeap(p, len, into: &out)
+            return
+        }
+        encodePieceLinear(p, len, into: &out, scratch: &scratch)
+    }
+
+    static let linearMergeLimit = 256
+
+    /// tiktoken's `_byte_pair_merge`, transcribed: the reference for `encodePieceHeap`.
+    func encodePieceLinear(_ p: UnsafePointer<UInt8>, _ len: Int, into out: inout [Int], scratch: inout [Int]) {
         // parts: starts[k] and pairRank[k] (rank of bytes starts[k] ..< starts[k + 2]) for k < m - 1,
         // interleaved in scratch as [start0, rank0, start1, rank1, ...]; the sentinel part holds len.
         let maxRank = Int.max
@@ -216,6 +231,84 @@ public final class BPERanks: @unchecked Sendable {
                 // Every part is a token by construction (single bytes are validated at load).
                 out.append(lookup(p + a, b - a))
             }
+        }
+    }
+
+    /// The same merges as `encodePieceLinear`, in the same order, with a min-heap of
+    /// `(rank << 32 | start)` keys over a doubly linked list of parts. Popping the smallest key picks
+    /// the lowest rank and, among equal ranks, the leftmost pair, which is exactly the linear scan's
+    /// choice. Entries made stale by a neighbouring merge are skipped: an entry is current iff its
+    /// start is still a part and that part's pair rank still equals the entry's (equal rank at the
+    /// same start means the same byte string).
+    func encodePieceHeap(_ p: UnsafePointer<UInt8>, _ len: Int, into out: inout [Int]) {
+        let none = Int(UInt32.max)
+        var next = [Int](0 ..< len).map { $0 + 1 }  // next part start (len = end)
+        var prev = [Int](0 ..< len).map { $0 - 1 }  // previous part start (-1 = none)
+        var pairRank = [Int](repeating: none, count: len)  // rank of part(start) + following part
+        var alive = [Bool](repeating: true, count: len)
+        var heap: [UInt64] = []
+        heap.reserveCapacity(len)
+        func push(_ key: UInt64) {
+            heap.append(key)
+            var i = heap.count - 1
+            while i > 0 {
+                let parent = (i - 1) / 2
+                if heap[parent] <= heap[i] { break }
+                heap.swapAt(parent, i)
+                i = parent
+            }
+        }
+        func pop() -> UInt64 {
+            let top = heap[0]
+            let last = heap.removeLast()
+            if !heap.isEmpty {
+                heap[0] = last
+                var i = 0
+                while true {
+                    let l = 2 * i + 1, r = l + 1
+                    var m = i
+                    if l < heap.count && heap[l] < heap[m] { m = l }
+                    if r < heap.count && heap[r] < heap[m] { m = r }
+                    if m == i { break }
+                    heap.swapAt(i, m)
+                    i = m
+                }
+            }
+            return top
+        }
+        func rankOfPair(_ start: Int) -> Int {
+            let mid = next[start]
+            guard mid < len else { return none }
+            let end = next[mid]
+            let r = lookup(p + start, end - start)
+            return r >= 0 ? r : none
+        }
+        for i in 0 ..< len - 1 {
+            let r = rankOfPair(i)
+            pairRank[i] = r
+            if r != none { push(UInt64(r) << 32 | UInt64(i)) }
+        }
+        while !heap.isEmpty {
+            let key = pop()
+            let start = Int(key & 0xFFFF_FFFF), rank = Int(key >> 32)
+            guard alive[start], pairRank[start] == rank else { continue }
+            // Merge part(start) with the following part.
+            let mid = next[start]
+            alive[mid] = false
+            next[start] = next[mid]
+            if next[mid] < len { prev[next[mid]] = start }
+            pairRank[start] = rankOfPair(start)
+            if pairRank[start] != none { push(UInt64(pairRank[start]) << 32 | UInt64(start)) }
+            let before = prev[start]
+            if before >= 0 {
+                pairRank[before] = rankOfPair(before)
+                if pairRank[before] != none { push(UInt64(pairRank[before]) << 32 | UInt64(before)) }
+            }
+        }
+        var start = 0
+        while start < len {
+            out.append(lookup(p + start, next[start] - start))
+            start = next[start]
         }
     }
 

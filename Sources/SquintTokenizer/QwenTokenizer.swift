@@ -67,7 +67,7 @@ public final class QwenTokenizer: @unchecked Sendable {
             var imageTagOffset = 0
             var i = 0
             while i < n {
-                guard p[i] == 0x3C, allowedSpecial != .none,
+                guard p[i] == 0x3C, allowedSpecial != .noSpecial,
                       let (id, len) = specialAt(p, i, n), allowedSpecial.allows(id)
                 else {
                     i += 1

@@ -51,13 +51,14 @@ public enum AllowedSpecial: String, Sendable, CaseIterable {
     /// Only IMAGE_ST: `<ref>`...`<imgpad>` (what `make_context` uses for roles and contents).
     case image
     /// None: all text is ordinary (tiktoken `encode_ordinary`); `<img>` spans are not built.
-    case none
+    /// (Not named `none`, which reads as `Optional.none` where an optional mode is passed.)
+    case noSpecial = "none"
 
     func allows(_ id: Int) -> Bool {
         switch self {
         case .all: return true
         case .image: return id >= SpecialTokens.refStart && id <= SpecialTokens.imagePad
-        case .none: return false
+        case .noSpecial: return false
         }
     }
 }

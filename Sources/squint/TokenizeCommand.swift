@@ -22,7 +22,7 @@ struct Tokenize: ParsableCommand {
             switch self {
             case .all: return .all
             case .image: return .image
-            case .none: return .none
+            case .none: return .noSpecial
             }
         }
     }

@@ -54,7 +54,7 @@ final class ImageSpanTests: XCTestCase {
     }
 
     func testImageTagsAreOrdinaryTextWhenNoSpecialIsAllowed() throws {
-        let ids = try tok.encode("<img>x</img>", allowedSpecial: .none)
+        let ids = try tok.encode("<img>x</img>", allowedSpecial: .noSpecial)
         XCTAssertFalse(ids.contains { $0 >= SpecialTokens.firstID })
         XCTAssertEqual(try tok.decode(ids), "<img>x</img>")
     }

@@ -28,7 +28,7 @@ final class PreTokenizerTests: XCTestCase {
             let text = try XCTUnwrap(c["text"] as? String)
             let ids = try intArray(c["ids"])
             XCTAssertEqual(tok.encodeOrdinary(text), ids, "\(text.debugDescription)")
-            XCTAssertEqual(try tok.encode(text, allowedSpecial: .none), ids, "\(text.debugDescription)")
+            XCTAssertEqual(try tok.encode(text, allowedSpecial: .noSpecial), ids, "\(text.debugDescription)")
             XCTAssertEqual(Array(try tok.decode(ids).unicodeScalars), Array(text.unicodeScalars))
         }
     }

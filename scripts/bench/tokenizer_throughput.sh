@@ -29,7 +29,7 @@ var best = Double.infinity
 var n = 0
 for _ in 0 ..< 8 {
     let t0 = Date()
-    n = try tok.encode(text, allowedSpecial: .none).count
+    n = try tok.encode(text, allowedSpecial: .noSpecial).count
     best = min(best, Date().timeIntervalSince(t0))
 }
 print(String(format: "%.2f MB -> %d ids, best of 8: %.3f s = %.1f MB/s", mb, n, best, mb / best))

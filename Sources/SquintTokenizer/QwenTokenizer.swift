@@ -13,6 +13,9 @@ public final class QwenTokenizer: @unchecked Sendable {
     /// Number of BPE ranks in `qwen.tiktoken`; special ids start right after.
     public static let rankCount = 151643
 
+    /// Largest vocabulary file read (the official one is 2,561,218 bytes).
+    public static let maxVocabularyFileBytes: Int64 = 64 << 20
+
     /// The mergeable ranks (ids 0 ..< 151643).
     public let ranks: BPERanks
 
@@ -22,6 +25,13 @@ public final class QwenTokenizer: @unchecked Sendable {
 
     /// Loads `qwen.tiktoken`. Every malformed line is refused with its line number.
     public convenience init(vocabularyFile path: String) throws {
+        // The real file is 2.5 MB; refuse anything absurd before reading it into memory.
+        if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber,
+           size.int64Value > Self.maxVocabularyFileBytes
+        {
+            throw TokenizerError.wrongVocabulary(
+                file: path, problem: "\(size.int64Value) bytes; a .tiktoken vocabulary is a few MB (limit \(Self.maxVocabularyFileBytes))")
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             let reason = FileManager.default.fileExists(atPath: path) ? "unreadable" : "no such file"
             throw TokenizerError.cannotRead(file: path, reason: reason)

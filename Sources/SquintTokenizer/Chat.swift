@@ -208,6 +208,18 @@ extension QwenTokenizer {
         return parts
     }
 
+    /// The image boxes in `response` refer to (official `_fetch_latest_picture`): the last `<img>`
+    /// path in the response, else in the newest history query that has one (responses in history
+    /// are not searched, as in the official code).
+    public static func latestPicture(response: String, history: [ChatTurn] = []) throws -> String? {
+        for text in [response] + history.reversed().map(\.query) {
+            for part in try toListFormat(text).reversed() {
+                if case let .image(path) = part { return path }
+            }
+        }
+        return nil
+    }
+
     /// Every `<box>` in a response with the `<ref>` directly before it (stripped), as the official
     /// `_fetch_all_box_with_ref`: the box text, parentheses removed, must be four comma-separated
     /// integers.

@@ -122,4 +122,13 @@ final class ChatTests: XCTestCase {
             XCTAssertEqual($0 as? TokenizerError, .unclosedTag(tag: "<box>", position: 3))
         }
     }
+
+    func testLatestPictureSearchesTheResponseThenNewerQueriesFirst() throws {
+        let h = [ChatTurn(query: "Picture 1: <img>a.png</img>\nhi", response: "<img>r.png</img>"),
+                 ChatTurn(query: "Picture 2: <img>b.png</img>\nPicture 3: <img>c.png</img>\n", response: "ok")]
+        XCTAssertEqual(try QwenTokenizer.latestPicture(response: "<box>(1,2),(3,4)</box>", history: h), "c.png")
+        XCTAssertEqual(try QwenTokenizer.latestPicture(response: "<img>d.png</img>", history: h), "d.png")
+        XCTAssertEqual(try QwenTokenizer.latestPicture(response: "x", history: [h[0]]), "a.png")
+        XCTAssertNil(try QwenTokenizer.latestPicture(response: "x"))
+    }
 }

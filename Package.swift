@@ -50,6 +50,7 @@ let package = Package(
                 dependencies: ["SquintFormats", "SquintTensor", "SquintModels", "SquintQuant", "CZstd"]),
         .executableTarget(name: "squint", dependencies: [
             "SquintPipeline",
+            "SquintTokenizer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["SquintFormats", "SquintTensor"]),

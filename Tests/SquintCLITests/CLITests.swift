@@ -93,3 +93,26 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.err.contains("--format"), r.err)
     }
 }
+
+/// `squint tokenize` prints the official ids (fixtures/tokenizer/tokenizer_cases.json).
+final class TokenizeCLITests: XCTestCase {
+    let squint = Fixtures.squintExecutable()
+
+    func testOfficialIdsForEveryCase() throws {
+        let cases = (try Fixtures.json("tokenizer/tokenizer_cases.json") as! [String: Any])["cases"] as! [[String: Any]]
+        for c in cases.prefix(12) {
+            let text = c["text"] as! String
+            if text.hasPrefix("-") { continue }   // would be read as an option
+            let r = try Fixtures.run(squint, ["tokenize", "--vocab", Fixtures.path("tokenizer/qwen.tiktoken"), "--json", "--", text])
+            XCTAssertEqual(r.status, 0, r.err)
+            let obj = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+            XCTAssertEqual(obj["ids"] as? [Int], c["ids"] as? [Int], c["name"] as? String ?? text)
+        }
+    }
+
+    func testMissingVocabularyIsAClearError() throws {
+        let r = try Fixtures.run(squint, ["tokenize", "--vocab", "/nonexistent/qwen.tiktoken", "hi"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("/nonexistent/qwen.tiktoken"), r.err)
+    }
+}

@@ -1,0 +1,209 @@
+/// Qwen's pre-tokenisation regex, implemented as a hand-written scanner over Unicode scalars.
+///
+/// The official tokenizer splits text with (tiktoken / fancy-regex, leftmost-first alternation,
+/// greedy quantifiers with backtracking, Unicode classes):
+///
+///     (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+///
+/// Why no regex engine: Foundation's NSRegularExpression is ICU-specific, slow, and differs in
+/// Unicode details between platforms; a scanner is fast, allocation-free and each rule below is
+/// derived from the regex semantics and commented. At a position i the alternatives are tried in
+/// order and the first that matches wins (it always exists: every scalar is a letter, a number,
+/// whitespace or "other"):
+///
+/// 1. `(?i:'s|'t|'re|'ve|'m|'ll|'d)` - an ASCII apostrophe and one of the suffixes, compared under
+///    Unicode simple case folding (so `'S`, `'LL`, and also U+017F LONG S for `s`).
+/// 2. `[^\r\n\p{L}\p{N}]?\p{L}+` - a letter run; or one scalar that is not CR/LF/letter/number
+///    (punctuation, a space, a tab...) followed by a letter run. Greedy, nothing follows: maximal run.
+/// 3. `\p{N}` - a single number scalar (so "2024" is four pre-tokens).
+/// 4. ` ?[^\s\p{L}\p{N}]+[\r\n]*` - optional U+0020, a run of "other" scalars, then any CR/LF run.
+/// 5. `\s*[\r\n]+` - inside a whitespace run, backtracking makes this end just after the LAST CR/LF
+///    of the run (the greedy `\s*` gives back scalars until a CR/LF can follow).
+/// 6. `\s+(?!\S)` - a whitespace run without CR/LF: all of it if it reaches the end of the segment,
+///    else all but its last scalar (which then joins the following word via rule 2 or 4), if at least
+///    one scalar remains.
+/// 7. `\s+` - what is left: a single whitespace scalar before a non-space.
+///
+/// `\s` is the Unicode White_Space property, `\p{L}` general category L*, `\p{N}` N*.
+/// Text between special tokens is split separately (tiktoken does the same), so look-ahead never
+/// sees across a special token.
+enum PreTokenizer {
+    /// Character classes of the regex, one byte per scalar.
+    static let other: UInt8 = 0  // [^\s\p{L}\p{N}]
+    static let letter: UInt8 = 1  // \p{L}
+    static let number: UInt8 = 2  // \p{N}
+    static let space: UInt8 = 3  // \s but not CR/LF
+    static let newline: UInt8 = 4  // \r or \n
+
+    /// Classes of the whole Basic Multilingual Plane, computed once (64 KiB): the Unicode property
+    /// lookups are the slowest part of scanning CJK text otherwise.
+    static let bmpClass: [UInt8] = (0 ..< 0x10000).map { classify(UInt32($0)) }
+
+    @inline(__always)
+    static func classify(_ v: UInt32) -> UInt8 {
+        if v == 0x0A || v == 0x0D { return newline }
+        guard let s = Unicode.Scalar(v) else { return other }
+        let p = s.properties
+        if p.isWhitespace { return space }
+        switch p.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
+            return letter
+        case .decimalNumber, .letterNumber, .otherNumber:
+            return number
+        default:
+            return other
+        }
+    }
+
+    /// Simple case folding restricted to the letters the contraction rule uses; 0 for anything else.
+    @inline(__always)
+    static func foldContractionLetter(_ v: UInt32) -> UInt8 {
+        switch v {
+        case 0x73, 0x53, 0x17F: return 0x73  // s S, LATIN SMALL LETTER LONG S
+        case 0x74, 0x54: return 0x74  // t
+        case 0x72, 0x52: return 0x72  // r
+        case 0x65, 0x45: return 0x65  // e
+        case 0x76, 0x56: return 0x76  // v
+        case 0x6D, 0x4D: return 0x6D  // m
+        case 0x6C, 0x4C: return 0x6C  // l
+        case 0x64, 0x44: return 0x64  // d
+        default: return 0
+        }
+    }
+
+    /// Per-call buffers, reused to avoid allocation.
+    struct Scratch {
+        var scalars: [UInt32] = []
+        var classes: [UInt8] = []
+        var offsets: [Int] = []  // byte offset of each scalar, plus the end
+    }
+
+    /// Splits the valid UTF-8 `p[0..<n]` and calls `body(byteStart, byteEnd)` for each pre-token.
+    static func split(_ p: UnsafePointer<UInt8>, _ n: Int, scratch: inout Scratch,
+                      _ body: (Int, Int) -> Void)
+    {
+        decode(p, n, &scratch)
+        let count = scratch.scalars.count
+        scratch.scalars.withUnsafeBufferPointer { sc in
+            scratch.classes.withUnsafeBufferPointer { cl in
+                scratch.offsets.withUnsafeBufferPointer { of in
+                    var i = 0
+                    while i < count {
+                        let j = matchEnd(at: i, count, sc, cl)
+                        body(of[i], of[j])
+                        i = j
+                    }
+                }
+            }
+        }
+    }
+
+    /// Splits a string into its pre-tokens (for tests and tools; encoding uses `split`).
+    static func pieces(_ text: String) -> [String] {
+        var bytes = Array(text.utf8)
+        var scratch = Scratch()
+        var out: [String] = []
+        let n = bytes.count
+        bytes.withUnsafeMutableBufferPointer { b in
+            guard let base = b.baseAddress else { return }
+            split(base, n, scratch: &scratch) { s, e in
+                out.append(String(decoding: UnsafeBufferPointer(rebasing: b[s ..< e]), as: UTF8.self))
+            }
+        }
+        return out
+    }
+
+    /// End index (exclusive) of the pre-token starting at scalar i.
+    @inline(__always)
+    static func matchEnd(at i: Int, _ n: Int, _ s: UnsafeBufferPointer<UInt32>,
+                         _ c: UnsafeBufferPointer<UInt8>) -> Int
+    {
+        // 1. Contractions.
+        if s[i] == 0x27 && i + 1 < n {
+            let a = foldContractionLetter(s[i + 1])
+            if a == 0x73 || a == 0x74 || a == 0x6D || a == 0x64 { return i + 2 }  // 's 't 'm 'd
+            if i + 2 < n {
+                let b = foldContractionLetter(s[i + 2])
+                if (a == 0x72 && b == 0x65) || (a == 0x76 && b == 0x65) || (a == 0x6C && b == 0x6C) {
+                    return i + 3  // 're 've 'll
+                }
+            }
+        }
+        let ci = c[i]
+        // 2. Optional non-(CR/LF/letter/number) then a letter run.
+        if ci == letter {
+            var j = i + 1
+            while j < n && c[j] == letter { j += 1 }
+            return j
+        }
+        if (ci == other || ci == space) && i + 1 < n && c[i + 1] == letter {
+            var j = i + 2
+            while j < n && c[j] == letter { j += 1 }
+            return j
+        }
+        // 3. One number.
+        if ci == number { return i + 1 }
+        // 4. Optional ' ', "other" run, CR/LF run.
+        var k = -1
+        if ci == other {
+            k = i
+        } else if s[i] == 0x20 && i + 1 < n && c[i + 1] == other {
+            k = i + 1
+        }
+        if k >= 0 {
+            var j = k + 1
+            while j < n && c[j] == other { j += 1 }
+            while j < n && c[j] == newline { j += 1 }
+            return j
+        }
+        // 5-7. Whitespace (ci is space or newline).
+        var j = i
+        var lastNewline = -1
+        while j < n && (c[j] == space || c[j] == newline) {
+            if c[j] == newline { lastNewline = j }
+            j += 1
+        }
+        if lastNewline >= 0 { return lastNewline + 1 }  // 5
+        if j == n { return j }  // 6, at the end
+        if j - 1 > i { return j - 1 }  // 6, leave the last space for the next word
+        return j  // 7
+    }
+
+    /// Decodes valid UTF-8 (Swift strings always are) into scalars, classes and byte offsets.
+    static func decode(_ p: UnsafePointer<UInt8>, _ n: Int, _ scratch: inout Scratch) {
+        scratch.scalars.removeAll(keepingCapacity: true)
+        scratch.classes.removeAll(keepingCapacity: true)
+        scratch.offsets.removeAll(keepingCapacity: true)
+        scratch.scalars.reserveCapacity(n)
+        scratch.classes.reserveCapacity(n)
+        scratch.offsets.reserveCapacity(n + 1)
+        bmpClass.withUnsafeBufferPointer { bmp in
+            var i = 0
+            while i < n {
+                let b0 = UInt32(p[i])
+                var v: UInt32
+                var len: Int
+                if b0 < 0x80 {
+                    v = b0; len = 1
+                } else if b0 < 0xE0 {
+                    v = b0 & 0x1F; len = 2
+                } else if b0 < 0xF0 {
+                    v = b0 & 0x0F; len = 3
+                } else {
+                    v = b0 & 0x07; len = 4
+                }
+                if i + len > n { len = n - i }  // cannot happen for valid UTF-8; never read past n
+                var k = 1
+                while k < len {
+                    v = (v << 6) | (UInt32(p[i + k]) & 0x3F)
+                    k += 1
+                }
+                scratch.scalars.append(v)
+                scratch.classes.append(v < 0x10000 ? bmp[Int(v)] : classify(v))
+                scratch.offsets.append(i)
+                i += len
+            }
+        }
+        scratch.offsets.append(n)
+    }
+}

@@ -42,6 +42,11 @@ public func clipPixelValues(_ img: RGBImage) -> [Float] {
 /// `Image.open(path).convert("RGB")`, bicubic resize to 448x448 (squash, no aspect preservation),
 /// ToTensor + CLIP Normalize. Returns [3, 448, 448] float32 (CHW).
 public func preprocessForQwenVL(path: String) throws -> [Float] {
-    let img = try RGBImage.load(path: path)
-    return clipPixelValues(img.resizedBicubic(width: qwenVLImageSize, height: qwenVLImageSize))
+    preprocessForQwenVL(image: try RGBImage.load(path: path))
+}
+
+/// The same preprocessing for an already decoded image (e.g. one the CLI has loaded to draw on).
+/// Returns [3, 448, 448] float32 (CHW).
+public func preprocessForQwenVL(image: RGBImage) -> [Float] {
+    clipPixelValues(image.resizedBicubic(width: qwenVLImageSize, height: qwenVLImageSize))
 }

@@ -151,3 +151,47 @@ final class ImageDecodeTests: XCTestCase {
         XCTAssertNoThrow(try RGBImage.load(path: ImageFixtures.path(rel), maxPixels: 37 * 23))
     }
 }
+
+/// Hostile bytes: flipped bits anywhere in small valid files. libjpeg may accept some (it conceals
+/// damage in entropy-coded data, as Pillow does), so the assertion is about the contract: either a
+/// typed error naming the file, or an image with the header's size and a full pixel buffer.
+final class ImageHostileBytesTests: XCTestCase {
+    func testFlippedBitsGiveTypedErrorsOrWellFormedImages() throws {
+        var rng = SplitMix64(seed: 20240611)
+        var errors = 0
+        for rel in ["synthetic/png_rgb8_interlaced_13x11.png", "synthetic/jpeg_rgb_422_45x31.jpg",
+                    "synthetic/png_palette4_short_plte_15x6.png", "synthetic/jpeg_grey_progressive_33x65.jpg"] {
+            let full = try Array(Data(contentsOf: URL(fileURLWithPath: ImageFixtures.path(rel))))
+            for _ in 0..<300 {
+                var b = full
+                for _ in 0..<(1 + Int(rng.next() % 4)) {
+                    let i = Int(rng.next() % UInt64(b.count))
+                    b[i] ^= UInt8(1 << (rng.next() % 8))
+                }
+                do {
+                    let img = try RGBImage.decode(b, name: rel)
+                    XCTAssertGreaterThan(img.width, 0)
+                    XCTAssertEqual(img.pixels.count, img.width * img.height * 3)
+                } catch let e as ImageError {
+                    XCTAssertEqual(e.path, rel)
+                    errors += 1
+                }
+            }
+        }
+        // PNG chunks are CRC-protected, so most PNG corruptions must be refused.
+        XCTAssertGreaterThan(errors, 300)
+    }
+}
+
+/// Deterministic generator for the hostile-bytes test (no dependence on the system RNG).
+struct SplitMix64 {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

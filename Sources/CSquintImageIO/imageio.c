@@ -278,8 +278,10 @@ int sq_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, sq_img_
     }
     png_set_read_fn(png, &ctx, sq_png_read);
     png_set_sig_bytes(png, 8);
-    // Dimensions are checked against max_pixels below; this caps each side before libpng allocates.
-    png_set_user_limits(png, 1000000, 1000000);
+    // Lift libpng's default 1,000,000-pixel side limit so that every oversized image gets the same
+    // "too large" answer from check_size (below, before any row buffer exists). Ancillary chunk
+    // allocations stay capped by libpng's chunk_malloc_max (8 MB), which stops zTXt/iCCP bombs.
+    png_set_user_limits(png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
     png_read_info(png, info);
 
     png_uint_32 w = 0, h = 0;

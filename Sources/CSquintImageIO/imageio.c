@@ -128,10 +128,12 @@ int sq_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, sq_img
         } else {
             char buf[JMSG_LENGTH_MAX];
             (*cinfo.err->format_message)((j_common_ptr)&cinfo, buf);
-            snprintf(out->message, sizeof out->message, "libjpeg: %s", buf);
+            snprintf(out->message, sizeof out->message, "libjpeg: %.180s", buf);
             int code = cinfo.err->msg_code;
+            // 12/16-bit samples and lossless/hierarchical JPEG: valid files this build of
+            // libjpeg-turbo (and the 8-bit Qwen-VL pipeline) does not decode.
             status = (code == JERR_BAD_PRECISION || code == JERR_NOT_COMPILED
-                      || code == JERR_CONVERSION_NOTIMPL || code == JERR_NO_ARITH_TABLE)
+                      || code == JERR_CONVERSION_NOTIMPL || code == JERR_SOF_UNSUPPORTED)
                          ? SQ_IMG_UNSUPPORTED
                          : SQ_IMG_CORRUPT;
         }

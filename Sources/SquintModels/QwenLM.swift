@@ -1,0 +1,231 @@
+import Foundation
+import SquintFormats
+import SquintTensor
+
+/// Keys (after RoPE) and values of every layer for the tokens seen so far, [capacity, hidden] per
+/// layer (head-major inside a row, as QWenAttention's [B, T, heads, d] cache), plus the dynamic-NTK
+/// alpha fixed at prefill (decode steps reuse it, as the official code does).
+public final class KVCache {
+    public let capacity: Int
+    public private(set) var count = 0
+    public internal(set) var ntkAlpha: Double = 1
+    let hidden: Int
+    var keys: [UnsafeMutablePointer<Float>]     // per layer [capacity, hidden]
+    var values: [UnsafeMutablePointer<Float>]   // per layer [capacity, hidden]
+
+    /// Room for `capacity` tokens in total (prompt + generated) for the given model.
+    public init(config: QwenVLConfig, capacity: Int) {
+        self.capacity = capacity
+        hidden = config.hiddenSize
+        let n = capacity * config.hiddenSize
+        keys = (0..<config.numHiddenLayers).map { _ in .allocate(capacity: max(n, 1)) }
+        values = (0..<config.numHiddenLayers).map { _ in .allocate(capacity: max(n, 1)) }
+    }
+
+    deinit { keys.forEach { $0.deallocate() }; values.forEach { $0.deallocate() } }
+
+    /// Forgets all tokens (the buffers are kept for the next prompt).
+    public func reset() { count = 0; ntkAlpha = 1 }
+    func advance(by n: Int) { count += n }
+}
+
+/// The Qwen-7B language model of Qwen-VL-Chat in float32 (SPEC §3.4): wte, `layers` pre-RMSNorm
+/// blocks (fused qkv with bias, NeoX RoPE with dynamic NTK, logn query scaling past seq_length,
+/// causal attention, SwiGLU with w2 as the gate), ln_f and the untied lm_head.
+public final class QwenLM {
+    struct Block {
+        var ln1: [Float], ln2: [Float]   // [hidden]
+        var cAttn: Linear                // [3*hidden, hidden] + bias; rows q | k | v, head-major each
+        var cProj: Linear                // [hidden, hidden]
+        var w1: Linear, w2: Linear       // [mlp, hidden]
+        var mlpProj: Linear              // [hidden, mlp]
+    }
+
+    /// What a prefill returns. `hiddenStates` (when asked for) has layers+1 entries of [S, hidden]:
+    /// entry i is the state entering block i (0 = embeddings with images spliced in), the last is
+    /// after ln_f, matching the reference's `hidden_states`.
+    public struct PrefillResult {
+        public var logits: FloatTensor            // [S, vocab], or [1, vocab] for the last position only
+        public var hiddenStates: [FloatTensor]    // [layers+1] x [S, hidden], empty unless requested
+    }
+
+    public let config: QwenVLConfig
+    let eps: Float
+    let wte: EmbeddingTable          // [vocab, hidden]
+    let blocks: [Block]
+    let lnF: [Float]
+    let lmHead: Linear               // [vocab, hidden]
+    let scratch = FloatBuffer(), scores = FloatBuffer(), qScratch = FloatBuffer()
+    let bufA = FloatBuffer(), bufQKV = FloatBuffer(), bufO = FloatBuffer(), bufG1 = FloatBuffer(), bufG2 = FloatBuffer()
+
+    init(config: QwenVLConfig, binder b: WeightBinder) throws {
+        self.config = config
+        eps = Float(config.layerNormEpsilon)
+        wte = EmbeddingTable(try b.view("transformer.wte.weight"))
+        blocks = try (0..<config.numHiddenLayers).map { i in
+            let p = "transformer.h.\(i)."
+            return Block(ln1: try b.floats(p + "ln_1.weight"), ln2: try b.floats(p + "ln_2.weight"),
+                         cAttn: try b.linear(p + "attn.c_attn.weight", bias: p + "attn.c_attn.bias"),
+                         cProj: try b.linear(p + "attn.c_proj.weight"),
+                         w1: try b.linear(p + "mlp.w1.weight"), w2: try b.linear(p + "mlp.w2.weight"),
+                         mlpProj: try b.linear(p + "mlp.c_proj.weight"))
+        }
+        lnF = try b.floats("transformer.ln_f.weight")
+        lmHead = try b.linear("lm_head.weight")
+    }
+
+    /// wte(ids) with image features spliced in (SPEC §3.3): for the k-th `<img>` (id
+    /// visual.image_start_id) at position a, rows a+1 ... a+256 become imageFeatures[k]; the tag
+    /// tokens keep their own embeddings. ids [S], imageFeatures [n_img, 256, hidden] -> [S, hidden].
+    public func embed(ids: [Int32], imageFeatures: FloatTensor?) throws -> FloatTensor {
+        let h = config.hiddenSize, S = ids.count
+        var out = [Float](repeating: 0, count: S * h)
+        try out.withUnsafeMutableBufferPointer { ob in
+            for (i, id) in ids.enumerated() {
+                guard id >= 0 && Int(id) < wte.count else {
+                    throw ModelError.input(message: "token id \(id) at position \(i) is outside the vocabulary (0..<\(wte.count))")
+                }
+                wte.gather(Int(id), into: ob.baseAddress! + i * h)
+            }
+            let starts = ids.indices.filter { Int(ids[$0]) == config.visual.imageStartId }
+            let nImg = imageFeatures?.shape[0] ?? 0
+            guard starts.count == nImg else {
+                throw ModelError.input(message: "the prompt has \(starts.count) <img> tokens but \(nImg) images were encoded")
+            }
+            guard let f = imageFeatures else { return }
+            let span = config.visual.resamplerGrid * config.visual.resamplerGrid
+            guard f.shape.count == 3, f.shape[1] == span, f.shape[2] == h else {
+                throw ModelError.input(message: "image features must be [n, \(span), \(h)], got \(f.shape)")
+            }
+            for (k, a) in starts.enumerated() {
+                guard a + span < S else {
+                    throw ModelError.input(message: "<img> at position \(a) is followed by fewer than \(span) tokens")
+                }
+                f.data.withUnsafeBufferPointer { fb in
+                    (ob.baseAddress! + (a + 1) * h).update(from: fb.baseAddress! + k * span * h, count: span * h)
+                }
+            }
+        }
+        return FloatTensor(shape: [S, h], data: out)
+    }
+
+    /// Runs the prompt embeddings [S, hidden] through the model, appending to `cache` (a fresh
+    /// cache fixes the dynamic-NTK alpha from S). Returns logits for every position (`allLogits`)
+    /// or only the last, and optionally the hidden states.
+    public func prefill(embeddings: FloatTensor, cache: KVCache, allLogits: Bool = true,
+                        keepHiddenStates: Bool = false) throws -> PrefillResult {
+        let h = config.hiddenSize, S = embeddings.shape[0]
+        guard embeddings.shape == [S, h], S > 0 else {
+            throw ModelError.input(message: "embeddings must be [S, \(h)] with S > 0, got \(embeddings.shape)")
+        }
+        let x = FloatBuffer(capacity: S * h)
+        embeddings.data.withUnsafeBufferPointer { x.pointer.update(from: $0.baseAddress!, count: S * h) }
+        var states: [FloatTensor] = []
+        if keepHiddenStates {
+            try withUnsafeMutablePointer(to: &states) { try run(x.pointer, tokens: S, cache: cache, states: $0) }
+        } else {
+            try run(x.pointer, tokens: S, cache: cache, states: nil)
+        }
+        let rows = allLogits ? S : 1
+        let first = x.pointer + (S - rows) * h
+        var logits = [Float](repeating: 0, count: rows * config.vocabSize)
+        lmHead.forward(first, tokens: rows, &logits, scratch: scratch)
+        return PrefillResult(logits: FloatTensor(shape: [rows, config.vocabSize], data: logits), hiddenStates: states)
+    }
+
+    /// Convenience: embed `ids` (with images spliced in) and prefill.
+    public func prefill(ids: [Int32], imageFeatures: FloatTensor?, cache: KVCache, allLogits: Bool = true,
+                        keepHiddenStates: Bool = false) throws -> PrefillResult {
+        try prefill(embeddings: try embed(ids: ids, imageFeatures: imageFeatures), cache: cache,
+                    allLogits: allLogits, keepHiddenStates: keepHiddenStates)
+    }
+
+    /// One new token through the model with the KV cache: logits [vocab] for the next position.
+    public func decodeStep(_ id: Int32, cache: KVCache) throws -> [Float] {
+        let h = config.hiddenSize
+        guard id >= 0 && Int(id) < wte.count else {
+            throw ModelError.input(message: "token id \(id) is outside the vocabulary (0..<\(wte.count))")
+        }
+        let xb = FloatBuffer(capacity: h)                                        // [1, hidden]
+        wte.gather(Int(id), into: xb.pointer)
+        try run(xb.pointer, tokens: 1, cache: cache, states: nil)
+        var logits = [Float](repeating: 0, count: config.vocabSize)
+        lmHead.forward(xb.pointer, tokens: 1, &logits, scratch: scratch)
+        return logits
+    }
+
+    /// RoPE cos/sin tables [S, d/2] for absolute positions past ..< past+S, with the base raised by
+    /// dynamic NTK: base * alpha^(d/(d-2)). Float32 like the official cache (inv_freq, outer, cos).
+    func rotaryTables(past: Int, count S: Int, alpha: Double) -> (cos: [Float], sin: [Float]) {
+        let d = config.headDim, half = d / 2
+        let base = Float(config.rotaryEmbBase * pow(alpha, Double(d) / Double(d - 2)))
+        let invFreq: [Float] = (0..<half).map { j in 1 / powf(base, Float(2 * j) / Float(d)) }
+        var c = [Float](repeating: 0, count: S * half), s = c
+        for t in 0..<S {
+            let pos = Float(past + t)
+            for j in 0..<half {
+                let f = pos * invFreq[j]
+                c[t * half + j] = cosf(f); s[t * half + j] = sinf(f)
+            }
+        }
+        return (c, s)
+    }
+
+    /// The blocks and ln_f, in place on x [S, hidden].
+    func run(_ x: UnsafeMutablePointer<Float>, tokens S: Int, cache: KVCache,
+             states: UnsafeMutablePointer<[FloatTensor]>?) throws {
+        let h = config.hiddenSize, H = config.numAttentionHeads, d = config.headDim, f = config.mlpWidth
+        let past = cache.count, T = past + S
+        guard T <= cache.capacity else {
+            throw ModelError.input(message: "KV cache holds \(cache.capacity) tokens; \(T) needed")
+        }
+        // Dynamic NTK (only on a prefill from an empty cache): alpha = max(2^ceil(log2(S/seq)+1) - 1, 1).
+        if past == 0 {
+            cache.ntkAlpha = 1
+            if config.useDynamicNTK {
+                let ctx = log2(Double(S) / Double(config.seqLength)) + 1
+                cache.ntkAlpha = max(pow(2, ceil(ctx)) - 1, 1)
+            }
+        }
+        let (cosT, sinT) = rotaryTables(past: past, count: S, alpha: cache.ntkAlpha)
+        // logn: query at absolute position p is scaled by log(p+1)/log(seq_length) when p+1 > seq_length.
+        var logn: [Float]? = nil
+        if config.useLognAttn && T > config.seqLength {
+            logn = (0..<S).map { i in
+                let n = past + i + 1
+                return n > config.seqLength ? Float(log(Double(n)) / log(Double(config.seqLength))) : 1
+            }
+        }
+        let a = bufA.reserve(S * h), qkv = bufQKV.reserve(S * 3 * h), o = bufO.reserve(S * h)
+        let g1 = bufG1.reserve(S * f), g2 = bufG2.reserve(S * f)
+        let scoreScale = Float(Double(d).squareRoot())
+        for (l, blk) in blocks.enumerated() {
+            states?.pointee.append(FloatTensor(shape: [S, h], copying: x))
+            Kernels.rmsNorm(x, weight: blk.ln1, a, rows: S, dim: h, eps: eps)
+            blk.cAttn.forward(a, tokens: S, qkv, scratch: scratch)                 // [S, 3h] = q | k | v
+            Kernels.rotary(qkv, tokens: S, heads: H, dim: d, stride: 3 * h, cos: cosT, sin: sinT, scale: logn)
+            Kernels.rotary(qkv + h, tokens: S, heads: H, dim: d, stride: 3 * h, cos: cosT, sin: sinT, scale: nil)
+            let kc = cache.keys[l], vc = cache.values[l]                            // [capacity, h]
+            for t in 0..<S {
+                (kc + (past + t) * h).update(from: qkv + t * 3 * h + h, count: h)
+                (vc + (past + t) * h).update(from: qkv + t * 3 * h + 2 * h, count: h)
+            }
+            Attention.forward(q: HeadLayout(base: qkv, rowStride: 3 * h, headStep: d),
+                              k: HeadLayout(base: kc, rowStride: h, headStep: d),
+                              v: HeadLayout(base: vc, rowStride: h, headStep: d),
+                              nq: S, nk: T, heads: H, headDim: d, scaling: .divideScores(scoreScale),
+                              causalPast: past, out: a, outStride: h, scores: scores, qScratch: qScratch)
+            blk.cProj.forward(a, tokens: S, o, scratch: scratch)
+            Kernels.add(x, o, count: S * h)
+            Kernels.rmsNorm(x, weight: blk.ln2, a, rows: S, dim: h, eps: eps)
+            blk.w1.forward(a, tokens: S, g1, scratch: scratch)                     // [S, f]
+            blk.w2.forward(a, tokens: S, g2, scratch: scratch)                     // [S, f] (gate)
+            Kernels.siluMul(g1, gate: g2, g1, count: S * f)
+            blk.mlpProj.forward(g1, tokens: S, o, scratch: scratch)
+            Kernels.add(x, o, count: S * h)
+        }
+        Kernels.rmsNorm(x, weight: lnF, x, rows: S, dim: h, eps: eps)
+        states?.pointee.append(FloatTensor(shape: [S, h], copying: x))
+        cache.advance(by: S)
+    }
+}

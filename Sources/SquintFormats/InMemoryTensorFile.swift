@@ -14,7 +14,7 @@ public final class InMemoryTensorFile: TensorFile {
     public let path: String
     public private(set) var tensors: [TensorInfo] = []
     public var metadata: [String: String]
-    private var storage: [String: Storage] = [:]
+    private var storage: [String: (info: TensorInfo, bytes: Storage)] = [:]
 
     /// `path` only labels errors and reports (nothing is read from or written to it).
     public init(path: String = "<memory>", metadata: [String: String] = [:]) {
@@ -38,7 +38,7 @@ public final class InMemoryTensorFile: TensorFile {
         try fill(UnsafeMutableRawBufferPointer(rebasing: s.bytes[0..<byteCount]))
         let info = TensorInfo(name: name, dtype: dtype, shape: shape, file: path, offset: 0,
                               byteCount: byteCount)
-        storage[name] = s
+        storage[name] = (info, s)
         tensors.append(info)
         return info
     }
@@ -61,9 +61,7 @@ public final class InMemoryTensorFile: TensorFile {
     }
 
     public func view(_ name: String) throws -> TensorView {
-        guard let s = storage[name], let info = tensors.first(where: { $0.name == name }) else {
-            throw FormatError.missingTensor(path: path, name: name)
-        }
+        guard let (info, s) = storage[name] else { throw FormatError.missingTensor(path: path, name: name) }
         return TensorView(info: info, bytes: UnsafeRawBufferPointer(rebasing: s.bytes[0..<info.byteCount]),
                           owner: s)
     }

@@ -154,6 +154,18 @@ public final class QwenLM {
         return logits
     }
 
+    /// Dynamic NTK factor chosen at prefill (QWenModel.forward): alpha = max(2^ceil(log2(S/seq)+1) - 1, 1),
+    /// so 1 up to `trainedLength` tokens, 3 up to twice that, 7 up to four times.
+    public static func ntkAlpha(sequenceLength S: Int, trainedLength seq: Int) -> Double {
+        max(pow(2, ceil(log2(Double(S) / Double(seq)) + 1)) - 1, 1)
+    }
+
+    /// logn attention factor of the query at absolute position p: log(p+1)/log(seq) past the trained
+    /// length, else 1 (the official `logn_list`, math.log(i, seq_length) for i = p+1).
+    public static func lognScale(position p: Int, trainedLength seq: Int) -> Float {
+        p + 1 > seq ? Float(log(Double(p + 1)) / log(Double(seq))) : 1
+    }
+
     /// RoPE cos/sin tables [S, d/2] for absolute positions past ..< past+S, with the base raised by
     /// dynamic NTK: base * alpha^(d/(d-2)). Float32 like the official cache (inv_freq, outer, cos).
     func rotaryTables(past: Int, count S: Int, alpha: Double) -> (cos: [Float], sin: [Float]) {
@@ -180,21 +192,12 @@ public final class QwenLM {
             throw ModelError.input(message: "KV cache holds \(cache.capacity) tokens; \(T) needed")
         }
         // Dynamic NTK (only on a prefill from an empty cache): alpha = max(2^ceil(log2(S/seq)+1) - 1, 1).
-        if past == 0 {
-            cache.ntkAlpha = 1
-            if config.useDynamicNTK {
-                let ctx = log2(Double(S) / Double(config.seqLength)) + 1
-                cache.ntkAlpha = max(pow(2, ceil(ctx)) - 1, 1)
-            }
-        }
+        if past == 0 { cache.ntkAlpha = config.useDynamicNTK ? Self.ntkAlpha(sequenceLength: S, trainedLength: config.seqLength) : 1 }
         let (cosT, sinT) = rotaryTables(past: past, count: S, alpha: cache.ntkAlpha)
         // logn: query at absolute position p is scaled by log(p+1)/log(seq_length) when p+1 > seq_length.
         var logn: [Float]? = nil
         if config.useLognAttn && T > config.seqLength {
-            logn = (0..<S).map { i in
-                let n = past + i + 1
-                return n > config.seqLength ? Float(log(Double(n)) / log(Double(config.seqLength))) : 1
-            }
+            logn = (0..<S).map { i in Self.lognScale(position: past + i, trainedLength: config.seqLength) }
         }
         let a = bufA.reserve(S * h), qkv = bufQKV.reserve(S * 3 * h), o = bufO.reserve(S * h)
         let g1 = bufG1.reserve(S * f), g2 = bufG2.reserve(S * f)

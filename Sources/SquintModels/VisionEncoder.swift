@@ -44,6 +44,7 @@ public final class VisionEncoder {
     let lnPostW: [Float], lnPostB: [Float]
     let proj: Linear                 // [d, d] used as x @ proj
     let scratch = FloatBuffer(), scores = FloatBuffer(), qScratch = FloatBuffer()
+    let bufA = FloatBuffer(), bufH = FloatBuffer(), bufO = FloatBuffer()   // block intermediates, reused
 
     /// Binds `transformer.visual.*` (names and shapes already checked by the model's binder).
     init(config: QwenVLConfig, binder b: WeightBinder) throws {
@@ -122,11 +123,10 @@ public final class VisionEncoder {
         intermediates?.pointee.resamplerPosK = FloatTensor(shape: [T, d], data: poolPosK)
         intermediates?.pointee.blockOutputs = Array(repeating: [], count: v.layers)
         var features = [Float](repeating: 0, count: n * Q * d)
-        let x = FloatBuffer(capacity: T * w), hbuf = FloatBuffer(capacity: T * max(3 * w, v.mlpWidth)),
-            a = FloatBuffer(capacity: T * w), o = FloatBuffer(capacity: T * w)
+        let x = FloatBuffer(capacity: T * w)
         for img in 0..<n {
             // Patches [T, 3*p*p]: token t = gy*g + gx, column c*p*p + ky*p + kx.
-            let patches = hbuf.reserve(T * 3 * p * p)
+            let patches = bufH.reserve(T * 3 * p * p)
             px.data.withUnsafeBufferPointer { pix in
                 let base = pix.baseAddress! + img * 3 * s * s
                 for gy in 0..<g { for gx in 0..<g {
@@ -142,21 +142,8 @@ public final class VisionEncoder {
             posEmbedInterp.withUnsafeBufferPointer { Kernels.add(xp, $0.baseAddress!, count: T * w) }
             Kernels.layerNorm(xp, weight: lnPreW, bias: lnPreB, xp, rows: T, dim: w, eps: eps)
             intermediates?.pointee.embed.append(FloatTensor(shape: [T, w], copying: xp))
-            for (l, blk) in blocks.enumerated() {
-                let ap = a.reserve(T * w), mixed = hbuf.reserve(T * max(3 * w, v.mlpWidth)), op = o.reserve(T * w)
-                Kernels.layerNorm(xp, weight: blk.ln1w, bias: blk.ln1b, ap, rows: T, dim: w, eps: eps)
-                blk.inProj.forward(ap, tokens: T, mixed, scratch: scratch)        // [T, 3w]
-                let (q, k, vv) = Self.qkvLayout(mixed, width: w, heads: v.heads)
-                Attention.forward(q: q, k: k, v: vv, nq: T, nk: T, heads: v.heads, headDim: v.headDim,
-                                  scaling: .divideQuery(Float(Double(v.headDim).squareRoot())), causalPast: nil,
-                                  out: ap, outStride: w, scores: scores, qScratch: qScratch)   // [T, w]
-                blk.outProj.forward(ap, tokens: T, op, scratch: scratch)
-                Kernels.add(xp, op, count: T * w)
-                Kernels.layerNorm(xp, weight: blk.ln2w, bias: blk.ln2b, ap, rows: T, dim: w, eps: eps)
-                blk.fc.forward(ap, tokens: T, mixed, scratch: scratch)            // [T, mlp]
-                Kernels.gelu(mixed, mixed, count: T * v.mlpWidth)
-                blk.proj.forward(mixed, tokens: T, op, scratch: scratch)          // [T, w]
-                Kernels.add(xp, op, count: T * w)
+            for l in blocks.indices {
+                runBlock(l, xp, tokens: T)
                 intermediates?.pointee.blockOutputs[l].append(FloatTensor(shape: [T, w], copying: xp))
             }
             intermediates?.pointee.vitOut.append(FloatTensor(shape: [T, w], copying: xp))
@@ -166,12 +153,39 @@ public final class VisionEncoder {
                 let fp = f.baseAddress! + img * Q * d
                 out.withUnsafeBufferPointer { fp.update(from: $0.baseAddress!, count: Q * d) }
                 Kernels.layerNorm(fp, weight: lnPostW, bias: lnPostB, fp, rows: Q, dim: d, eps: eps)
-                let tmp = a.reserve(Q * d)
+                let tmp = bufA.reserve(Q * d)
                 proj.forward(fp, tokens: Q, tmp, scratch: scratch)
                 fp.update(from: tmp, count: Q * d)
             }
         }
         return FloatTensor(shape: [n, Q, d], data: features)
+    }
+
+    /// Runs ViT block `layer` (pre-LN attention + exact-GELU MLP) in place on x [tokens, width]:
+    /// the single-block entry point for benchmarks and layer-wise tools.
+    public func block(_ layer: Int, _ x: inout FloatTensor) {
+        precondition(layer >= 0 && layer < blocks.count && x.shape.count == 2 && x.shape[1] == config.width)
+        let T = x.shape[0]
+        x.data.withUnsafeMutableBufferPointer { runBlock(layer, $0.baseAddress!, tokens: T) }
+    }
+
+    /// x [T, w] += Attn(LN1(x)); x += c_proj(GELU(c_fc(LN2(x)))).
+    func runBlock(_ l: Int, _ xp: UnsafeMutablePointer<Float>, tokens T: Int) {
+        let v = config, w = v.width, blk = blocks[l]
+        let ap = bufA.reserve(T * w), mixed = bufH.reserve(T * max(3 * w, v.mlpWidth)), op = bufO.reserve(T * w)
+        Kernels.layerNorm(xp, weight: blk.ln1w, bias: blk.ln1b, ap, rows: T, dim: w, eps: eps)
+        blk.inProj.forward(ap, tokens: T, mixed, scratch: scratch)        // [T, 3w], per-head interleaved
+        let (q, k, vv) = Self.qkvLayout(mixed, width: w, heads: v.heads)
+        Attention.forward(q: q, k: k, v: vv, nq: T, nk: T, heads: v.heads, headDim: v.headDim,
+                          scaling: .divideQuery(Float(Double(v.headDim).squareRoot())), causalPast: nil,
+                          out: ap, outStride: w, scores: scores, qScratch: qScratch)   // [T, w]
+        blk.outProj.forward(ap, tokens: T, op, scratch: scratch)
+        Kernels.add(xp, op, count: T * w)
+        Kernels.layerNorm(xp, weight: blk.ln2w, bias: blk.ln2b, ap, rows: T, dim: w, eps: eps)
+        blk.fc.forward(ap, tokens: T, mixed, scratch: scratch)            // [T, mlp]
+        Kernels.gelu(mixed, mixed, count: T * v.mlpWidth)
+        blk.proj.forward(mixed, tokens: T, op, scratch: scratch)          // [T, w]
+        Kernels.add(xp, op, count: T * w)
     }
 
     /// attn_pool: LN(kv_proj(x)) as keys/values (+ resized sin-cos on keys), LN(query) + sin-cos as

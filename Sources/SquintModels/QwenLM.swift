@@ -98,8 +98,11 @@ public final class QwenLM {
                 throw ModelError.input(message: "image features must be [n, \(span), \(h)], got \(f.shape)")
             }
             for (k, a) in starts.enumerated() {
-                guard a + span < S else {
-                    throw ModelError.input(message: "<img> at position \(a) is followed by fewer than \(span) tokens")
+                // The tokenizer always emits <img>, 256 path/pad ids, </img>; the official code pairs
+                // the k-th <img> with the k-th </img> and would fail on any other span length.
+                guard a + span + 1 < S, Int(ids[a + span + 1]) == config.visual.imageStartId + 1 else {
+                    throw ModelError.input(message: "<img> at position \(a) is not followed by \(span) tokens and </img> "
+                        + "(id \(config.visual.imageStartId + 1)) at position \(a + span + 1)")
                 }
                 f.data.withUnsafeBufferPointer { fb in
                     (ob.baseAddress! + (a + 1) * h).update(from: fb.baseAddress! + k * span * h, count: span * h)

@@ -62,6 +62,20 @@ final class BenchmarkTests: XCTestCase {
         print(String(format: "BENCH llm-block decode KV=512: %.2f ms, %.1f GB/s (bf16 weights %.0f MB + KV %.0f MB), %.1f GFLOP/s",
                      dt * 1e3, (bf16Bytes + kvBytes) / dt / 1e9, bf16Bytes / 1e6, kvBytes / 1e6, 2 * blockParams / dt / 1e9))
 
+        // The fused bf16 matrix-vector kernel alone (w1: [11008, 4096]), 2 threads.
+        let wf = InMemoryTensorFile()
+        try wf.add(name: "w1", dtype: .bf16, shape: [11008, 4096]) { raw in
+            let p = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
+            for i in 0..<(11008 * 4096) { p[i] = UInt16(0x3c00 + (i % 255)) }
+        }
+        let lin = Linear(weight: try wf.view("w1"), bias: nil)
+        let xin = [Float](repeating: 0.5, count: 4096)
+        var yout = [Float](repeating: 0, count: 11008)
+        var mv: [Double] = []
+        for _ in 0..<10 { mv.append(time { lin.forward(xin, tokens: 1, &yout, scratch: FloatBuffer()) }) }
+        let mvt = mv.sorted()[mv.count / 2]
+        print(String(format: "BENCH bf16 matvec 11008x4096: %.2f ms, %.1f GB/s", mvt * 1e3, 11008.0 * 4096 * 2 / mvt / 1e9))
+
         // One ViT block on 1024 tokens of width 1664.
         let w = 1664.0, m = 8192.0, T = 1024.0
         var x = FloatTensor(shape: [1024, 1664], data: (0..<(1024 * 1664)).map { Float(($0 * 7919) % 1000) / 1000 - 0.5 })

@@ -69,6 +69,12 @@ final class BindingTests: XCTestCase {
         let cache = KVCache(config: cfg, capacity: 300)
         XCTAssertThrowsError(try m.language.prefill(ids: [1, 151857, 2], imageFeatures: nil, cache: cache))
         XCTAssertThrowsError(try m.language.prefill(ids: [1, 999_999], imageFeatures: nil, cache: cache))
+        // An image span that is not exactly <img> + 256 ids + </img> is refused.
+        let features = FloatTensor(shape: [1, 256, 128], data: [Float](repeating: 0, count: 256 * 128))
+        let short = [Int32(151857)] + [Int32](repeating: 151859, count: 255) + [151858, 1]
+        XCTAssertThrowsError(try m.language.embed(ids: short, imageFeatures: features))
+        let good = [Int32(151857)] + [Int32](repeating: 151859, count: 256) + [151858]
+        XCTAssertEqual(try m.language.embed(ids: good, imageFeatures: features).shape, [258, 128])
         XCTAssertThrowsError(try m.language.decodeStep(-1, cache: cache))
     }
 

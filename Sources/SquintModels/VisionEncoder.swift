@@ -39,8 +39,7 @@ public final class VisionEncoder {
     let poolPosK: [Float]            // [grid², d], that table bicubic-resized (added to keys)
     let kvProj: Linear               // [d, width], no bias
     let lnKvW: [Float], lnKvB: [Float], lnQW: [Float], lnQB: [Float]
-    let qProj: Linear, kProj: Linear, vProj: Linear   // rows of in_proj_weight [3d, d]: q | k | v
-    let poolOut: Linear              // [d, d]
+    let attn: TorchMultiheadAttention   // E = d, heads = d / 128
     let lnPostW: [Float], lnPostB: [Float]
     let proj: Linear                 // [d, d] used as x @ proj
     let scratch = FloatBuffer(), scores = FloatBuffer(), qScratch = FloatBuffer()
@@ -79,21 +78,10 @@ public final class VisionEncoder {
         kvProj = try b.linear(a + "kv_proj.weight")
         lnKvW = try b.floats(a + "ln_kv.weight"); lnKvB = try b.floats(a + "ln_kv.bias")
         lnQW = try b.floats(a + "ln_q.weight"); lnQB = try b.floats(a + "ln_q.bias")
-        // nn.MultiheadAttention packs [W_q; W_k; W_v] in in_proj_weight [3d, d]; query, key and value
-        // differ here, so torch applies the three row blocks separately. Slice the view likewise.
-        let inW = try b.view(a + "attn.in_proj_weight")
-        let inB = try b.floats(a + "attn.in_proj_bias")
-        func slice(_ i: Int) -> Linear {
-            var info = inW.info
-            info.shape = [d, d]
-            let bytesPer = d * d * info.dtype.byteSize
-            info.byteCount = bytesPer
-            let raw = UnsafeRawBufferPointer(rebasing: inW.bytes[(i * bytesPer)..<((i + 1) * bytesPer)])
-            return Linear(weight: TensorView(info: info, bytes: raw, owner: inW.owner),
-                          bias: Array(inB[(i * d)..<((i + 1) * d)]))
-        }
-        qProj = slice(0); kProj = slice(1); vProj = slice(2)
-        poolOut = try b.linear(a + "attn.out_proj.weight", bias: a + "attn.out_proj.bias")
+        attn = TorchMultiheadAttention(inProjWeight: try b.view(a + "attn.in_proj_weight"),
+                                       inProjBias: try b.floats(a + "attn.in_proj_bias"),
+                                       outProj: try b.linear(a + "attn.out_proj.weight", bias: a + "attn.out_proj.bias"),
+                                       heads: v.resamplerHeads)
         lnPostW = try b.floats(pre + "ln_post.weight"); lnPostB = try b.floats(pre + "ln_post.bias")
         proj = try b.linear(pre + "proj", layout: .inOut)
     }
@@ -191,12 +179,9 @@ public final class VisionEncoder {
     /// attn_pool: LN(kv_proj(x)) as keys/values (+ resized sin-cos on keys), LN(query) + sin-cos as
     /// queries, one nn.MultiheadAttention (heads = d/128). x [T, width] -> [256, d].
     func resample(_ x: UnsafePointer<Float>, tokens T: Int) -> [Float] {
-        let v = config, d = v.outputDim, Q = v.resamplerGrid * v.resamplerGrid, H = v.resamplerHeads
+        let v = config, d = v.outputDim, Q = v.resamplerGrid * v.resamplerGrid
         var kv = [Float](repeating: 0, count: T * d), key = [Float](repeating: 0, count: T * d)
         var q = [Float](repeating: 0, count: Q * d)
-        var qp = [Float](repeating: 0, count: Q * d), kp = [Float](repeating: 0, count: T * d),
-            vp = [Float](repeating: 0, count: T * d), ctx = [Float](repeating: 0, count: Q * d),
-            out = [Float](repeating: 0, count: Q * d)
         kv.withUnsafeMutableBufferPointer { kvb in
             let kvp = kvb.baseAddress!
             kvProj.forward(x, tokens: T, kvp, scratch: scratch)
@@ -205,21 +190,7 @@ public final class VisionEncoder {
         }
         query.withUnsafeBufferPointer { Kernels.layerNorm($0.baseAddress!, weight: lnQW, bias: lnQB, &q, rows: Q, dim: d, eps: eps) }
         for i in 0..<(Q * d) { q[i] += poolPos[i] }
-        qProj.forward(q, tokens: Q, &qp, scratch: scratch)
-        kProj.forward(key, tokens: T, &kp, scratch: scratch)
-        vProj.forward(kv, tokens: T, &vp, scratch: scratch)
-        qp.withUnsafeBufferPointer { qb in kp.withUnsafeBufferPointer { kb in vp.withUnsafeBufferPointer { vb in
-            ctx.withUnsafeMutableBufferPointer { cb in
-                let hd = d / H
-                Attention.forward(q: HeadLayout(base: qb.baseAddress!, rowStride: d, headStep: hd),
-                                  k: HeadLayout(base: kb.baseAddress!, rowStride: d, headStep: hd),
-                                  v: HeadLayout(base: vb.baseAddress!, rowStride: d, headStep: hd),
-                                  nq: Q, nk: T, heads: H, headDim: hd,
-                                  scaling: .multiplyQuery(Float((1.0 / Double(hd)).squareRoot())), causalPast: nil,
-                                  out: cb.baseAddress!, outStride: d, scores: scores, qScratch: qScratch)
-            }
-        } } }
-        poolOut.forward(ctx, tokens: Q, &out, scratch: scratch)
+        let out = attn.forward(query: q, key: key, value: kv)   // [Q, d]
         return out
     }
 }

@@ -35,11 +35,32 @@ public final class KVCache {
 public final class QwenLM {
     struct Block {
         var ln1: [Float], ln2: [Float]   // [hidden]
-        var cAttn: Linear                // [3*hidden, hidden] + bias; rows q | k | v, head-major each
-        var cProj: Linear                // [hidden, hidden]
-        var w1: Linear, w2: Linear       // [mlp, hidden]
-        var mlpProj: Linear              // [hidden, mlp]
+        var cAttn: any LinearLayer       // [3*hidden, hidden] + bias; rows q | k | v, head-major each
+        var cProj: any LinearLayer       // [hidden, hidden]
+        var w1: any LinearLayer, w2: any LinearLayer   // [mlp, hidden]
+        var mlpProj: any LinearLayer     // [hidden, mlp]
+
+        subscript(_ m: BlockLinear) -> any LinearLayer {
+            get {
+                switch m { case .cAttn: return cAttn; case .cProj: return cProj; case .w1: return w1
+                           case .w2: return w2; case .mlpProj: return mlpProj }
+            }
+            set {
+                switch m { case .cAttn: cAttn = newValue; case .cProj: cProj = newValue; case .w1: w1 = newValue
+                           case .w2: w2 = newValue; case .mlpProj: mlpProj = newValue }
+            }
+        }
     }
+
+    /// The five linear layers of a block, named by their checkpoint suffix (the modules GPTQ
+    /// quantizes, in true-sequential order).
+    public enum BlockLinear: String, CaseIterable, Sendable {
+        case cAttn = "attn.c_attn", cProj = "attn.c_proj", w1 = "mlp.w1", w2 = "mlp.w2", mlpProj = "mlp.c_proj"
+    }
+
+    /// Called with (layer, module, x [tokens, in], tokens) just before each block linear layer runs:
+    /// the hook a GPTQ pass uses to accumulate each layer's input Hessian.
+    public var linearInputObserver: ((Int, BlockLinear, UnsafePointer<Float>, Int) -> Void)?
 
     /// What a prefill returns. `hiddenStates` (when asked for) has layers+1 entries of [S, hidden]:
     /// entry i is the state entering block i (0 = embeddings with images spliced in), the last is
@@ -52,7 +73,7 @@ public final class QwenLM {
     public let config: QwenVLConfig
     let eps: Float
     let wte: EmbeddingTable          // [vocab, hidden]
-    let blocks: [Block]
+    var blocks: [Block]
     let lnF: [Float]
     let lmHead: Linear               // [vocab, hidden]
     let scratch = FloatBuffer(), scores = FloatBuffer(), qScratch = FloatBuffer()
@@ -189,7 +210,7 @@ public final class QwenLM {
     /// The blocks and ln_f, in place on x [S, hidden].
     func run(_ x: UnsafeMutablePointer<Float>, tokens S: Int, cache: KVCache,
              states: UnsafeMutablePointer<[FloatTensor]>?) throws {
-        let h = config.hiddenSize, H = config.numAttentionHeads, d = config.headDim, f = config.mlpWidth
+        let h = config.hiddenSize
         let past = cache.count, T = past + S
         guard T <= cache.capacity else {
             throw ModelError.input(message: "KV cache holds \(cache.capacity) tokens; \(T) needed")
@@ -202,36 +223,77 @@ public final class QwenLM {
         if config.useLognAttn && T > config.seqLength {
             logn = (0..<S).map { i in Self.lognScale(position: past + i, trainedLength: config.seqLength) }
         }
-        let a = bufA.reserve(S * h), qkv = bufQKV.reserve(S * 3 * h), o = bufO.reserve(S * h)
-        let g1 = bufG1.reserve(S * f), g2 = bufG2.reserve(S * f)
-        let scoreScale = Float(Double(d).squareRoot())
-        for (l, blk) in blocks.enumerated() {
+        for l in blocks.indices {
             states?.pointee.append(FloatTensor(shape: [S, h], copying: x))
-            Kernels.rmsNorm(x, weight: blk.ln1, a, rows: S, dim: h, eps: eps)
-            blk.cAttn.forward(a, tokens: S, qkv, scratch: scratch)                 // [S, 3h] = q | k | v
-            Kernels.rotary(qkv, tokens: S, heads: H, dim: d, stride: 3 * h, cos: cosT, sin: sinT, scale: logn)
-            Kernels.rotary(qkv + h, tokens: S, heads: H, dim: d, stride: 3 * h, cos: cosT, sin: sinT, scale: nil)
-            let kc = cache.keys[l], vc = cache.values[l]                            // [capacity, h]
-            for t in 0..<S {
-                (kc + (past + t) * h).update(from: qkv + t * 3 * h + h, count: h)
-                (vc + (past + t) * h).update(from: qkv + t * 3 * h + 2 * h, count: h)
-            }
-            Attention.forward(q: HeadLayout(base: qkv, rowStride: 3 * h, headStep: d),
-                              k: HeadLayout(base: kc, rowStride: h, headStep: d),
-                              v: HeadLayout(base: vc, rowStride: h, headStep: d),
-                              nq: S, nk: T, heads: H, headDim: d, scaling: .divideScores(scoreScale),
-                              causalPast: past, out: a, outStride: h, scores: scores, qScratch: qScratch)
-            blk.cProj.forward(a, tokens: S, o, scratch: scratch)
-            Kernels.add(x, o, count: S * h)
-            Kernels.rmsNorm(x, weight: blk.ln2, a, rows: S, dim: h, eps: eps)
-            blk.w1.forward(a, tokens: S, g1, scratch: scratch)                     // [S, f]
-            blk.w2.forward(a, tokens: S, g2, scratch: scratch)                     // [S, f] (gate)
-            Kernels.siluMul(g1, gate: g2, g1, count: S * f)
-            blk.mlpProj.forward(g1, tokens: S, o, scratch: scratch)
-            Kernels.add(x, o, count: S * h)
+            runBlock(l, x, tokens: S, past: past, keys: cache.keys[l], values: cache.values[l],
+                     cos: cosT, sin: sinT, logn: logn)
         }
         Kernels.rmsNorm(x, weight: lnF, x, rows: S, dim: h, eps: eps)
         states?.pointee.append(FloatTensor(shape: [S, h], copying: x))
         cache.advance(by: S)
+    }
+
+    /// Block `l` in place on x [S, hidden], with `past` tokens already in keys/values [capacity, hidden].
+    func runBlock(_ l: Int, _ x: UnsafeMutablePointer<Float>, tokens S: Int, past: Int,
+                  keys kc: UnsafeMutablePointer<Float>, values vc: UnsafeMutablePointer<Float>,
+                  cos cosT: [Float], sin sinT: [Float], logn: [Float]?) {
+        let h = config.hiddenSize, H = config.numAttentionHeads, d = config.headDim, f = config.mlpWidth
+        let T = past + S, blk = blocks[l], observe = linearInputObserver
+        let a = bufA.reserve(S * h), qkv = bufQKV.reserve(S * 3 * h), o = bufO.reserve(S * h)
+        let g1 = bufG1.reserve(S * f), g2 = bufG2.reserve(S * f)
+        Kernels.rmsNorm(x, weight: blk.ln1, a, rows: S, dim: h, eps: eps)
+        observe?(l, .cAttn, a, S)
+        blk.cAttn.forward(a, tokens: S, qkv, scratch: scratch)                 // [S, 3h] = q | k | v
+        Kernels.rotary(qkv, tokens: S, heads: H, dim: d, stride: 3 * h, cos: cosT, sin: sinT, scale: logn)
+        Kernels.rotary(qkv + h, tokens: S, heads: H, dim: d, stride: 3 * h, cos: cosT, sin: sinT, scale: nil)
+        for t in 0..<S {
+            (kc + (past + t) * h).update(from: qkv + t * 3 * h + h, count: h)
+            (vc + (past + t) * h).update(from: qkv + t * 3 * h + 2 * h, count: h)
+        }
+        Attention.forward(q: HeadLayout(base: qkv, rowStride: 3 * h, headStep: d),
+                          k: HeadLayout(base: kc, rowStride: h, headStep: d),
+                          v: HeadLayout(base: vc, rowStride: h, headStep: d),
+                          nq: S, nk: T, heads: H, headDim: d, scaling: .divideScores(Float(Double(d).squareRoot())),
+                          causalPast: past, out: a, outStride: h, scores: scores, qScratch: qScratch)
+        observe?(l, .cProj, a, S)
+        blk.cProj.forward(a, tokens: S, o, scratch: scratch)
+        Kernels.add(x, o, count: S * h)
+        Kernels.rmsNorm(x, weight: blk.ln2, a, rows: S, dim: h, eps: eps)
+        observe?(l, .w1, a, S)
+        blk.w1.forward(a, tokens: S, g1, scratch: scratch)                     // [S, f]
+        observe?(l, .w2, a, S)
+        blk.w2.forward(a, tokens: S, g2, scratch: scratch)                     // [S, f] (gate)
+        Kernels.siluMul(g1, gate: g2, g1, count: S * f)
+        observe?(l, .mlpProj, g1, S)
+        blk.mlpProj.forward(g1, tokens: S, o, scratch: scratch)
+        Kernels.add(x, o, count: S * h)
+    }
+
+    /// Runs block `layer` alone on a fresh sequence x [S, hidden] in place (positions 0..<S, NTK
+    /// alpha from S, no cache kept): the layer-by-layer pass of GPTQ (use_cache off).
+    public func block(_ layer: Int, _ x: inout FloatTensor) {
+        let h = config.hiddenSize, S = x.shape[0]
+        precondition(layer >= 0 && layer < blocks.count && x.shape == [S, h] && S > 0)
+        let alpha = config.useDynamicNTK ? Self.ntkAlpha(sequenceLength: S, trainedLength: config.seqLength) : 1
+        let (cosT, sinT) = rotaryTables(past: 0, count: S, alpha: alpha)
+        let logn: [Float]? = config.useLognAttn && S > config.seqLength
+            ? (0..<S).map { Self.lognScale(position: $0, trainedLength: config.seqLength) } : nil
+        let kc = UnsafeMutablePointer<Float>.allocate(capacity: S * h), vc = UnsafeMutablePointer<Float>.allocate(capacity: S * h)
+        defer { kc.deallocate(); vc.deallocate() }
+        x.data.withUnsafeMutableBufferPointer {
+            runBlock(layer, $0.baseAddress!, tokens: S, past: 0, keys: kc, values: vc, cos: cosT, sin: sinT, logn: logn)
+        }
+    }
+
+    /// Block `layer`'s linear layer `module` (a dense `Linear` unless replaced).
+    public func linear(layer: Int, _ module: BlockLinear) -> any LinearLayer { blocks[layer][module] }
+
+    /// Swaps in another implementation of a block linear layer (same in/out features), e.g. the
+    /// fake-quantized or Int4 layer a GPTQ pass produced.
+    public func replaceLinear(layer: Int, _ module: BlockLinear, with new: any LinearLayer) {
+        let old = blocks[layer][module]
+        precondition(new.inFeatures == old.inFeatures && new.outFeatures == old.outFeatures,
+                     "replaceLinear: \(new.name) is \(new.outFeatures)x\(new.inFeatures), expected \(old.outFeatures)x\(old.inFeatures)")
+        blocks[layer][module] = new
     }
 }

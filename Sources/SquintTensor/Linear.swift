@@ -129,3 +129,15 @@ public struct EmbeddingTable {
         Kernels.widen(view.bytes.baseAddress! + id * dim * es, dtype: view.info.dtype, dst, count: dim)
     }
 }
+
+/// The call interface every linear layer of a model block offers, dense or quantized, so a
+/// quantizer can swap a block's `Linear` for its own type (e.g. a GPTQ Int4 layer) without the
+/// model knowing: y [tokens, out] = f(x [tokens, in]).
+public protocol LinearLayer: AnyObject {
+    var name: String { get }
+    var inFeatures: Int { get }
+    var outFeatures: Int { get }
+    func forward(_ x: UnsafePointer<Float>, tokens: Int, _ y: UnsafeMutablePointer<Float>, scratch: FloatBuffer)
+}
+
+extension Linear: LinearLayer {}

@@ -198,7 +198,7 @@ void sq_silu_mul(const float *a, const float *g, float *y, size_t n) {
     for (size_t i = 0; i < n; i++) { float v = g[i]; float s = v / (1.0f + expf(-v)); y[i] = a[i] * s; }
 }
 
-void sq_softmax_rows(float *x, size_t rows, size_t cols, size_t ld) {
+void sq_softmax_rows_ref(float *x, size_t rows, size_t cols, size_t ld) {
     for (size_t r = 0; r < rows; r++) {
         float *xr = x + r * ld;
         float m = -INFINITY; for (size_t k = 0; k < cols; k++) if (xr[k] > m) m = xr[k];
@@ -206,6 +206,56 @@ void sq_softmax_rows(float *x, size_t rows, size_t cols, size_t ld) {
         float inv = 1.0f / s;
         for (size_t k = 0; k < cols; k++) xr[k] *= inv;
     }
+}
+
+/* exp for x <= ~88 (Cephes expf scheme: 2^n * P(r), r = x - n ln2 in two parts); max relative error
+   about 2 ulp, exact 0 below -87.3 (where expf is subnormal; softmax terms that small vanish). */
+__attribute__((target("avx2,fma,f16c")))
+static inline __m256 exp256(__m256 x) {
+    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_min_ps(x, hi); x = _mm256_max_ps(x, lo);
+    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+    return _mm256_andnot_ps(under, y);
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void softmax_rows_avx2(float *x, size_t rows, size_t cols, size_t ld) {
+    for (size_t r = 0; r < rows; r++) {
+        float *xr = x + r * ld;
+        size_t k = 0;
+        __m256 vm = _mm256_set1_ps(-INFINITY);
+        for (; k + 8 <= cols; k += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(xr + k));
+        float mv[8]; _mm256_storeu_ps(mv, vm);
+        float m = -INFINITY; for (int i = 0; i < 8; i++) if (mv[i] > m) m = mv[i];
+        for (; k < cols; k++) if (xr[k] > m) m = xr[k];
+        __m256 vmax = _mm256_set1_ps(m), vs = _mm256_setzero_ps();
+        for (k = 0; k + 8 <= cols; k += 8) {
+            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(xr + k), vmax));
+            _mm256_storeu_ps(xr + k, e); vs = _mm256_add_ps(vs, e);
+        }
+        float s = hsum256(vs);
+        for (; k < cols; k++) { float e = expf(xr[k] - m); xr[k] = e; s += e; }
+        float inv = 1.0f / s;
+        __m256 vi = _mm256_set1_ps(inv);
+        for (k = 0; k + 8 <= cols; k += 8) _mm256_storeu_ps(xr + k, _mm256_mul_ps(_mm256_loadu_ps(xr + k), vi));
+        for (; k < cols; k++) xr[k] *= inv;
+    }
+}
+
+void sq_softmax_rows(float *x, size_t rows, size_t cols, size_t ld) {
+    if (sq_has_avx2_fma()) softmax_rows_avx2(x, rows, cols, ld); else sq_softmax_rows_ref(x, rows, cols, ld);
 }
 
 #pragma STDC FP_CONTRACT OFF

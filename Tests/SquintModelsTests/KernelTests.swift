@@ -193,6 +193,22 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    func testSoftmaxFastMatchesReferenceOnOddSizesAndExtremes() {
+        for cols in Self.oddSizes {
+            // Spread of 200 around the max: small terms underflow to 0 in both versions.
+            var a = values(3 * (cols + 2), seed: UInt64(cols)).map { $0 * 100 }
+            var b = a
+            a[0] = 80; b[0] = 80   // large values: the max subtraction keeps exp in range
+            sq_softmax_rows(&a, 3, cols, cols + 2)
+            sq_softmax_rows_ref(&b, 3, cols, cols + 2)
+            for i in 0..<a.count { XCTAssertEqual(a[i], b[i], accuracy: 4e-7 * max(b[i], 1e-30) + 1e-37, "cols \(cols) index \(i)") }
+            for r in 0..<3 {
+                let sum = a[(r * (cols + 2))..<(r * (cols + 2) + cols)].reduce(0, +)
+                XCTAssertEqual(sum, 1, accuracy: 2e-6)
+            }
+        }
+    }
+
     func testRotaryIsHalfSplitNeoX() {
         // One token, 2 heads of dim 8: pairs (j, j+4) rotate by angle θ_j.
         let dim = 8, half = 4

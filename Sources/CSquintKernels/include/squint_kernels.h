@@ -94,8 +94,10 @@ void sq_gelu_erf(const float *x, float *y, size_t n);
 void sq_silu_mul(const float *a, const float *g, float *y, size_t n);
 
 /// Row-wise softmax in place over the first `cols` entries of each row of x [rows, ld]:
-/// max-subtracted, exp, divided by the sum (float32 throughout, like torch's CPU softmax).
+/// max-subtracted, exp, divided by the sum (float32 throughout, like torch's CPU softmax). The AVX2
+/// path uses a polynomial exp (<= ~2 ulp, like torch's own vectorised exp); _ref uses libm expf.
 void sq_softmax_rows(float *x, size_t rows, size_t cols, size_t ld);
+void sq_softmax_rows_ref(float *x, size_t rows, size_t cols, size_t ld);
 
 /// Half-split (NeoX) rotary embedding in place: for each token t and head h, the head vector v =
 /// x[t*stride + h*dim ...] of `dim` values becomes v*cos + rotate_half(v)*sin with

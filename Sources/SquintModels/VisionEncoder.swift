@@ -99,9 +99,21 @@ public final class VisionEncoder {
                 HeadLayout(base: mixed + 2 * hd, rowStride: 3 * width, headStep: 3 * hd))
     }
 
-    /// Encodes pixel_values [n, 3, size, size] (CLIP-normalised float32) into features
-    /// [n, 256, output_dim]. With `intermediates`, stage outputs are recorded for tests.
-    public func encode(pixelValues px: FloatTensor, intermediates: UnsafeMutablePointer<Intermediates>? = nil) throws -> FloatTensor {
+    /// Encodes pixel_values [n, 3, size, size] (CLIP-normalised float32) into image features
+    /// [n, 256, output_dim], the rows spliced into the LLM input.
+    public func encode(pixelValues: FloatTensor) throws -> FloatTensor {
+        try encode(pixelValues: pixelValues, recording: nil)
+    }
+
+    /// `encode` that also returns every stage output (reference names: vit_pos_embed_interp,
+    /// vit_embed, vit_block_out.l, vit_out, resampler_pos_k, resampler_out), for parity checks.
+    public func encodeRecording(pixelValues: FloatTensor) throws -> (features: FloatTensor, intermediates: Intermediates) {
+        var inter = Intermediates()
+        let f = try encode(pixelValues: pixelValues, recording: &inter)
+        return (f, inter)
+    }
+
+    func encode(pixelValues px: FloatTensor, recording intermediates: UnsafeMutablePointer<Intermediates>?) throws -> FloatTensor {
         let v = config, s = v.imageSize, g = v.gridSize, w = v.width, d = v.outputDim, p = v.patchSize
         guard px.shape.count == 4, px.shape[1] == 3, px.shape[2] == s, px.shape[3] == s else {
             throw ModelError.input(message: "pixel_values must be [n, 3, \(s), \(s)], got \(px.shape)")

@@ -59,4 +59,22 @@ final class BlockTests: XCTestCase {
         let plain = try run.model.language.prefill(ids: ids, imageFeatures: nil, cache: KVCache(config: cfg, capacity: 12))
         XCTAssertEqual(out.logits.data, plain.logits.data)
     }
+
+    func testTwoImagesAreEncodedIndependentlyAndSplicedInOrder() throws {
+        let px = try run.reference.floats("pixel_values").values
+        // Image 0 = the reference picture, image 1 = its negative (a different input).
+        let pair = FloatTensor(shape: [2, 3, 448, 448], data: px + px.map { -$0 })
+        let f = try run.model.vision.encode(pixelValues: pair)
+        XCTAssertEqual(f.shape, [2, 256, 128])
+        let per = 256 * 128
+        XCTAssertEqual(Array(f.data[0..<per]), run.features.data, "image 0 does not depend on image 1")
+        XCTAssertNotEqual(Array(f.data[per...]), run.features.data)
+        let span = [Int32(151857)] + [Int32](repeating: 151859, count: 256) + [151858]
+        let ids = [Int32(198)] + span + [198] + span
+        let e = try run.model.language.embed(ids: ids, imageFeatures: f)
+        let h = 128
+        XCTAssertEqual(Array(e.data[(2 * h)..<((2 + 256) * h)]), Array(f.data[0..<per]))
+        XCTAssertEqual(Array(e.data[((260 + 1) * h)..<((260 + 257) * h)]), Array(f.data[per...]))
+        XCTAssertThrowsError(try run.model.language.embed(ids: ids, imageFeatures: run.features), "2 <img> tags, 1 image")
+    }
 }

@@ -68,10 +68,7 @@ final class TinyRun {
         model = try QwenVLModel(config: config, weights: syntheticCheckpoint(config: config, seed: 20240611))
         let px = try reference.floats("pixel_values")
         ids = try reference.ints("input_ids").values
-        var inter = VisionEncoder.Intermediates()
-        features = try model.vision.encode(pixelValues: FloatTensor(shape: px.shape, data: px.values),
-                                           intermediates: &inter)
-        vit = inter
+        (features, vit) = try model.vision.encodeRecording(pixelValues: FloatTensor(shape: px.shape, data: px.values))
         let cache = KVCache(config: config, capacity: ids.count)
         prefill = try model.language.prefill(ids: ids, imageFeatures: features, cache: cache,
                                              allLogits: true, keepHiddenStates: true)

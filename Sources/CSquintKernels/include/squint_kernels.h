@@ -58,3 +58,60 @@ void sq_synth(uint64_t state0, uint64_t start, size_t n, float a, int kind, floa
 }
 #endif
 #endif
+
+#ifndef SQUINT_NN_H
+#define SQUINT_NN_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+/// Neural-network kernels of the float32 forward pass (SquintTensor wraps them). Rows are contiguous
+/// unless a stride is given. Each kernel with an AVX2/FMA path has a scalar `_ref` twin that tests
+/// compare against; the dispatching name picks AVX2 when sq_has_avx2_fma().
+
+/// Matrix-vector product for one token: y[r] = sum_k W[r*in + k] * x[k] (+ bias[r]), for rows
+/// r0 <= r < r1 (callers split the row range across threads). W is bf16 / f16 bits [out, in];
+/// bias may be NULL. Memory-bound: W is streamed once, widened in registers.
+void sq_matvec_bf16(const uint16_t *W, const float *x, const float *bias, float *y, size_t in, size_t r0, size_t r1);
+void sq_matvec_bf16_ref(const uint16_t *W, const float *x, const float *bias, float *y, size_t in, size_t r0, size_t r1);
+void sq_matvec_f16(const uint16_t *W, const float *x, const float *bias, float *y, size_t in, size_t r0, size_t r1);
+void sq_matvec_f16_ref(const uint16_t *W, const float *x, const float *bias, float *y, size_t in, size_t r0, size_t r1);
+
+/// LayerNorm over the last dim of x [rows, dim]: (x - mean) / sqrt(var + eps) * w + b, biased
+/// variance (torch.nn.LayerNorm). x and y may alias.
+void sq_layernorm(const float *x, const float *w, const float *b, float *y, size_t rows, size_t dim, float eps);
+void sq_layernorm_ref(const float *x, const float *w, const float *b, float *y, size_t rows, size_t dim, float eps);
+
+/// Qwen RMSNorm over the last dim of x [rows, dim]: (x * rsqrt(mean(x^2) + eps)) * w, in that order
+/// (the official code rounds x * rsqrt(...) to the model dtype before multiplying by w). x, y may alias.
+void sq_rmsnorm(const float *x, const float *w, float *y, size_t rows, size_t dim, float eps);
+void sq_rmsnorm_ref(const float *x, const float *w, float *y, size_t rows, size_t dim, float eps);
+
+/// y += x (n elements).
+void sq_add(float *y, const float *x, size_t n);
+void sq_add_ref(float *y, const float *x, size_t n);
+
+/// y[i] += bias[i % dim] for y [rows, dim].
+void sq_add_bias(float *y, const float *bias, size_t rows, size_t dim);
+
+/// Exact GELU (nn.GELU(), approximate='none'): 0.5 * x * (1 + erf(x / sqrt(2))), in place allowed.
+void sq_gelu_erf(const float *x, float *y, size_t n);
+
+/// SwiGLU as Qwen writes it: y = a * silu(g) = a * g / (1 + exp(-g)). y may alias a or g.
+void sq_silu_mul(const float *a, const float *g, float *y, size_t n);
+
+/// Row-wise softmax in place over the first `cols` entries of each row of x [rows, ld]:
+/// max-subtracted, exp, divided by the sum (float32 throughout, like torch's CPU softmax). The AVX2
+/// path uses a polynomial exp (<= ~2 ulp, like torch's own vectorised exp); _ref uses libm expf.
+void sq_softmax_rows(float *x, size_t rows, size_t cols, size_t ld);
+void sq_softmax_rows_ref(float *x, size_t rows, size_t cols, size_t ld);
+
+/// Half-split (NeoX) rotary embedding in place: for each token t and head h, the head vector v =
+/// x[t*stride + h*dim ...] of `dim` values becomes v*cos + rotate_half(v)*sin with
+/// rotate_half(v) = cat(-v[dim/2:], v[:dim/2]). cos/sin are [tokens, dim/2] (the table's halves
+/// are equal, cat(freqs, freqs)). `scale` multiplies the result (logn attention; 1 otherwise).
+void sq_rotary_neox(float *x, size_t tokens, size_t heads, size_t dim, size_t stride,
+                    const float *cos_t, const float *sin_t, const float *scale);
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -47,10 +47,10 @@ let package = Package(
         .target(name: "SquintQuant", dependencies: ["SquintFormats", "SquintTensor", "COpenBLAS"]),
         // synth, inspect, convert, validate: the jobs the CLI runs.
         .target(name: "SquintPipeline",
-                dependencies: ["SquintFormats", "SquintTensor", "SquintModels", "SquintQuant", "CZstd"]),
+                dependencies: ["SquintFormats", "SquintTensor", "SquintImage", "SquintTokenizer", "SquintModels",
+                               "SquintQuant", "CZstd"]),
         .executableTarget(name: "squint", dependencies: [
-            "SquintPipeline",
-            "SquintTokenizer",
+            "SquintPipeline", "SquintModels", "SquintTokenizer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["SquintFormats", "SquintTensor"]),
@@ -60,6 +60,6 @@ let package = Package(
         .testTarget(name: "SquintModelsTests",
                     dependencies: ["SquintModels", "SquintPipeline", "TestSupport"]),
         .testTarget(name: "SquintPipelineTests", dependencies: ["SquintPipeline", "TestSupport"]),
-        .testTarget(name: "SquintCLITests", dependencies: ["SquintPipeline", "TestSupport"]),
+        .testTarget(name: "SquintCLITests", dependencies: ["SquintPipeline", "SquintFormats", "TestSupport"]),
     ]
 )

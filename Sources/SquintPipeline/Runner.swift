@@ -1,0 +1,181 @@
+import Foundation
+import SquintFormats
+import SquintImage
+import SquintModels
+import SquintTensor
+import SquintTokenizer
+
+/// A model folder as users have it: config.json, weights (any format `CheckpointOpener` reads),
+/// generation_config.json and qwen.tiktoken.
+public final class LoadedModel {
+    public let folder: String
+    public let checkpoint: OpenedCheckpoint
+    public let model: QwenVLModel
+    public let tokenizer: QwenTokenizer
+    /// top_p etc. from generation_config.json (official defaults when absent).
+    public let generation: SamplingOptions
+
+    /// - Parameter vocab: qwen.tiktoken; default: the folder's, then $SQUINT_VOCAB.
+    public init(folder: String, vocab: String? = nil) throws {
+        self.folder = folder
+        checkpoint = try CheckpointOpener.open(folder)
+        guard let config = checkpoint.config else {
+            throw ModelError.config(path: "\(checkpoint.folder)/config.json", message: "no config.json next to the weights")
+        }
+        model = try QwenVLModel(config: config, weights: checkpoint.file)
+        let candidates = [vocab, "\(checkpoint.folder)/qwen.tiktoken", ProcessInfo.processInfo.environment["SQUINT_VOCAB"]].compactMap { $0 }
+        guard let v = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+            throw ModelError.config(path: "\(checkpoint.folder)/qwen.tiktoken",
+                                    message: "no tokenizer vocabulary: put qwen.tiktoken in the model folder, pass --vocab FILE or set SQUINT_VOCAB")
+        }
+        tokenizer = try QwenTokenizer(vocabularyFile: v)
+        var g = SamplingOptions(doSample: true, temperature: 1, topK: 0, topP: 0.3, seed: 0)
+        if let d = FileManager.default.contents(atPath: "\(checkpoint.folder)/generation_config.json"),
+           let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] {
+            if let s = o["do_sample"] as? Bool { g.doSample = s }
+            if let p = o["top_p"] as? Double { g.topP = Float(p) }
+            if let k = o["top_k"] as? Int { g.topK = k }
+            if let t = o["temperature"] as? Double { g.temperature = Float(t) }
+        }
+        generation = g
+    }
+}
+
+/// One answer of `squint run` / a `chat` turn.
+public struct RunResult: Codable, Sendable {
+    public var prompt: String
+    public var response: String
+    public var promptTokens: Int
+    public var generatedIds: [Int]
+    public var boxes: [Box]
+    public var visionSeconds: Double
+    public var prefillSeconds: Double
+    public var decodeSeconds: Double
+
+    public struct Box: Codable, Sendable { public var ref: String?; public var x1, y1, x2, y2: Int }
+
+    enum CodingKeys: String, CodingKey {
+        case prompt, response, boxes
+        case promptTokens = "prompt_tokens"
+        case generatedIds = "generated_ids"
+        case visionSeconds = "vision_seconds"
+        case prefillSeconds = "prefill_seconds"
+        case decodeSeconds = "decode_seconds"
+    }
+}
+
+public enum Runner {
+    /// The `<img>` paths of a token sequence, in order, recovered from the ids as the official
+    /// `QWenModel.forward` does (bytes between `<img>` and the first `<imgpad>`/`</img>`).
+    public static func imagePaths(in ids: [Int]) throws -> [String] {
+        var paths: [String] = []
+        var i = 0
+        while i < ids.count {
+            if ids[i] == SpecialTokens.imageStart {
+                var bytes: [UInt8] = []
+                var j = i + 1
+                while j < ids.count, ids[j] != SpecialTokens.imagePad, ids[j] != SpecialTokens.imageEnd {
+                    guard (0..<256).contains(ids[j]) else { throw ModelError.input(message: "malformed image span at position \(i)") }
+                    bytes.append(UInt8(ids[j])); j += 1
+                }
+                paths.append(String(decoding: bytes, as: UTF8.self))
+                i = j
+            }
+            i += 1
+        }
+        return paths
+    }
+
+    /// [n, 3, 448, 448] pixel values of the images, in order. Each error names the image.
+    public static func pixelValues(_ paths: [String], relativeTo base: String? = nil) throws -> FloatTensor? {
+        guard !paths.isEmpty else { return nil }
+        var data: [Float] = []
+        data.reserveCapacity(paths.count * 3 * 448 * 448)
+        for p in paths {
+            let resolved = (p.hasPrefix("/") || base == nil) ? p : "\(base!)/\(p)"
+            data += try preprocessForQwenVL(path: resolved)
+        }
+        return FloatTensor(shape: [paths.count, 3, 448, 448], data: data)
+    }
+
+    /// Prefill on the whole context (the official chat re-runs it each turn), then decode until a
+    /// stop word (`<|im_end|>`, `<|im_start|>`) or `<|endoftext|>` or `maxNewTokens`.
+    /// `dump` receives the prompt ids, the prefill logits [S, vocab] and the image features.
+    public static func answer(_ m: LoadedModel, query: String, history: [ChatTurn] = [], maxNewTokens: Int,
+                              sampling: SamplingOptions, imageBase: String? = nil,
+                              onToken: ((String) -> Void)? = nil,
+                              dump: ((_ ids: [Int], _ logits: FloatTensor, _ features: FloatTensor?) throws -> Void)? = nil) throws -> RunResult {
+        let ctx = try m.tokenizer.makeContext(query: query, history: history)
+        let ids = ctx.tokens
+        let t0 = Date()
+        let pixels = try pixelValues(try imagePaths(in: ids), relativeTo: imageBase)
+        let features = try pixels.map { try m.model.vision.encode(pixelValues: $0) }
+        let t1 = Date()
+        let cache = KVCache(config: m.model.config, capacity: ids.count + maxNewTokens + 1)
+        let pre = try m.model.language.prefill(ids: ids.map(Int32.init), imageFeatures: features, cache: cache,
+                                               allLogits: dump != nil)
+        try dump?(ids, pre.logits, features)
+        let v = m.model.config.vocabSize
+        var logits = Array(pre.logits.data[(pre.logits.data.count - v)...])
+        let t2 = Date()
+        var sampler = Sampler(sampling)
+        var generated: [Int] = []
+        let stops: Set<Int> = [SpecialTokens.imEnd, SpecialTokens.imStart, SpecialTokens.endOfText]
+        var printed = ""
+        while generated.count < maxNewTokens {
+            let next = sampler.next(logits)
+            generated.append(next)
+            if stops.contains(next) { break }
+            if let onToken {
+                // Stream only whole characters: decode all and print the new suffix.
+                let text = (try? m.tokenizer.decode(generated, skipSpecialTokens: false)) ?? ""
+                if text.hasPrefix(printed), !text.hasSuffix("\u{FFFD}") {
+                    onToken(String(text.dropFirst(printed.count))); printed = text
+                }
+            }
+            if generated.count == maxNewTokens { break }
+            logits = try m.model.language.decodeStep(Int32(next), cache: cache)
+        }
+        let t3 = Date()
+        let response = try m.tokenizer.extractResponse(generated: generated)
+        let boxes = (try? QwenTokenizer.extractBoxes(from: response)) ?? []
+        return RunResult(prompt: ctx.rawText, response: response, promptTokens: ids.count, generatedIds: generated,
+                         boxes: boxes.map { .init(ref: $0.ref, x1: $0.box.x1, y1: $0.box.y1, x2: $0.box.x2, y2: $0.box.y2) },
+                         visionSeconds: t1.timeIntervalSince(t0), prefillSeconds: t2.timeIntervalSince(t1),
+                         decodeSeconds: t3.timeIntervalSince(t2))
+    }
+
+    /// Writes `--dump`: input_ids I32 [S], logits F32 [S, vocab], image_features F32 [n, 256, hidden].
+    public static func writeDump(_ path: String, ids: [Int], logits: FloatTensor, features: FloatTensor?, overwrite: Bool) throws {
+        var tensors: [SafetensorsWriter.Tensor] = [
+            .init(name: "input_ids", dtype: .i32, shape: [ids.count]),
+            .init(name: "logits", dtype: .f32, shape: logits.shape),
+        ]
+        if let features { tensors.append(.init(name: "image_features", dtype: .f32, shape: features.shape)) }
+        let w = try SafetensorsWriter(tensors: tensors, metadata: ["producer": "squint run --dump"], path: path)
+        try w.write(to: path, overwrite: overwrite) { t, sink in
+            switch t.name {
+            case "input_ids": try ids.map(Int32.init).withUnsafeBytes { try sink.write($0) }
+            case "logits": try logits.data.withUnsafeBytes { try sink.write($0) }
+            default: try features!.data.withUnsafeBytes { try sink.write($0) }
+            }
+        }
+    }
+
+    /// `--draw`: the answer's boxes on the image they refer to, as the official
+    /// `draw_bbox_on_latest_picture` places them (corners x/1000*w, y/1000*h, truncated).
+    /// Ref labels are not rendered (no font is bundled); each box gets its own colour.
+    public static func drawBoxes(_ boxes: [RunResult.Box], imagePath: String, output: String, overwrite: Bool) throws {
+        var img = try RGBImage.load(path: imagePath)
+        let palette: [(UInt8, UInt8, UInt8)] = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
+                                                (148, 103, 189), (140, 86, 75), (227, 119, 194), (188, 189, 34)]
+        let w = Double(img.width), h = Double(img.height)
+        let line = max(Int((min(w, h) / 150).rounded()), 1)
+        for (k, b) in boxes.enumerated() {
+            img.drawRectangle(x1: Int(Double(b.x1) / 1000 * w), y1: Int(Double(b.y1) / 1000 * h),
+                              x2: Int(Double(b.x2) / 1000 * w), y2: Int(Double(b.y2) / 1000 * h),
+                              color: palette[k % palette.count], lineWidth: line)
+        }
+        try img.writePNG(path: output, overwrite: overwrite)
+    }
+}

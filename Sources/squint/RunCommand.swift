@@ -1,0 +1,173 @@
+import ArgumentParser
+import Foundation
+import SquintModels
+import SquintPipeline
+import SquintTokenizer
+
+/// Options shared by `run` and `chat`.
+struct GenerationOptions: ParsableArguments {
+    @Option(name: .customLong("max-new-tokens"), help: "Stop after this many tokens.")
+    var maxNewTokens = 512
+
+    @Flag(help: "Greedy decoding (argmax) instead of the model's sampling settings.")
+    var greedy = false
+
+    @Option(name: .customLong("top-p"), help: "Nucleus sampling threshold (default: generation_config.json, 0.3 for Qwen-VL-Chat).")
+    var topP: Float?
+
+    @Option(name: .customLong("top-k"), help: "Keep the k most likely tokens (0: off; default: generation_config.json).")
+    var topK: Int?
+
+    @Option(help: "Sampling temperature.")
+    var temperature: Float?
+
+    @Option(help: "Seed of the sampler (Squint's own generator: a seed reproduces Squint's choices, not torch's).")
+    var seed: UInt64 = 0
+
+    @Option(help: "qwen.tiktoken (default: the model folder's, then $SQUINT_VOCAB).")
+    var vocab: String?
+
+    func validate() throws {
+        if let topP, !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
+        if let topK, topK < 0 { throw ValidationError("--top-k must be >= 0") }
+        if let temperature, !(temperature > 0) { throw ValidationError("--temperature must be > 0") }
+        if maxNewTokens < 1 { throw ValidationError("--max-new-tokens must be >= 1") }
+    }
+
+    func sampling(_ defaults: SamplingOptions) -> SamplingOptions {
+        var s = defaults
+        if greedy { s.doSample = false }
+        if let topP { s.topP = topP }
+        if let topK { s.topK = topK }
+        if let temperature { s.temperature = temperature }
+        s.seed = seed
+        return s
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Answer a question about one or more images with a Qwen-VL-Chat model folder.",
+        discussion: """
+        The prompt is built as the official `from_list_format` + `chat` do: "Picture 1: <img>PATH</img>\\n" \
+        per image, then the text (which may hold <ref>/<box> tags), in a ChatML conversation with the \
+        system prompt "You are a helpful assistant.". Sampling follows generation_config.json unless \
+        --greedy. Boxes in the answer are listed, and drawn with --draw.
+        """)
+
+    @Argument(help: "Model folder (config.json, weights, qwen.tiktoken).")
+    var model: String
+
+    @Option(name: .customLong("image"), help: "An image (JPEG or PNG); repeat for several.")
+    var images: [String] = []
+
+    @Option(help: "The question.")
+    var prompt: String
+
+    @OptionGroup var generation: GenerationOptions
+
+    @Option(help: "Write the prompt's input_ids, prefill logits [positions, vocab] and image_features to this safetensors file.")
+    var dump: String?
+
+    @Option(help: "Draw the answer's <box>es onto the (last) image and write a PNG here.")
+    var draw: String?
+
+    @Flag(help: "Replace existing --dump / --draw files.")
+    var force = false
+
+    @Flag(help: "Print a JSON result.")
+    var json = false
+
+    func validate() throws {
+        if draw != nil && images.isEmpty { throw ValidationError("--draw needs an --image") }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            for f in [dump, draw].compactMap({ $0 }) where !force && FileManager.default.fileExists(atPath: f) {
+                throw ValidationError("\(f) exists; pass --force to replace it")
+            }
+            let m = try LoadedModel(folder: model, vocab: generation.vocab)
+            let query = QwenTokenizer.fromListFormat(images.map { .image($0) } + [.text(prompt)])
+            let result = try Runner.answer(
+                m, query: query, maxNewTokens: generation.maxNewTokens, sampling: generation.sampling(m.generation),
+                onToken: json ? nil : { print($0, terminator: ""); fflush(stdout) },
+                dump: dump.map { path in { ids, logits, features in
+                    try Runner.writeDump(path, ids: ids, logits: logits, features: features, overwrite: force) } })
+            if let draw, let last = images.last {
+                try Runner.drawBoxes(result.boxes, imagePath: last, output: draw, overwrite: force)
+            }
+            if json {
+                print(try jsonString(result))
+            } else {
+                print("")
+                for b in result.boxes { print("box: \(b.ref ?? "-") (\(b.x1),\(b.y1)),(\(b.x2),\(b.y2))") }
+                let tokens = result.generatedIds.count
+                FileHandle.standardError.write(Data(String(
+                    format: "[%d prompt tokens; vision %.2f s, prefill %.2f s (%.1f tok/s), %d tokens in %.2f s (%.2f tok/s)]\n",
+                    result.promptTokens, result.visionSeconds, result.prefillSeconds,
+                    Double(result.promptTokens) / max(result.prefillSeconds, 1e-9), tokens, result.decodeSeconds,
+                    Double(tokens) / max(result.decodeSeconds, 1e-9)).utf8))
+            }
+        }
+    }
+}
+
+struct Chat: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Talk with a Qwen-VL-Chat model about images, keeping the conversation history.",
+        discussion: """
+        Type a question and press Enter. Commands: ":image PATH" attaches an image to the next question \
+        (repeatable), ":draw OUT.png" draws the last answer's boxes, ":reset" clears the history, \
+        ":quit" (or end of input) leaves.
+        """)
+
+    @Argument(help: "Model folder (config.json, weights, qwen.tiktoken).")
+    var model: String
+
+    @OptionGroup var generation: GenerationOptions
+
+    func run() throws {
+        try runReportingErrors {
+            let m = try LoadedModel(folder: model, vocab: generation.vocab)
+            var history: [ChatTurn] = []
+            var pending: [String] = []
+            var lastBoxes: [RunResult.Box] = []
+            var lastImage: String?
+            print("squint chat: \(model). :image PATH, :draw OUT.png, :reset, :quit")
+            while true {
+                print("> ", terminator: ""); fflush(stdout)
+                guard let line = readLine() else { print(""); break }
+                let text = line.trimmingCharacters(in: .whitespaces)
+                if text.isEmpty { continue }
+                if text == ":quit" { break }
+                if text == ":reset" { history = []; pending = []; print("(history cleared)"); continue }
+                if text.hasPrefix(":image ") {
+                    let p = String(text.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+                    guard FileManager.default.fileExists(atPath: p) else { print("no such image: \(p)"); continue }
+                    pending.append(p); lastImage = p; print("(image \(pending.count) attached: \(p))"); continue
+                }
+                if text.hasPrefix(":draw ") {
+                    guard let img = lastImage else { print("no image yet"); continue }
+                    do {
+                        try Runner.drawBoxes(lastBoxes, imagePath: img, output: String(text.dropFirst(6)), overwrite: true)
+                        print("(drew \(lastBoxes.count) boxes)")
+                    } catch { print("error: \(error)") }
+                    continue
+                }
+                let query = QwenTokenizer.fromListFormat(pending.map { .image($0) } + [.text(text)])
+                pending = []
+                do {
+                    let r = try Runner.answer(m, query: query, history: history, maxNewTokens: generation.maxNewTokens,
+                                              sampling: generation.sampling(m.generation),
+                                              onToken: { print($0, terminator: ""); fflush(stdout) })
+                    print("")
+                    history.append(ChatTurn(query: query, response: r.response))
+                    lastBoxes = r.boxes
+                } catch {
+                    print("error: \(error)")
+                }
+            }
+        }
+    }
+}

@@ -60,5 +60,6 @@ let package = Package(
                     dependencies: ["SquintModels", "SquintPipeline", "TestSupport"]),
         .testTarget(name: "SquintPipelineTests", dependencies: ["SquintPipeline", "TestSupport"]),
         .testTarget(name: "SquintCLITests", dependencies: ["SquintPipeline", "TestSupport"]),
+        .testTarget(name: "SquintQuantTests", dependencies: ["SquintQuant", "SquintFormats", "TestSupport"]),
     ]
 )

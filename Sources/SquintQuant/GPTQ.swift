@@ -1,4 +1,5 @@
 import COpenBLAS
+import Dispatch
 
 /// Settings of one `fasterquant` call. Defaults are the Qwen-VL-Chat-Int4 ones (SPEC §5.1).
 public struct GPTQOptions: Sendable, Equatable {
@@ -15,6 +16,9 @@ public struct GPTQOptions: Sendable, Equatable {
     public var quantizer: QuantizerConfig
     /// Precision of the Cholesky step (see `HinvPrecision`).
     public var hinvPrecision: HinvPrecision = .double
+    /// Threads for the column loop (rows are split; results do not depend on it). BLAS/LAPACK
+    /// threading is OpenBLAS's own (OPENBLAS_NUM_THREADS).
+    public var threads: Int = 1
 
     public init(quantizer: QuantizerConfig, blockSize: Int = 128, percDamp: Float = 0.01,
                 groupSize: Int = 128, actOrder: Bool = false, staticGroups: Bool = false) {
@@ -52,9 +56,21 @@ public struct QuantizedWeight: Sendable {
     /// Σ (w-q)² / d² / 2 over all weights (float64 sum of float32 terms), d = diag of the upper
     /// Cholesky factor of the damped H⁻¹. 0 for RTN.
     public var lossSum: Double
+    /// Wall-clock seconds per stage (for progress reports and benchmarks; not part of the result).
+    public var timings = GPTQTimings()
 
     /// The number `fasterquant` logs: `sum(Losses) / nsamples`.
     public func avgLoss(nsamples: Int) -> Double { lossSum / Double(nsamples) }
+}
+
+/// Where `fasterquant` spent its time, in seconds.
+public struct GPTQTimings: Sendable, Equatable {
+    /// Dead columns, static groups, permutation, damping, the inverse-Hessian factor.
+    public var prepare: Double = 0
+    /// The column-by-column quantization with in-block error feedback.
+    public var columnLoop: Double = 0
+    /// The trailing-block updates (sgemm).
+    public var trailingUpdate: Double = 0
 }
 
 /// GPTQ as AutoGPTQ implements it (`GPTQ.fasterquant`, SPEC §5.3), operation for operation in float32.
@@ -79,6 +95,8 @@ public enum GPTQ {
         if let bad = weight.firstIndex(where: { !$0.isFinite }) { throw QuantError.nonFinite(what: "weight", index: bad) }
         if let bad = hessian.firstIndex(where: { !$0.isFinite }) { throw QuantError.nonFinite(what: "Hessian", index: bad) }
 
+        var timings = GPTQTimings()
+        var clock = Stopwatch()
         let quantizer = Quantizer(options.quantizer)
         let maxq = options.quantizer.maxq
         let n = columns
@@ -130,6 +148,7 @@ public enum GPTQ {
 
         try LinearAlgebra.upperCholeskyOfInverse(&H, n: n, precision: options.hinvPrecision)
         let Hinv = H  // [n, n] upper triangular
+        timings.prepare = clock.lap()
 
         var Q = [Float](repeating: 0, count: rows * n)
         var codes = [UInt8](repeating: 0, count: rows * n)
@@ -172,44 +191,48 @@ public enum GPTQ {
                 }
             }
 
+            // Flatten to [param, row] so the hot loop does no reference counting.
+            var pScale = [Float](repeating: 0, count: blockParams.count * rows), pZero = pScale
+            for (k, p) in blockParams.enumerated() {
+                for r in 0..<rows { pScale[k * rows + r] = p.scale[r]; pZero[k * rows + r] = p.zero[r] }
+            }
+            let paramBase = paramOf.map { $0 * rows }
+
             W.withUnsafeMutableBufferPointer { wAll in
             Hinv.withUnsafeBufferPointer { hinv in
             Q.withUnsafeMutableBufferPointer { qAll in
             codes.withUnsafeMutableBufferPointer { cAll in
             err1.withUnsafeMutableBufferPointer { e1 in
+            pScale.withUnsafeBufferPointer { ps in
+            pZero.withUnsafeBufferPointer { pz in
+            paramBase.withUnsafeBufferPointer { pb in
                 let h = hinv.baseAddress!
+                let sweep = BlockSweep(w: wAll.baseAddress!, hinv: h, q: qAll.baseAddress!, codes: cAll.baseAddress!,
+                                       err: e1.baseAddress!, scale: ps.baseAddress!, zero: pz.baseAddress!,
+                                       paramBase: pb.baseAddress!, n: n, rows: rows, i1: i1, count: count, maxq: maxq)
+                let threads = max(1, min(options.threads, rows / 64))
                 var blockLoss = 0.0
-                for r in 0..<rows {
-                    // Row r of W1 = W[r, i1:i2], updated in place (the block's columns of W are not
-                    // read again by torch either: find_params for this block already ran).
-                    let w1 = wAll.baseAddress! + r * n + i1
-                    let er = e1.baseAddress! + r * count
-                    for i in 0..<count {
-                        let col = i1 + i
-                        let p = blockParams[paramOf[i]]
-                        let w = w1[i]
-                        let d = h[col * n + col]
-                        let (qv, c) = Quantizer.quantize(w, scale: p.scale[r], zero: p.zero[r], maxq: maxq)
-                        qAll[r * n + col] = qv
-                        cAll[r * n + col] = UInt8(c)
-                        let diff = w - qv
-                        blockLoss += Double(diff * diff / (d * d) / 2)
-                        let e = diff / d
-                        er[i] = e
-                        // W1[:, i:] -= err ⊗ Hinv[col, i1+i : i2]: product rounded, then subtracted.
-                        let hrow = h + col * n + i1
-                        var j = i + 1
-                        while j < count { w1[j] = w1[j] - e * hrow[j]; j += 1 }
+                if threads == 1 {
+                    blockLoss = sweep.run(rows: 0..<rows)
+                } else {
+                    let chunk = (rows + threads - 1) / threads
+                    let partial = UnsafeMutableBufferPointer<Double>.allocate(capacity: threads)
+                    defer { partial.deallocate() }
+                    DispatchQueue.concurrentPerform(iterations: threads) { t in
+                        partial[t] = sweep.run(rows: (t * chunk)..<min(rows, (t + 1) * chunk))
                     }
+                    for t in 0..<threads { blockLoss += partial[t] }
                 }
                 lossSum += blockLoss
+                timings.columnLoop += clock.lap()
                 // W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
                 if i2 < n {
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(n - i2), Int32(count),
                                 -1, e1.baseAddress, Int32(count), h + i1 * n + i2, Int32(n),
                                 1, wAll.baseAddress! + i2, Int32(n))
                 }
-            }}}}}
+                timings.trailingUpdate += clock.lap()
+            }}}}}}}}
         }
 
         // g_idx along the processed (possibly permuted) columns, then back to the original order.
@@ -234,8 +257,73 @@ public enum GPTQ {
         for (k, p) in groupParams.enumerated() {
             for r in 0..<rows { scale[r * ng + k] = p.scale[r]; zero[r * ng + k] = p.zero[r] }
         }
-        return QuantizedWeight(rows: rows, columns: n, q: Q, codes: codes, scale: scale, zero: zero,
-                               groups: ng, gIdx: gIdx, lossSum: lossSum)
+        var result = QuantizedWeight(rows: rows, columns: n, q: Q, codes: codes, scale: scale, zero: zero,
+                                     groups: ng, gIdx: gIdx, lossSum: lossSum)
+        timings.prepare += clock.lap()
+        result.timings = timings
+        return result
+    }
+}
+
+/// The column-by-column part of one block, for a range of rows (rows are independent inside a
+/// block, so ranges can run on different threads with identical results).
+struct BlockSweep: @unchecked Sendable {
+    let w: UnsafeMutablePointer<Float>        // W [rows, n]; the block's columns are W1, updated in place
+    let hinv: UnsafePointer<Float>            // [n, n] upper factor of H⁻¹
+    let q: UnsafeMutablePointer<Float>        // Q [rows, n]
+    let codes: UnsafeMutablePointer<UInt8>    // [rows, n]
+    let err: UnsafeMutablePointer<Float>      // Err1 [rows, count]
+    let scale: UnsafePointer<Float>           // [params, rows]
+    let zero: UnsafePointer<Float>            // [params, rows]
+    let paramBase: UnsafePointer<Int>         // [count] param index * rows, per block column
+    let n: Int, rows: Int, i1: Int, count: Int
+    let maxq: Float
+
+    /// Returns Σ (w-q)²/d²/2 over the rows' block entries.
+    func run(rows range: Range<Int>) -> Double {
+        var loss = 0.0
+        for r in range {
+            let w1 = w + r * n + i1
+            let er = err + r * count
+            for i in 0..<count {
+                let col = i1 &+ i
+                let wv0 = w1[i]
+                let d = hinv[col * n + col]
+                let halfInvD2 = 0.5 / (Double(d) * Double(d))  // loss only (compared with a tolerance)
+                let (qv, c) = Quantizer.quantize(wv0, scale: scale[paramBase[i] + r], zero: zero[paramBase[i] + r], maxq: maxq)
+                q[r * n + col] = qv
+                codes[r * n + col] = UInt8(c)
+                let diff = wv0 - qv
+                loss += Double(diff * diff) * halfInvD2
+                let e = diff / d
+                er[i] = e
+                // W1[:, i:] -= err ⊗ Hinv[col, i1+i : i2] as torch does it: the product is rounded,
+                // then subtracted (no FMA). Column i itself is not read again, so it is skipped.
+                // 8 lanes at a time; every lane performs the same two roundings as the scalar tail.
+                let hrow = hinv + col * n + i1
+                var j = i &+ 1
+                let ev = SIMD8<Float>(repeating: e)
+                while j &+ 8 <= count {
+                    let wv = UnsafeRawPointer(w1 + j).loadUnaligned(as: SIMD8<Float>.self)
+                    let hv = UnsafeRawPointer(hrow + j).loadUnaligned(as: SIMD8<Float>.self)
+                    UnsafeMutableRawPointer(w1 + j).storeBytes(of: wv - ev * hv, as: SIMD8<Float>.self)
+                    j &+= 8
+                }
+                while j < count { w1[j] = w1[j] - e * hrow[j]; j &+= 1 }
+            }
+        }
+        return loss
+    }
+}
+
+/// Monotonic lap timer.
+struct Stopwatch {
+    private var last = DispatchTime.now().uptimeNanoseconds
+    /// Seconds since the previous lap (or creation).
+    mutating func lap() -> Double {
+        let now = DispatchTime.now().uptimeNanoseconds
+        defer { last = now }
+        return Double(now - last) / 1e9
     }
 }
 

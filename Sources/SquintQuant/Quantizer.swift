@@ -86,11 +86,21 @@ public struct Quantizer: Sendable {
         return QuantParams(scale: scale, zero: zero)
     }
 
+    /// torch.round (half to even). For |v| < 2^22, adding and subtracting 1.5·2^23 rounds in the FPU's
+    /// default nearest-even mode without a libm call (the sum lands where the float spacing is 1, and
+    /// 1.5·2^23 is even, so ties go to the even integer); larger values are already integers or rare.
+    @inline(__always)
+    public static func roundHalfEven(_ v: Float) -> Float {
+        let magic: Float = 12_582_912  // 1.5 * 2^23
+        if abs(v) < 4_194_304 { return (v + magic) - magic }
+        return v.rounded(.toNearestOrEven)
+    }
+
     /// `quantize(x) = scale * (clamp(round(x/scale) + zero, 0, maxq) - zero)` with torch.round's
     /// half-to-even. Returns the fake-quantized value and its integer code.
     @inline(__always)
     public static func quantize(_ x: Float, scale: Float, zero: Float, maxq: Float) -> (value: Float, code: Float) {
-        var c = (x / scale).rounded(.toNearestOrEven) + zero
+        var c = roundHalfEven(x / scale) + zero
         c = Swift.min(Swift.max(c, 0), maxq)  // torch.clamp; NaN cannot reach here (inputs checked)
         return (scale * (c - zero), c)
     }

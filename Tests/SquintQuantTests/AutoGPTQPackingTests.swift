@@ -1,6 +1,6 @@
 import XCTest
 import SquintFormats
-@testable import SquintQuant
+import SquintQuant
 
 /// The v1 layout, byte for byte: hand-built words from SPEC §5.4, and the official packed tensors of the
 /// qwen-vl-tiny Int4 checkpoint (fixtures/gptq-cases/packed_official.safetensors).

@@ -1,6 +1,6 @@
 import XCTest
 import SquintFormats
-@testable import SquintQuant
+import SquintQuant
 
 /// fasterquant / RTN / Hessian against the official AutoGPTQ classes (fixtures/gptq-cases).
 final class GPTQReferenceTests: XCTestCase {

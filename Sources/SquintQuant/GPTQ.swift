@@ -15,7 +15,7 @@ public struct GPTQOptions: Sendable, Equatable {
     public var staticGroups: Bool = false
     public var quantizer: QuantizerConfig
     /// Precision of the Cholesky step (see `HinvPrecision`).
-    public var hinvPrecision: HinvPrecision = .double
+    public var hinvPrecision: HinvPrecision = .mixed
     /// Threads for the column loop (rows are split; results do not depend on it). BLAS/LAPACK
     /// threading is OpenBLAS's own (OPENBLAS_NUM_THREADS).
     public var threads: Int = 1

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import SquintQuant
+import SquintFormats
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,7 +16,7 @@ final class GPTQBenchmarkTests: XCTestCase {
         try XCTSkipUnless(ProcessInfo.processInfo.environment["SQUINT_BENCH"] == "1", "set SQUINT_BENCH=1 to run")
         let shapes = (ProcessInfo.processInfo.environment["SQUINT_BENCH_SHAPES"] ?? "12288x4096,4096x11008")
             .split(separator: ",").map { $0.split(separator: "x").map { Int($0)! } }
-        let precision = HinvPrecision(rawValue: ProcessInfo.processInfo.environment["SQUINT_BENCH_HINV"] ?? "double") ?? .double
+        let precision = HinvPrecision(rawValue: ProcessInfo.processInfo.environment["SQUINT_BENCH_HINV"] ?? "mixed") ?? .mixed
         for s in shapes {
             let rows = s[0], cols = s[1]
             var rng = SplitMix(seed: 42)
@@ -54,5 +55,24 @@ struct SplitMix {
     mutating func normal() -> Float {
         let u1 = max(uniform(), 1e-7), u2 = uniform()
         return (-2 * logf(u1)).squareRoot() * cosf(2 * .pi * u2)
+    }
+}
+
+/// Agreement with a torch transcription of fasterquant at a realistic size (2048x4096): set
+/// SQUINT_BENCH_COMPARE to a safetensors file with W, H and torch's codes (written by a local torch run;
+/// not a fixture because of its size). Reports the share of identical codes per HinvPrecision.
+final class GPTQScaleAgreementTests: XCTestCase {
+    func testAgreementWithTorchAtScale() throws {
+        guard let path = ProcessInfo.processInfo.environment["SQUINT_BENCH_COMPARE"] else { throw XCTSkip("set SQUINT_BENCH_COMPARE") }
+        let f = try SafetensorsFile(path: path)
+        let W = try f32(f, "W"), H = try f32(f, "H"), codes = try u8(f, "codes").values
+        for p in HinvPrecision.allCases {
+            var opts = GPTQOptions(quantizer: try QuantizerConfig())
+            opts.hinvPrecision = p
+            let r = try GPTQ.fasterquant(weight: W.values, rows: W.shape[0], columns: W.shape[1], hessian: H.values, options: opts)
+            let same = zip(r.codes, codes).filter { $0 == $1 }.count
+            print(String(format: "[agree] %@: %d/%d = %.4f%% identical codes (%.2f s)", p.rawValue, same, codes.count,
+                         100 * Double(same) / Double(codes.count), r.timings.prepare + r.timings.columnLoop + r.timings.trailingUpdate))
+        }
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 import SquintFormats
 import SquintQuant
@@ -30,8 +31,9 @@ final class GPTQReferenceTests: XCTestCase {
             let nsamples = caseMeta["nsamples"] as! Int
             let settingsMeta = caseMeta["settings"] as! [String: [String: Any]]
             for s in Self.settings {
-                let opts = GPTQOptions(quantizer: try QuantizerConfig(bits: 4, symmetric: s.sym),
+                var opts = GPTQOptions(quantizer: try QuantizerConfig(bits: 4, symmetric: s.sym),
                                        groupSize: s.groupSize, actOrder: s.actOrder, staticGroups: s.staticGroups)
+                if let p = ProcessInfo.processInfo.environment["SQUINT_HINV"], let hp = HinvPrecision(rawValue: p) { opts.hinvPrecision = hp }
                 let r = try GPTQ.fasterquant(weight: W.values, rows: rows, columns: cols, hessian: H.values, options: opts)
                 let label = "\(caseName)/\(s.name)"
                 let refCodes = try u8(f, "\(s.name).codes").values

@@ -61,5 +61,6 @@ let package = Package(
                     dependencies: ["SquintModels", "SquintPipeline", "TestSupport"]),
         .testTarget(name: "SquintPipelineTests", dependencies: ["SquintPipeline", "TestSupport"]),
         .testTarget(name: "SquintCLITests", dependencies: ["SquintPipeline", "SquintFormats", "TestSupport"]),
+        .testTarget(name: "SquintQuantTests", dependencies: ["SquintQuant", "SquintFormats", "TestSupport"]),
     ]
 )

@@ -1,0 +1,107 @@
+/// AutoGPTQ's `Quantizer` (auto_gptq/quantization/quantizer.py) with `mse=False`, ported so that
+/// every float32 operation happens in the same order as in torch and the results are bit-identical
+/// (SPEC §5.3 "Quantizer.find_params").
+///
+/// The grid for one row of one group is `scale * (c - zero)` with integer codes `c` in `0...maxq`.
+public struct QuantizerConfig: Sendable, Equatable {
+    /// Bits per code: 2, 3, 4 or 8 (`maxq = 2^bits - 1`). Packing supports 2, 4 and 8 only.
+    public var bits: Int
+    /// Symmetric grid (zero point fixed at `(maxq+1)/2`), as Qwen-VL-Chat-Int4 uses.
+    public var symmetric: Bool
+    /// One scale per row (AutoGPTQ always quantizes weights per channel). When false, one scale for
+    /// the whole slice is found and repeated for every row, as torch's `perchannel=False` does.
+    public var perChannel: Bool
+
+    public init(bits: Int = 4, symmetric: Bool = true, perChannel: Bool = true) throws {
+        guard [2, 3, 4, 8].contains(bits) else {
+            throw QuantError.invalidSetting("bits must be 2, 3, 4 or 8, got \(bits)")
+        }
+        self.bits = bits; self.symmetric = symmetric; self.perChannel = perChannel
+    }
+
+    /// Largest code: 2^bits - 1 (15 for 4-bit).
+    public var maxq: Float { Float((1 << bits) - 1) }
+}
+
+/// Per-row grid parameters of one group of columns.
+public struct QuantParams: Sendable, Equatable {
+    public var scale: [Float]  // [rows]
+    public var zero: [Float]   // [rows] float zero point (8 for sym 4-bit), NOT the packed zero-1
+}
+
+/// Min-max grid search and rounding, exactly as AutoGPTQ's `Quantizer` with `mse=False`.
+public struct Quantizer: Sendable {
+    public let config: QuantizerConfig
+    public init(_ config: QuantizerConfig) { self.config = config }
+
+    /// `find_params(x)` for the slice `x[:, colStart ..< colStart+colCount]` of a row-major matrix
+    /// with `rowStride` floats per row.
+    ///
+    /// Quirks kept on purpose (they decide which codes the official checkpoint holds):
+    /// - xmin = min(rowmin, 0), xmax = max(rowmax, 0): the range always contains 0.
+    /// - sym: xmax = max(|xmin|, xmax), and xmin becomes -xmax only where xmin < 0. A row-group with
+    ///   no negative value keeps xmin = 0, so its scale is max/maxq with zero (maxq+1)/2: values above
+    ///   (maxq-zero)*scale clip.
+    /// - rows with xmin == xmax == 0 get xmin = -1, xmax = +1 (scale 2/maxq).
+    public func findParams(_ x: UnsafePointer<Float>, rows: Int, rowStride: Int,
+                           colStart: Int, colCount: Int) -> QuantParams {
+        precondition(colCount > 0 && rows >= 0 && colStart + colCount <= rowStride)
+        var xmin = [Float](repeating: 0, count: rows)
+        var xmax = [Float](repeating: 0, count: rows)
+        for r in 0..<rows {
+            let row = x + r * rowStride + colStart
+            var lo = row[0], hi = row[0]
+            for c in 1..<max(colCount, 1) {
+                let v = row[c]
+                if v < lo { lo = v }
+                if v > hi { hi = v }
+            }
+            xmin[r] = lo; xmax[r] = hi
+        }
+        if !config.perChannel && rows > 0 {
+            // torch flattens the slice: one min/max for everything, repeated per row afterwards.
+            let lo = xmin.min()!, hi = xmax.max()!
+            for r in 0..<rows { xmin[r] = lo; xmax[r] = hi }
+        }
+        return params(xmin: xmin, xmax: xmax)
+    }
+
+    /// The part of `find_params` after the row min/max (exposed for tests of the quirks).
+    public func params(xmin rowMin: [Float], xmax rowMax: [Float]) -> QuantParams {
+        let maxq = config.maxq
+        var scale = [Float](repeating: 0, count: rowMin.count)
+        var zero = [Float](repeating: 0, count: rowMin.count)
+        for r in 0..<rowMin.count {
+            var xmin = Swift.min(rowMin[r], 0)  // torch.minimum(x.min(1), 0)
+            var xmax = Swift.max(rowMax[r], 0)  // torch.maximum(x.max(1), 0)
+            if config.symmetric {
+                xmax = Swift.max(abs(xmin), xmax)
+                if xmin < 0 { xmin = -xmax }
+            }
+            if xmin == 0 && xmax == 0 { xmin = -1; xmax = 1 }
+            let s = (xmax - xmin) / maxq
+            scale[r] = s
+            zero[r] = config.symmetric ? (maxq + 1) / 2 : (-xmin / s).rounded(.toNearestOrEven)
+        }
+        return QuantParams(scale: scale, zero: zero)
+    }
+
+    /// torch.round (half to even). For |v| < 2^22, adding and subtracting 1.5·2^23 rounds in the FPU's
+    /// default nearest-even mode without a libm call (the sum lands where the float spacing is 1, and
+    /// 1.5·2^23 is even, so ties go to the even integer); larger values are already integers or rare.
+    @inline(__always)
+    public static func roundHalfEven(_ v: Float) -> Float {
+        let magic: Float = 12_582_912  // 1.5 * 2^23
+        if abs(v) < 4_194_304 { return (v + magic) - magic }
+        return v.rounded(.toNearestOrEven)
+    }
+
+    /// `quantize(x) = scale * (clamp(round(x/scale) + zero, 0, maxq) - zero)` with torch.round's
+    /// half-to-even. Returns the fake-quantized value and its integer code.
+    @inline(__always)
+    public static func quantize(_ x: Float, scale: Float, zero: Float, maxq: Float) -> (value: Float, code: Float) {
+        var c = roundHalfEven(x / scale) + zero
+        c = Swift.min(Swift.max(c, 0), maxq)  // torch.clamp; NaN cannot reach here (inputs checked)
+        return (scale * (c - zero), c)
+    }
+}

@@ -1,0 +1,91 @@
+import XCTest
+import SquintQuant
+
+/// The fast fasterquant against the literal scalar port (`GPTQ.fasterquantReference`) on odd shapes,
+/// group sizes that do not match the block size, dead columns, act-order and static groups. The two
+/// differ only in how the trailing update is summed (sgemm vs a float64 dot product), so codes may
+/// flip only at exact rounding ties: we require >= 99.9% and report the count.
+final class GPTQOddSizeTests: XCTestCase {
+    func randomProblem(rows: Int, cols: Int, tokens: Int, deadColumns: [Int] = [], seed: UInt64) throws -> (w: [Float], h: [Float]) {
+        var rng = SplitMix(seed: seed)
+        let w = (0..<(rows * cols)).map { _ in rng.normal() * 0.05 }
+        var x = (0..<(tokens * cols)).map { _ in rng.normal() }
+        for t in 0..<tokens { for c in deadColumns { x[t * cols + c] = 0 } }
+        var h = Hessian(columns: cols)
+        try h.addBatch(x, tokens: tokens)
+        return (w, h.matrix)
+    }
+
+    func check(rows: Int, cols: Int, groupSize: Int, blockSize: Int = 128, actOrder: Bool = false, staticGroups: Bool = false,
+               sym: Bool = true, bits: Int = 4, dead: [Int] = [], file: StaticString = #filePath, line: UInt = #line) throws {
+        let (w, h) = try randomProblem(rows: rows, cols: cols, tokens: cols + 64, deadColumns: dead, seed: UInt64(rows * 1000 + cols))
+        var opts = GPTQOptions(quantizer: try QuantizerConfig(bits: bits, symmetric: sym), blockSize: blockSize,
+                               groupSize: groupSize, actOrder: actOrder, staticGroups: staticGroups)
+        let label = "\(rows)x\(cols) g\(groupSize) b\(blockSize) act\(actOrder) static\(staticGroups) sym\(sym) bits\(bits) dead\(dead)"
+        let ref = try GPTQ.fasterquantReference(weight: w, rows: rows, columns: cols, hessian: h, options: opts)
+        for threads in [1, 3] {
+            opts.threads = threads
+            let fast = try GPTQ.fasterquant(weight: w, rows: rows, columns: cols, hessian: h, options: opts)
+            XCTAssertEqual(fast.groups, ref.groups, label, file: file, line: line)
+            XCTAssertEqual(fast.gIdx, ref.gIdx, label, file: file, line: line)
+            let same = zip(fast.codes, ref.codes).filter { $0 == $1 }.count
+            XCTAssertGreaterThanOrEqual(Double(same), 0.999 * Double(ref.codes.count), "\(label): \(same)/\(ref.codes.count)", file: file, line: line)
+            if same == ref.codes.count {
+                let maxQ = zip(fast.q, ref.q).map { abs($0 - $1) }.max()!
+                XCTAssertLessThanOrEqual(maxQ, 1e-5, label, file: file, line: line)
+                XCTAssertEqual(fast.lossSum, ref.lossSum, accuracy: 1e-4 * max(ref.lossSum, 1e-12), label, file: file, line: line)
+            }
+            // First group of each row reads W before any feedback: identical.
+            for r in 0..<rows { XCTAssertEqual(fast.scale[r * fast.groups], ref.scale[r * ref.groups], label, file: file, line: line) }
+            // q really is scale[:, g] * (code - zero[:, g]).
+            for r in 0..<rows {
+                for c in 0..<cols {
+                    let g = Int(fast.gIdx[c])
+                    XCTAssertEqual(fast.q[r * cols + c], fast.scale[r * fast.groups + g] * (Float(fast.codes[r * cols + c]) - fast.zero[r * fast.groups + g]),
+                                   label, file: file, line: line)
+                }
+            }
+            for c in dead { for r in 0..<rows { XCTAssertEqual(fast.q[r * cols + c], 0, "dead column", file: file, line: line) } }
+        }
+    }
+
+    func testOddShapesAndGroupings() throws {
+        try check(rows: 1, cols: 31, groupSize: 8, blockSize: 16)
+        try check(rows: 33, cols: 129, groupSize: 32)                              // groups smaller than blocks
+        try check(rows: 31, cols: 127, groupSize: 96, blockSize: 32)               // groups straddle blocks
+        try check(rows: 17, cols: 257, groupSize: 256, blockSize: 64)              // groups larger than blocks
+        try check(rows: 33, cols: 129, groupSize: -1)                              // per channel
+        try check(rows: 33, cols: 129, groupSize: 32, actOrder: true)
+        try check(rows: 33, cols: 129, groupSize: 32, actOrder: true, staticGroups: true)
+        try check(rows: 33, cols: 129, groupSize: 32, staticGroups: true)
+        try check(rows: 65, cols: 96, groupSize: 32, sym: false, dead: [0, 5, 95])
+        try check(rows: 65, cols: 96, groupSize: 32, bits: 3)
+        try check(rows: 129, cols: 64, groupSize: 16, actOrder: true, bits: 2)
+        try check(rows: 9, cols: 40, groupSize: 8, bits: 8)
+    }
+
+    func testAllZeroWeightQuantizesToZero() throws {
+        let (_, h) = try randomProblem(rows: 4, cols: 64, tokens: 100, seed: 7)
+        let r = try GPTQ.fasterquant(weight: [Float](repeating: 0, count: 4 * 64), rows: 4, columns: 64, hessian: h,
+                                     options: GPTQOptions(quantizer: try QuantizerConfig(), groupSize: 32))
+        XCTAssertTrue(r.q.allSatisfy { $0 == 0 })
+        XCTAssertTrue(r.codes.allSatisfy { $0 == 8 })
+        XCTAssertTrue(r.scale.allSatisfy { $0 == Float(2) / 15 })
+        XCTAssertEqual(r.lossSum, 0)
+    }
+
+    func testBadInputsThrow() throws {
+        let opts = GPTQOptions(quantizer: try QuantizerConfig())
+        XCTAssertThrowsError(try GPTQ.fasterquant(weight: [1, 2], rows: 1, columns: 3, hessian: [Float](repeating: 0, count: 9), options: opts))
+        XCTAssertThrowsError(try GPTQ.fasterquant(weight: [1, .nan], rows: 1, columns: 2, hessian: [1, 0, 0, 1], options: opts)) { e in
+            XCTAssertEqual(e as? QuantError, .nonFinite(what: "weight", index: 1))
+        }
+        // Indefinite H with no damping: LAPACK refuses, we throw (torch raises too).
+        var o = opts; o.percDamp = 0
+        XCTAssertThrowsError(try GPTQ.fasterquant(weight: [1, 2], rows: 1, columns: 2, hessian: [1, 2, 2, 1], options: o)) { e in
+            guard case QuantError.notPositiveDefinite = e else { return XCTFail("\(e)") }
+        }
+        var h = Hessian(columns: 2)
+        XCTAssertThrowsError(try h.addBatch([1, 2, 3], tokens: 2))
+    }
+}

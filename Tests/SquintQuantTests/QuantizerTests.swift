@@ -1,0 +1,75 @@
+import XCTest
+import SquintQuant
+
+/// Quantizer edge cases, with expected values worked out by hand from AutoGPTQ's quantizer.py
+/// formulas (SPEC §5.3), and the sub-steps it relies on.
+final class QuantizerTests: XCTestCase {
+    func params(_ x: [Float], sym: Bool, bits: Int = 4) throws -> QuantParams {
+        let q = Quantizer(try QuantizerConfig(bits: bits, symmetric: sym))
+        return x.withUnsafeBufferPointer { q.findParams($0.baseAddress!, rows: 1, rowStride: x.count, colStart: 0, colCount: x.count) }
+    }
+
+    func testAllZeroGroupGetsRangeMinusOneToOne() throws {
+        // xmin = xmax = 0 -> [-1, 1]: scale 2/15; sym zero 8. Asym zero = round(1 / fl(2/15)): fl(2/15) is
+        // 0.13333334 (rounded up), so the quotient is 7.4999996 and the zero is 7, not 8 (checked with
+        // torch: torch.round(1 / (torch.tensor(2.)/15)) == 7).
+        let sym = try params([0, 0, 0, 0], sym: true)
+        XCTAssertEqual(sym.scale, [Float(2) / 15]); XCTAssertEqual(sym.zero, [8])
+        let asym = try params([0, 0, 0], sym: false)
+        XCTAssertEqual(asym.scale, [Float(2) / 15]); XCTAssertEqual(asym.zero, [7])
+        // Every zero quantizes to 0 (code 8).
+        let r = Quantizer.quantize(0, scale: sym.scale[0], zero: 8, maxq: 15)
+        XCTAssertEqual(r.value, 0); XCTAssertEqual(r.code, 8)
+    }
+
+    func testSymmetricGroupWithoutNegativesKeepsXminZeroAndClipsAbove7Steps() throws {
+        // rowmin 0.25 -> xmin = 0 (never made -xmax): scale = 1.5/15 = 0.1 in float32, zero 8.
+        let p = try params([0.25, 1.5, 0.5], sym: true)
+        XCTAssertEqual(p.scale, [Float(1.5) / 15]); XCTAssertEqual(p.zero, [8])
+        // 1.5/0.1 = 15 -> 15 + 8 = 23, clamped to 15 -> value 7 * scale: the largest weight is clipped.
+        let r = Quantizer.quantize(1.5, scale: p.scale[0], zero: 8, maxq: 15)
+        XCTAssertEqual(r.code, 15)
+        XCTAssertEqual(r.value, p.scale[0] * 7)
+    }
+
+    func testSymmetricUsesLargestMagnitude() throws {
+        let p = try params([-3, 1], sym: true)
+        XCTAssertEqual(p.scale, [Float(6) / 15]); XCTAssertEqual(p.zero, [8])
+        // -3 / 0.4 = -7.5 -> round half even = -8 -> code 0, value -3.2.
+        let r = Quantizer.quantize(-3, scale: p.scale[0], zero: 8, maxq: 15)
+        XCTAssertEqual(r.code, 0); XCTAssertEqual(r.value, p.scale[0] * -8)
+    }
+
+    func testAsymmetricRangeAndZeroPoint() throws {
+        // [-1, 2]: scale 3/15 = 0.2, zero = round(1/0.2) = 5.
+        let p = try params([-1, 0.5, 2], sym: false)
+        XCTAssertEqual(p.scale, [Float(3) / 15]); XCTAssertEqual(p.zero, [5])
+        // All-positive asym group: xmin = 0 -> zero 0 (the value AutoGPTQ v1 packing cannot store).
+        let pos = try params([0.5, 2], sym: false)
+        XCTAssertEqual(pos.zero, [0]); XCTAssertEqual(pos.scale, [Float(2) / 15])
+    }
+
+    func testRoundingIsHalfToEvenLikeTorchRound() {
+        for (v, e) in [(0.5, 0.0), (1.5, 2.0), (2.5, 2.0), (-0.5, -0.0), (-1.5, -2.0), (-2.5, -2.0), (7.4999995, 7.0), (1e7 + 1, 1e7 + 1)] as [(Float, Float)] {
+            XCTAssertEqual(Quantizer.roundHalfEven(v), e, "\(v)")
+            XCTAssertEqual(Quantizer.roundHalfEven(v), v.rounded(.toNearestOrEven), "\(v)")
+        }
+    }
+
+    func testOtherBitWidths() throws {
+        let p2 = try params([-1, 1], sym: true, bits: 2)
+        XCTAssertEqual(p2.scale, [Float(2) / 3]); XCTAssertEqual(p2.zero, [2])
+        let p3 = try params([-1, 1], sym: true, bits: 3)
+        XCTAssertEqual(p3.scale, [Float(2) / 7]); XCTAssertEqual(p3.zero, [4])
+        let p8 = try params([-1, 1], sym: false, bits: 8)
+        XCTAssertEqual(p8.scale, [Float(2) / 255]); XCTAssertEqual(p8.zero, [(Float(1) / (Float(2) / 255)).rounded(.toNearestOrEven)])
+        XCTAssertThrowsError(try QuantizerConfig(bits: 5))
+    }
+
+    func testPerTensorModeRepeatsOneRangeForEveryRow() throws {
+        let q = Quantizer(try QuantizerConfig(bits: 4, symmetric: true, perChannel: false))
+        let x: [Float] = [0.1, -0.2, 3, 0]  // 2 rows x 2 cols
+        let p = x.withUnsafeBufferPointer { q.findParams($0.baseAddress!, rows: 2, rowStride: 2, colStart: 0, colCount: 2) }
+        XCTAssertEqual(p.scale, [Float(6) / 15, Float(6) / 15])
+    }
+}

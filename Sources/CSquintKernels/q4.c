@@ -173,38 +173,72 @@ AVX2 static void matvec_f32_avx2(const sq_q4_matrix *w, const float *x, float *y
     if (gsum != stack) free(gsum);
 }
 
+// One 64-code step of the int8 product for one row: codes (32 bytes) x xq (64 int8, pair order).
+#define Q8_STEP(rc, acc)                                                                          \
+    do {                                                                                          \
+        __m256i v_ = _mm256_loadu_si256((const __m256i *)((rc) + k / 2));                         \
+        __m256i lo_ = _mm256_and_si256(v_, m4);                                                   \
+        __m256i hi_ = _mm256_and_si256(_mm256_srli_epi16(v_, 4), m4);                             \
+        __m256i p16_ = _mm256_add_epi16(_mm256_maddubs_epi16(lo_, x0), _mm256_maddubs_epi16(hi_, x1)); \
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p16_, ones)), dv, acc);        \
+    } while (0)
+
 AVX2 static void matvec_q8_avx2(const sq_q4_matrix *w, const int8_t *xq, const float *d8, const int32_t *bsum,
                                 float *y, int64_t row0, int64_t row1) {
     const int64_t in = w->in, gs = w->group_size, groups = in / gs;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t o = row0; o < row1; o++) {
-        const uint8_t *rc = w->codes + o * (in / 2);
-        const float *sc = w->scales + o * groups;
-        __m256 tot = _mm256_setzero_ps();
-        float zterm = 0;
-        for (int64_t g = 0; g < groups; g++) {
-            __m256 acc = _mm256_setzero_ps();
-            float zs = 0;   // sum over the group's blocks of d_b * bsum_b
-            for (int64_t k = g * gs; k < (g + 1) * gs; k += 64) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(rc + k / 2));
-                __m256i lo = _mm256_and_si256(v, m4);
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq + k));
-                __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + k + 32));
-                __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1));
-                __m256i p32 = _mm256_madd_epi16(p16, ones);
-                __m256 dv = _mm256_loadu_ps(d8 + (k / 64) * 8);
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), dv, acc);
-                int64_t b = k / 32;
-                zs += d8[(k / 64) * 8] * (float)bsum[b] + d8[(k / 64) * 8 + 4] * (float)bsum[b + 1];
-            }
-            float s = sc[g];
-            tot = _mm256_fmadd_ps(acc, _mm256_set1_ps(s), tot);
-            zterm += s * zero_of(w, o, g, groups) * zs;
-        }
-        y[o] = hsum256(tot) - zterm;
+    // Per group, sum over its blocks of d_b * bsum_b (the zero-point term), once per call.
+    float stack[1024];
+    float *gz = groups <= 1024 ? stack : (float *)malloc((size_t)groups * sizeof(float));
+    if (!gz) { sq_q4_matvec_q8_ref(w, xq, d8, bsum, y, row0, row1); return; }
+    for (int64_t g = 0; g < groups; g++) {
+        float zs = 0;
+        for (int64_t b = g * gs / 32; b < (g + 1) * gs / 32; b++) zs += d8[8 * (b / 2) + 4 * (b % 2)] * (float)bsum[b];
+        gz[g] = zs;
     }
+    int64_t o = row0;
+    for (; o + 2 <= row1; o += 2) {          // two rows share the loads of x
+        const uint8_t *ra = w->codes + o * (in / 2), *rb = ra + in / 2;
+        const float *sa = w->scales + o * groups, *sb = sa + groups;
+        __m256 ta = _mm256_setzero_ps(), tb = _mm256_setzero_ps();
+        float za = 0, zb = 0;
+        for (int64_t g = 0; g < groups; g++) {
+            __m256 aa = _mm256_setzero_ps(), ab = _mm256_setzero_ps();
+            for (int64_t k = g * gs; k < (g + 1) * gs; k += 64) {
+                const __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq + k));
+                const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + k + 32));
+                const __m256 dv = _mm256_loadu_ps(d8 + (k / 64) * 8);
+                Q8_STEP(ra, aa);
+                Q8_STEP(rb, ab);
+            }
+            ta = _mm256_fmadd_ps(aa, _mm256_set1_ps(sa[g]), ta);
+            tb = _mm256_fmadd_ps(ab, _mm256_set1_ps(sb[g]), tb);
+            za += sa[g] * zero_of(w, o, g, groups) * gz[g];
+            zb += sb[g] * zero_of(w, o + 1, g, groups) * gz[g];
+        }
+        y[o] = hsum256(ta) - za;
+        y[o + 1] = hsum256(tb) - zb;
+    }
+    for (; o < row1; o++) {
+        const uint8_t *ra = w->codes + o * (in / 2);
+        const float *sa = w->scales + o * groups;
+        __m256 ta = _mm256_setzero_ps();
+        float za = 0;
+        for (int64_t g = 0; g < groups; g++) {
+            __m256 aa = _mm256_setzero_ps();
+            for (int64_t k = g * gs; k < (g + 1) * gs; k += 64) {
+                const __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq + k));
+                const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + k + 32));
+                const __m256 dv = _mm256_loadu_ps(d8 + (k / 64) * 8);
+                Q8_STEP(ra, aa);
+            }
+            ta = _mm256_fmadd_ps(aa, _mm256_set1_ps(sa[g]), ta);
+            za += sa[g] * zero_of(w, o, g, groups) * gz[g];
+        }
+        y[o] = hsum256(ta) - za;
+    }
+    if (gz != stack) free(gz);
 }
 
 AVX2 static void bf16_matvec_avx2(const uint16_t *w, int64_t in, const float *x, float *y, int64_t row0, int64_t row1) {

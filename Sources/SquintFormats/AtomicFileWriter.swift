@@ -72,6 +72,26 @@ public final class AtomicFileWriter {
         }
     }
 
+    /// Overwrites bytes already written, at `offset` from the start of the file. For headers whose
+    /// fields (checksums) are only known once the data after them has streamed through (SQ4).
+    public func patch(_ bytes: [UInt8], at offset: Int) throws {
+        precondition(offset >= 0 && offset + bytes.count <= bytesWritten, "patch outside the written range")
+        try flush()
+        try bytes.withUnsafeBytes { b in
+            var done = 0
+            while done < b.count {
+                let n = pwrite(fd, b.baseAddress! + done, b.count - done, off_t(offset + done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    let msg = String(cString: strerror(errno))
+                    abandon()
+                    throw FormatError.io(path: destination, message: "write failed: \(msg)")
+                }
+                done += n
+            }
+        }
+    }
+
     /// Flushes, fsyncs and renames into place. After this the destination holds the new file.
     public func commit() throws {
         try flush()

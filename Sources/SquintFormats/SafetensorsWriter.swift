@@ -1,3 +1,5 @@
+import CSquintKernels
+
 /// Writes one `.safetensors` file with the layout of the Python `safetensors` library
 /// (Formats/SAFETENSORS.md §5): tensors ordered by dtype (wide first) then name, compact header JSON,
 /// spaces padding the header to a multiple of 8, data streamed in, atomic rename at the end.
@@ -126,6 +128,8 @@ public final class TensorSink {
     public let tensor: SafetensorsWriter.Tensor
     public private(set) var remaining: Int
     let path: String
+    /// Running CRC-32 of the bytes given, when the writer asked for one (SQ4 tensor checksums).
+    var crc: UInt32? = nil
 
     init(out: AtomicFileWriter, tensor: SafetensorsWriter.Tensor, expected: Int, path: String) {
         self.out = out; self.tensor = tensor; self.remaining = expected; self.path = path
@@ -137,6 +141,7 @@ public final class TensorSink {
                 + "\(tensor.shape) of \(tensor.dtype.rawValue) holds")
         }
         try out.write(bytes)
+        if let c = crc, bytes.count > 0 { crc = sq_crc32(c, bytes.baseAddress!, bytes.count) }
         remaining -= bytes.count
     }
 

@@ -1,0 +1,70 @@
+// Int4 linear kernels for Squint's SQ4 layout (Formats/SQUINT_INT4.md §4). Each fast kernel has a
+// scalar `_ref` twin; the dispatching entry point picks AVX2/FMA at run time (sq_has_avx2_fma).
+#ifndef SQUINT_Q4_H
+#define SQUINT_Q4_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Codes per SQ4 block: 16 bytes, byte j holds code j (low nibble) and code j+16 (high nibble).
+#define SQ_Q4_BLOCK 32
+
+/// One quantized Linear W [out, in] in the SQ4 layout, as the kernels read it. Scales are given as
+/// float32 (the file stores F16; the Swift wrapper widens them once at load, exactly).
+/// W[o, k] = scales[o*groups + k/group_size] * (code(o, k) - zero(o, k/group_size)) where k is the
+/// (possibly act-order permuted) input position; x must be permuted the same way by the caller.
+typedef struct {
+    const uint8_t *codes;   // [out][in/2] bytes, blocks of 32 codes (see SQ_Q4_BLOCK)
+    const float *scales;    // [out][groups]
+    const uint8_t *zeros;   // [out][groups], each 0...16; NULL = symmetric (every zero is 8)
+    int64_t out, in;        // in % 32 == 0
+    int64_t group_size;     // % 32 == 0, divides in
+} sq_q4_matrix;
+
+/// The 4-bit code of row o, input position k (pure function of the layout, used by tests and refs).
+static inline unsigned sq_q4_code(const uint8_t *row_codes, int64_t k) {
+    uint8_t b = row_codes[(k / 32) * 16 + (k % 16)];
+    return (k % 32) < 16 ? (b & 0xF) : (b >> 4);
+}
+
+/// Dequantise rows [row0, row1) to float32: dst[(o-row0)*in + k] = scale * (float)(q - zero), one
+/// rounding, so it equals torch's float32 `scale * (q - (zst + 1))` bit for bit. Fast and ref agree
+/// bit for bit.
+void sq_q4_dequant_rows(const sq_q4_matrix *w, int64_t row0, int64_t row1, float *dst);
+void sq_q4_dequant_rows_ref(const sq_q4_matrix *w, int64_t row0, int64_t row1, float *dst);
+
+/// y[o] = sum_k W[o,k] x[k] for o in [row0, row1) (decode path; x float32 [in], y indexed by o).
+/// Computed per group as s*(sum q*x) - s*z*(sum x); the ref dequantises and accumulates in double.
+void sq_q4_matvec_f32(const sq_q4_matrix *w, const float *x, float *y, int64_t row0, int64_t row1);
+void sq_q4_matvec_f32_ref(const sq_q4_matrix *w, const float *x, float *y, int64_t row0, int64_t row1);
+
+/// x quantised to int8 per block of 32 (llama.cpp's Q8_0 idea): d = max|x|/127, q = round(x/d).
+/// Stored pair-interleaved to match a 32-byte load of two code blocks: for pair p (blocks A=2p,
+/// B=2p+1) q[64p + 0..15] = A[0..15], [16..31] = B[0..15], [32..47] = A[16..31], [48..63] = B[16..31].
+/// d8[8p + 0..3] = d_A, d8[8p + 4..7] = d_B (pre-broadcast for the AVX2 lanes); bsum[b] = sum of
+/// block b's int8 values. Requires n % 64 == 0.
+void sq_q8_quantize(const float *x, int64_t n, int8_t *q, float *d8, int32_t *bsum);
+
+/// y[o] = sum over blocks of s_g * d_b * (sum q*xq - z * bsum_b) for o in [row0, row1).
+/// Requires in % 64 == 0 and group_size % 64 == 0.
+void sq_q4_matvec_q8(const sq_q4_matrix *w, const int8_t *xq, const float *d8, const int32_t *bsum,
+                     float *y, int64_t row0, int64_t row1);
+void sq_q4_matvec_q8_ref(const sq_q4_matrix *w, const int8_t *xq, const float *d8, const int32_t *bsum,
+                         float *y, int64_t row0, int64_t row1);
+
+/// Dense BF16 matrix-vector product (baseline for the Int4 kernels): w [out][in] bf16, x [in],
+/// y[o] for o in [row0, row1). The ref accumulates in double.
+void sq_bf16_matvec_f32(const uint16_t *w, int64_t in, const float *x, float *y, int64_t row0, int64_t row1);
+void sq_bf16_matvec_f32_ref(const uint16_t *w, int64_t in, const float *x, float *y, int64_t row0, int64_t row1);
+
+/// Reads n bytes with 32-byte AVX2 loads and returns their sum as 64-bit lanes (a read-bandwidth
+/// probe for benchmarks: what one core can stream when no work is done per byte).
+uint64_t sq_read_bandwidth_probe(const void *p, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -28,7 +28,7 @@ final class QuantKernelBenchTests: XCTestCase {
             let g = 128
             let (rec, _) = try Int4Pack.record(out: out, inF: inF, groupSize: g, symmetric: true, actOrder: false, seed: 42)
             let layer = QuantizedLinear(record: rec)
-            var r = SplitMix(state: 1)
+            var r = SplitMix64(state: 1)
             let x = (0..<inF).map { _ in r.symmetric() }
             var y = [Float](repeating: 0, count: out)
             // Bytes streamed per product: codes + float32 scales (widened at load).

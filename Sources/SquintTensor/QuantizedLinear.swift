@@ -22,7 +22,7 @@ public final class QuantizedLinear {
 
     public let spec: QuantizedLinearSpec
     /// Threads for the decode product and for dequantising prefill tiles (rows are split).
-    public var threads: Int = 2
+    public var threads: Int = Threads.count
     public var decodePath: DecodePath = .float32
     /// Below this many tokens the decode kernel runs once per token; at or above, the GEMM path.
     public var prefillFromTokens: Int = 4

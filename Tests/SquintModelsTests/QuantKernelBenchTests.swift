@@ -49,6 +49,16 @@ final class QuantKernelBenchTests: XCTestCase {
                     line += String(format: "  q4-%@ %dT %.2f ms %.1f GB/s", path == .float32 ? "f32" : "q8", threads, t * 1e3, q4Bytes / t / 1e9)
                 }
             }
+            // Accuracy cost of the int8 path: relative L2 error of y against the float32 path.
+            do {
+                let l = layers[0]
+                var yf = [Float](repeating: 0, count: out), yq = yf
+                l.decodePath = .float32; l.forward(x: x, tokens: 1, into: &yf)
+                l.decodePath = .int8; l.forward(x: x, tokens: 1, into: &yq)
+                let num = zip(yf, yq).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }
+                let den = yf.reduce(0.0) { $0 + Double($1 * $1) }
+                line += String(format: "  q8 rel.L2 err %.2e", (num / den).squareRoot())
+            }
             // BF16 of the same matrix (the dequantised weight rounded to bf16).
             var wbf = [UInt16](repeating: 0, count: out * inF)
             let w = layer.dequantizedStored()

@@ -168,6 +168,52 @@ public enum AutoGPTQLayout {
             bias: r.bias.map { OwnedBytes.view(name: n + suffixes.bias, dtype: $0.info.dtype, shape: $0.info.shape, Array($0.bytes)) })
     }
 
+    /// Converts a whole AutoGPTQ v1 checkpoint (one file or a sharded folder, any `TensorFile`) to an
+    /// SQ4 file: every module with a `.qweight` becomes a quantized-linear record (its `.bias` moves
+    /// into the record), every other tensor is copied unchanged as a dense tensor, in source order.
+    /// Streams one module at a time: the records are converted again while writing rather than held,
+    /// so the model is never in memory twice (a first pass reads only qzeros and g_idx shapes/values).
+    public static func convertCheckpoint(_ source: TensorFile, header: SQ4Header, to destination: String,
+                                         overwrite: Bool) throws {
+        let names = Set(source.tensors.map(\.name))
+        var modules: [String: QuantizedLinearSpec] = [:]
+        var tensors: [SquintInt4Writer.Tensor] = []
+        var specs: [QuantizedLinearSpec] = []
+        var partOfModule = Set<String>()
+        for t in source.tensors where t.name.hasSuffix(suffixes.qweight) {
+            let prefix = String(t.name.dropLast(suffixes.qweight.count))
+            for s in [suffixes.qweight, suffixes.qzeros, suffixes.scales, suffixes.gIdx, suffixes.bias] where names.contains(prefix + s) {
+                partOfModule.insert(prefix + s)
+            }
+        }
+        for t in source.tensors {
+            if t.name.hasSuffix(suffixes.qweight) {
+                let prefix = String(t.name.dropLast(suffixes.qweight.count))
+                let spec = try toSQ4(module(in: source, prefix: prefix), name: prefix, path: source.path).spec
+                modules[prefix] = spec
+                specs.append(spec)
+                tensors += spec.expectedTensors().map { e in
+                    .init(name: e.name, dtype: e.dtype ?? source.info(prefix + suffixes.bias)!.dtype, shape: e.shape)
+                }
+            } else if !partOfModule.contains(t.name) {
+                tensors.append(.init(name: t.name, dtype: t.dtype, shape: t.shape))
+            }
+        }
+        let writer = try SquintInt4Writer(header: header, linears: specs, tensors: tensors, path: destination)
+        var current: (prefix: String, views: [String: TensorView])? = nil
+        try writer.write(to: destination, overwrite: overwrite) { t, sink in
+            if let c = current, let v = c.views[t.name] { try sink.write(v.bytes); return }
+            if let prefix = QuantizedLinearSpec.quantSuffixes.first(where: { t.name.hasSuffix($0) }).map({ String(t.name.dropLast($0.count)) }),
+               modules[prefix] != nil {
+                let rec = try toSQ4(module(in: source, prefix: prefix), name: prefix, path: source.path)
+                current = (prefix, Dictionary(uniqueKeysWithValues: rec.views.map { ($0.info.name, $0) }))
+                try sink.write(current!.views[t.name]!.bytes)
+                return
+            }
+            try sink.write(try source.view(t.name).bytes)
+        }
+    }
+
     /// SPEC §5.5 in float32, straight from the AutoGPTQ tensors: W[o, i] = scale * (q - (zst + 1)),
     /// returned as the nn.Linear weight [out, in]. The reference the SQ4 dequantisation is tested against.
     public static func dequantize(_ m: AutoGPTQModule, f16ToF32: (UInt16) -> Float) -> [Float] {

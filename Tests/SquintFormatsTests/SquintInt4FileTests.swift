@@ -173,4 +173,48 @@ final class SquintInt4FileTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: p))
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), [])
     }
+
+    /// A whole AutoGPTQ checkpoint (here the fixture file: three modules plus dense tensors) converts
+    /// to SQ4 with every module a record, every other tensor copied, and AutoGPTQ bytes recoverable.
+    func testConvertCheckpointStreamsModulesAndDenseTensors() throws {
+        let st = try SafetensorsFile(path: SQ4Fixture.autogptqPath)
+        let p = dir.path + "/converted.sq4"
+        try AutoGPTQLayout.convertCheckpoint(st, header: SQ4Fixture.header(vocabTensor: nil), to: p, overwrite: false)
+        let f = try SquintInt4File(path: p)
+        try f.verify()
+        XCTAssertEqual(Set(f.linears.map(\.name)), Set(SQ4Fixture.modules))
+        let dense = st.tensors.filter { t in !SQ4Fixture.modules.contains { t.name.hasPrefix($0 + ".") && !t.name.hasSuffix("dequant_f32")
+            && !t.name.hasSuffix(".x") && !t.name.hasSuffix(".y_f64") } }
+        XCTAssertEqual(dense.count, 9)   // dequant_f32, x, y_f64 of each module
+        for t in dense { XCTAssertEqual(Array(try f.view(t.name).bytes), Array(try st.view(t.name).bytes), t.name) }
+        XCTAssertEqual(f.tensors.count, dense.count + f.linears.reduce(0) { $0 + $1.expectedTensors().count })
+        for m in SQ4Fixture.modules {
+            let back = try AutoGPTQLayout.toAutoGPTQ(f.quantizedLinear(m), path: p)
+            for v in back.views { XCTAssertEqual(Array(v.bytes), Array(try st.view(v.info.name).bytes), v.info.name) }
+        }
+    }
+
+    /// The whole tiny AutoGPTQ model from shared/reference (78 MB, not a fixture): skipped on a fresh
+    /// clone. Every module round-trips byte for byte, every dense tensor is copied.
+    func testConvertsTheWholeTinyAutoGPTQModelWhenAvailable() throws {
+        let src = Fixtures.packageRoot() + "/../shared/reference/qwen-vl-tiny/int4/model.safetensors"
+        try XCTSkipUnless(FileManager.default.fileExists(atPath: src), "shared/reference not present")
+        let st = try SafetensorsFile(path: src)
+        let p = dir.path + "/tiny.sq4"
+        try AutoGPTQLayout.convertCheckpoint(st, header: SQ4Fixture.header(vocabTensor: nil), to: p, overwrite: false)
+        let f = try SquintInt4File(path: p)
+        try f.verify()
+        XCTAssertEqual(f.linears.count, 10)           // 2 layers x (c_attn, c_proj, w1, w2, mlp.c_proj)
+        XCTAssertTrue(f.linears.allSatisfy { $0.symmetric && !$0.actOrder && $0.groupSize == 128 })
+        var covered = 0
+        for l in f.linears {
+            for v in try AutoGPTQLayout.toAutoGPTQ(f.quantizedLinear(l.name), path: p).views {
+                XCTAssertEqual(Array(v.bytes), Array(try st.view(v.info.name).bytes), v.info.name); covered += 1
+            }
+        }
+        for t in f.tensors where !f.linears.contains(where: { t.name.hasPrefix($0.name + ".") }) {
+            XCTAssertEqual(Array(try f.view(t.name).bytes), Array(try st.view(t.name).bytes), t.name); covered += 1
+        }
+        XCTAssertEqual(covered, st.tensors.count)
+    }
 }

@@ -139,6 +139,7 @@ final class SquintInt4FileTests: XCTestCase {
         let out = 64, groups = 4
         func word(_ v: TensorView, _ i: Int) -> UInt32 { v.bytes.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self) }
         let perm = (0..<256).map { Int(word(r.perm!, $0)) }
+        XCTAssertEqual(r.gIdx, (0..<256).map { Int32(bitPattern: word(m.gIdx, $0)) })
         for k in 0..<256 {
             let i = perm[k]
             XCTAssertEqual(Int(Int32(bitPattern: word(m.gIdx, i))), k / 64)

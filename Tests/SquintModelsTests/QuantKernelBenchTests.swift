@@ -80,7 +80,13 @@ final class QuantKernelBenchTests: XCTestCase {
             // Plain read of the BF16 bytes (the machine's one-core streaming bandwidth) and of the q4 codes.
             var sink: UInt64 = 0
             let tr = best(5) { sink &+= wbf.withUnsafeBytes { sq_read_bandwidth_probe($0.baseAddress!, $0.count) } }
-            line += String(format: "  read(bf16 bytes, 1T) %.1f GB/s [%llu]", bfBytes / tr / 1e9, sink & 1)
+            let tr2 = best(5) {
+                wbf.withUnsafeBytes { b in
+                    let n = b.count / 2 / 64 * 64
+                    DispatchQueue.concurrentPerform(iterations: 2) { i in _ = sq_read_bandwidth_probe(b.baseAddress! + i * n, n) }
+                }
+            }
+            line += String(format: "  read(bf16 bytes) 1T %.1f GB/s 2T %.1f GB/s [%llu]", bfBytes / tr / 1e9, bfBytes / tr2 / 1e9, sink & 1)
             print(line)
             // Prefill: 512 tokens.
             let tokens = 512

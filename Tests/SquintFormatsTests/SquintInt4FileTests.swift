@@ -218,4 +218,29 @@ final class SquintInt4FileTests: XCTestCase {
         }
         XCTAssertEqual(covered, st.tensors.count)
     }
+
+    /// AutoGPTQ tensors SQ4 cannot hold exactly are refused with the reason, never converted lossily.
+    func testAutoGPTQConversionRefusesInconsistentModules() throws {
+        let st = try SafetensorsFile(path: SQ4Fixture.autogptqPath)
+        let m = try AutoGPTQLayout.module(in: st, prefix: "transformer.h.0.mlp.c_proj")   // in 384, out 128, g 128
+        func withGIdx(_ g: [Int32]) -> AutoGPTQModule {
+            AutoGPTQModule(qweight: m.qweight, qzeros: m.qzeros, scales: m.scales,
+                           gIdx: OwnedBytes.view(name: "g_idx", dtype: .i32, shape: [g.count], g), bias: m.bias)
+        }
+        var g = (0..<384).map { Int32($0 / 128) }
+        g[5] = 3
+        assertFormatError(try AutoGPTQLayout.toSQ4(withGIdx(g), name: "x", path: "src"), "invalid", path: "src", mentioning: "g_idx[5] = 3")
+        g[5] = 1   // group 0 now has 127 inputs, group 1 has 129
+        assertFormatError(try AutoGPTQLayout.toSQ4(withGIdx(g), name: "x", path: "src"), "unsupported", path: "src",
+                          mentioning: "group 0 has 127 inputs")
+        assertFormatError(try AutoGPTQLayout.toSQ4(withGIdx(Array(g.prefix(256))), name: "x", path: "src"), "invalid", path: "src",
+                          mentioning: "shapes disagree")
+        // A zero point of 0 (possible in SQ4) has no AutoGPTQ v1 encoding.
+        let rec = try AutoGPTQLayout.toSQ4(m, name: "x", path: "src")
+        let zeros = [UInt8](repeating: 8, count: 128 * 3).enumerated().map { $0.offset == 7 ? 0 : $0.element }
+        let asym = try QuantizedLinearRecord(spec: { var s = rec.spec; s.symmetric = false; return s }(), codes: rec.codes, scales: rec.scales,
+                                             zeros: OwnedBytes.view(name: "z", dtype: .u8, shape: [128, 3], zeros), perm: nil,
+                                             bias: rec.bias, path: "src")
+        assertFormatError(try AutoGPTQLayout.toAutoGPTQ(asym, path: "out"), "unsupported", path: "out", mentioning: "zero point 0")
+    }
 }

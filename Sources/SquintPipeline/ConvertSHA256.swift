@@ -93,7 +93,7 @@ struct ConvertSHA256 {
 }
 
 /// SHA-256 of a file's bytes as lowercase hex, read in 8 MiB pieces.
-func sha256Hex(file path: String) throws -> String {
+func convertSHA256(file path: String) throws -> String {
     guard let h = FileHandle(forReadingAtPath: path) else { throw FormatError.io(path: path, message: "cannot open the file") }
     defer { try? h.close() }
     var s = ConvertSHA256()
@@ -106,7 +106,7 @@ func sha256Hex(file path: String) throws -> String {
 }
 
 /// SHA-256 of raw memory as lowercase hex.
-func sha256Hex(_ buffer: UnsafeRawBufferPointer) -> String {
+func convertSHA256(_ buffer: UnsafeRawBufferPointer) -> String {
     var s = ConvertSHA256()
     s.update(buffer)
     return s.finalizeHex()

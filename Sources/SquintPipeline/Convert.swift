@@ -137,88 +137,12 @@ public enum Converter {
             let prefix = "transformer.h.\(l)."
             let inputs = o.method == .gptq
                 ? try ActivationStore(folder: "\(work)/acts-\(l)", hidden: h, tokens: st.tokens, budget: o.memoryBudget / 2) : nil
-            var originals: [QwenLM.BlockLinear: any LinearLayer] = [:]
-            var packed: [(QwenLM.BlockLinear, AutoGPTQPacking.Packed)] = []
-            var logs: [ConvertModuleLog] = []
-            defer { for (m, lin) in originals { model.language.replaceLinear(layer: l, m, with: lin) } }
-            for group in sequentialGroups {
-                var hessians: [QwenLM.BlockLinear: Hessian] = [:]
-                var passSeconds = 0.0
-                if let inputs {
-                    // One Hessian per distinct input: w2 reads exactly what w1 reads.
-                    let observed: [QwenLM.BlockLinear] = group == [.w1, .w2] ? [.w1] : group
-                    let box = HessianBox()
-                    for m in observed { box.h[m] = Hessian(columns: model.language.linear(layer: l, m).inFeatures) }
-                    model.language.linearInputObserver = { layer, m, x, tokens in
-                        guard layer == l, box.error == nil, var hh = box.h[m] else { return }
-                        box.h[m] = nil   // keep the matrix uniquely referenced while it is updated
-                        do { try hh.addBatch(Array(UnsafeBufferPointer(start: x, count: tokens * hh.columns)), tokens: tokens) } catch {
-                            box.error = error
-                        }
-                        box.h[m] = hh
-                    }
-                    defer { model.language.linearInputObserver = nil }
-                    let tp = Date()
-                    for i in 0..<n {
-                        var x = FloatTensor(shape: [st.tokens[i], h], data: try inputs.get(i))
-                        model.language.block(l, &x)
-                        tick("block \(l + 1)/\(L) \(group.map(\.rawValue).joined(separator: "+")) inputs, sample \(i + 1)/\(n)")
-                    }
-                    if let e = box.error { throw e }
-                    passSeconds = Date().timeIntervalSince(tp)
-                    stageSeconds["hessian_passes", default: 0] += passSeconds
-                    hessians = box.h
-                    if group == [.w1, .w2] { hessians[.w2] = hessians[.w1] }
-                }
-                for m in group {
-                    let name = prefix + m.rawValue
-                    let wView = try opened.file.view(name + ".weight")
-                    let rows = wView.info.shape[0], cols = wView.info.shape[1]
-                    let W = Kernels.floats(wView)                    // [out, in]
-                    let bias: [Float]? = opened.file.info(name + ".bias") != nil ? Kernels.floats(try opened.file.view(name + ".bias")) : nil
-                    let tq = Date()
-                    let q: QuantizedWeight
-                    var damp = 0.0
-                    if let H = hessians[m] {
-                        q = try GPTQ.fasterquant(weight: W, rows: rows, columns: cols, hessian: H.matrix, options: gopts)
-                        damp = absoluteDamp(H.matrix, n: cols, percent: gopts.percDamp)
-                    } else {
-                        q = try RTN.quantize(weight: W, rows: rows, columns: cols, groupSize: o.groupSize, quantizer: qconfig)
-                        tick("block \(l + 1)/\(L) \(m.rawValue) rtn")
-                    }
-                    let quantSeconds = Date().timeIntervalSince(tq)
-                    stageSeconds["gptq", default: 0] += quantSeconds
-                    logs.append(ConvertModuleLog(module: name, shapeOutIn: [rows, cols], nsamples: n, tokens: st.tokens.reduce(0, +),
-                                                 avgLoss: n > 0 ? q.avgLoss(nsamples: n) : 0, lossSum: q.lossSum,
-                                                 dampPercent: o.dampPercent, damp: damp, hessianSeconds: passSeconds, quantSeconds: quantSeconds))
-                    do {
-                        packed.append((m, try AutoGPTQPacking.pack(q: q.q, scale: q.scale, zero: q.zero, gIdx: q.gIdx, bias: bias,
-                                                                   inFeatures: cols, outFeatures: rows, groups: q.groups, bits: o.bits)))
-                    } catch let e as QuantError {
-                        throw ConvertError.invalidOption("\(name): \(e)")
-                    }
-                    if inputs != nil {
-                        // fasterquant writes Q into layer.weight: later groups and the final pass see it.
-                        let mem = InMemoryTensorFile(path: "<fake-quantized \(name)>")
-                        try mem.add(name: name + ".weight", shape: [rows, cols], f32: q.q)
-                        if originals[m] == nil { originals[m] = model.language.linear(layer: l, m) }
-                        model.language.replaceLinear(layer: l, m, with: Linear(weight: try mem.view(name + ".weight"), bias: bias))
-                    }
-                }
-            }
-            // The quantized block's outputs are the next block's inputs.
-            if let inputs {
-                let tf = Date()
-                let outputs = try ActivationStore(folder: "\(work)/acts-\(l + 1)", hidden: h, tokens: st.tokens, budget: o.memoryBudget / 2)
-                for i in 0..<n {
-                    var x = FloatTensor(shape: [st.tokens[i], h], data: try inputs.get(i))
-                    model.language.block(l, &x)
-                    try outputs.put(i, x.data)
-                    tick("block \(l + 1)/\(L) quantized block outputs, sample \(i + 1)/\(n)")
-                }
-                spilled = max(spilled, inputs.spilledBytes + outputs.spilledBytes)
-                stageSeconds["block_outputs", default: 0] += Date().timeIntervalSince(tf)
-            }
+            let outputs = o.method == .gptq
+                ? try ActivationStore(folder: "\(work)/acts-\(l + 1)", hidden: h, tokens: st.tokens, budget: o.memoryBudget / 2) : nil
+            let (packed, logs) = try quantizeBlock(l, model: model, weights: opened.file, inputs: inputs, outputs: outputs,
+                                                   options: o, gptq: gopts, quantizer: qconfig,
+                                                   stageSeconds: &stageSeconds, tick: tick)
+            spilled = max(spilled, (inputs?.spilledBytes ?? 0) + (outputs?.spilledBytes ?? 0))
             try writeBlockFile("\(work)/block-\(l).safetensors", prefix: prefix, packed: packed)
             st.blocksDone = l + 1
             st.log += logs
@@ -276,9 +200,109 @@ public enum Converter {
         return result
     }
 
+    /// Quantizes block `l` of `model` in place of AutoGPTQ's per-layer loop body: per sequential
+    /// group, one pass over the samples in `inputs` accumulating the group's Hessians, then
+    /// `fasterquant` (or RTN when `inputs` is nil) and the fake-quantized weight swapped in; finally
+    /// the quantized block runs on every sample into `outputs`. The block's original layers are put
+    /// back before returning (the fake-quantized float32 copies are freed).
+    static func quantizeBlock(_ l: Int, model: QwenVLModel, weights: TensorFile, inputs: ActivationStore?,
+                              outputs: ActivationStore?, options o: ConvertOptions, gptq gopts: GPTQOptions,
+                              quantizer qconfig: QuantizerConfig, stageSeconds: inout [String: Double],
+                              tick: (String) -> Void) throws
+        -> (packed: [(QwenLM.BlockLinear, AutoGPTQPacking.Packed)], logs: [ConvertModuleLog]) {
+        let L = model.config.numHiddenLayers, h = model.config.hiddenSize
+        let n = inputs?.tokens.count ?? 0
+        let prefix = "transformer.h.\(l)."
+        var originals: [QwenLM.BlockLinear: any LinearLayer] = [:]
+        var packed: [(QwenLM.BlockLinear, AutoGPTQPacking.Packed)] = []
+        var logs: [ConvertModuleLog] = []
+        defer { for (m, lin) in originals { model.language.replaceLinear(layer: l, m, with: lin) } }
+        for group in sequentialGroups {
+            var hessians: [QwenLM.BlockLinear: Hessian] = [:]
+            var passSeconds = 0.0
+            if let inputs {
+                // One Hessian per distinct input: w2 reads exactly what w1 reads.
+                let observed: [QwenLM.BlockLinear] = group == [.w1, .w2] ? [.w1] : group
+                let box = HessianBox()
+                for m in observed { box.h[m] = Hessian(columns: model.language.linear(layer: l, m).inFeatures) }
+                model.language.linearInputObserver = { layer, m, x, tokens in
+                    guard layer == l, box.error == nil, var hh = box.h[m] else { return }
+                    box.h[m] = nil   // keep the matrix uniquely referenced while it is updated
+                    let t = Date()
+                    defer { box.seconds += Date().timeIntervalSince(t) }
+                    do { try hh.addBatch(Array(UnsafeBufferPointer(start: x, count: tokens * hh.columns)), tokens: tokens) } catch {
+                        box.error = error
+                    }
+                    box.h[m] = hh
+                }
+                defer { model.language.linearInputObserver = nil }
+                let tp = Date()
+                for i in 0..<n {
+                    var x = FloatTensor(shape: [inputs.tokens[i], h], data: try inputs.get(i))
+                    model.language.block(l, &x)
+                    tick("block \(l + 1)/\(L) \(group.map(\.rawValue).joined(separator: "+")) inputs, sample \(i + 1)/\(n)")
+                }
+                if let e = box.error { throw e }
+                passSeconds = Date().timeIntervalSince(tp)
+                stageSeconds["hessian", default: 0] += box.seconds
+                stageSeconds["group_forward", default: 0] += passSeconds - box.seconds
+                hessians = box.h
+                if group == [.w1, .w2] { hessians[.w2] = hessians[.w1] }
+            }
+            for m in group {
+                let name = prefix + m.rawValue
+                let wView = try weights.view(name + ".weight")
+                let rows = wView.info.shape[0], cols = wView.info.shape[1]
+                let W = Kernels.floats(wView)                    // [out, in]
+                let bias: [Float]? = weights.info(name + ".bias") != nil ? Kernels.floats(try weights.view(name + ".bias")) : nil
+                let tq = Date()
+                let q: QuantizedWeight
+                var damp = 0.0
+                if let H = hessians[m] {
+                    q = try GPTQ.fasterquant(weight: W, rows: rows, columns: cols, hessian: H.matrix, options: gopts)
+                    damp = absoluteDamp(H.matrix, n: cols, percent: gopts.percDamp)
+                } else {
+                    q = try RTN.quantize(weight: W, rows: rows, columns: cols, groupSize: o.groupSize, quantizer: qconfig)
+                    tick("block \(l + 1)/\(L) \(m.rawValue) rtn")
+                }
+                let quantSeconds = Date().timeIntervalSince(tq)
+                stageSeconds["gptq", default: 0] += quantSeconds
+                logs.append(ConvertModuleLog(module: name, shapeOutIn: [rows, cols], nsamples: n, tokens: inputs?.tokens.reduce(0, +) ?? 0,
+                                             avgLoss: n > 0 ? q.avgLoss(nsamples: n) : 0, lossSum: q.lossSum,
+                                             dampPercent: o.dampPercent, damp: damp, hessianSeconds: passSeconds, quantSeconds: quantSeconds))
+                do {
+                    packed.append((m, try AutoGPTQPacking.pack(q: q.q, scale: q.scale, zero: q.zero, gIdx: q.gIdx, bias: bias,
+                                                               inFeatures: cols, outFeatures: rows, groups: q.groups, bits: o.bits)))
+                } catch let e as QuantError {
+                    throw ConvertError.invalidOption("\(name): \(e)")
+                }
+                if inputs != nil {
+                    // fasterquant writes Q into layer.weight: later groups and the final pass see it.
+                    let mem = InMemoryTensorFile(path: "<fake-quantized \(name)>")
+                    try mem.add(name: name + ".weight", shape: [rows, cols], f32: q.q)
+                    if originals[m] == nil { originals[m] = model.language.linear(layer: l, m) }
+                    model.language.replaceLinear(layer: l, m, with: Linear(weight: try mem.view(name + ".weight"), bias: bias))
+                }
+            }
+        }
+        // The quantized block's outputs are the next block's inputs.
+        if let inputs, let outputs {
+            let tf = Date()
+            for i in 0..<n {
+                var x = FloatTensor(shape: [inputs.tokens[i], h], data: try inputs.get(i))
+                model.language.block(l, &x)
+                try outputs.put(i, x.data)
+                tick("block \(l + 1)/\(L) quantized block outputs, sample \(i + 1)/\(n)")
+            }
+            stageSeconds["block_outputs", default: 0] += Date().timeIntervalSince(tf)
+        }
+        return (packed, logs)
+    }
+
     final class HessianBox {
         var h: [QuantSlot: Hessian] = [:]
         var error: Error?
+        var seconds = 0.0
         typealias QuantSlot = QwenLM.BlockLinear
     }
 

@@ -237,9 +237,11 @@ public enum Converter {
                 }
                 defer { model.language.linearInputObserver = nil }
                 let tp = Date()
+                // Only as far as the group's input: the rest of the block would not change H.
+                let last = observed.last!
                 for i in 0..<n {
                     var x = FloatTensor(shape: [inputs.tokens[i], h], data: try inputs.get(i))
-                    model.language.block(l, &x)
+                    model.language.blockInputs(l, &x, upTo: last)
                     tick("block \(l + 1)/\(L) \(group.map(\.rawValue).joined(separator: "+")) inputs, sample \(i + 1)/\(n)")
                 }
                 if let e = box.error { throw e }

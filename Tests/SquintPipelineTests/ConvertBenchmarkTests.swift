@@ -62,4 +62,25 @@ final class ConvertBenchmarkTests: XCTestCase {
                      + "-> %.0f s per block, %.2f h for 32 blocks (ViT not included)",
                      hess * scale, fwd * scale, gptq, rerun * scale, perBlock, perBlock * 32 / 3600))
     }
+
+    /// The calibration forward outside the blocks: the real ViT (48 layers, width 1664) + resampler
+    /// on one 448x448 image.
+    func testRealViTPerImage() throws {
+        try XCTSkipUnless(ProcessInfo.processInfo.environment["SQUINT_BENCH"] == "1", "set SQUINT_BENCH=1 to run the convert benchmark")
+        var config = try QwenVLConfig.load(path: Fixtures.path("qwen-vl/config-bf16.json"))
+        config.numHiddenLayers = 1
+        config.vocabSize = 1024
+        let weights = syntheticCheckpoint(config: config, seed: 1)
+        let model = try QwenVLModel(config: config, weights: weights)
+        let px = try Runner.pixelValues([Fixtures.path("calibration/images/skimage_chelsea.png")])!
+        var times: [Double] = []
+        for _ in 0..<2 {
+            let t = Date()
+            let f = try model.vision.encode(pixelValues: px)
+            times.append(Date().timeIntervalSince(t))
+            XCTAssertEqual(f.shape, [1, 256, 4096])
+        }
+        print(String(format: "bench: real ViT + resampler per image: %.1f s, %.1f s; peak RSS %.0f MiB; x128 images = %.0f s",
+                     times[0], times[1], Double(peakRSSBytes()) / 1048576, times.min()! * 128))
+    }
 }

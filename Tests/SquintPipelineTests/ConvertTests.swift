@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import SquintFormats
 import SquintModels
+import SquintTensor
 @testable import SquintPipeline
 import TestSupport
 
@@ -72,6 +73,64 @@ final class ConvertTests: XCTestCase {
         XCTAssertEqual(set.samples.map(\.tokens.count), samples.map { $0["n_tokens"] as! Int })
         XCTAssertEqual(set.totalTokens, (log["calibration"] as! [String: Any])["total_tokens"] as! Int)
         XCTAssertEqual(set.samples[0].imagePath, Fixtures.path("calibration/images/skimage_astronaut.png"))
+    }
+
+    /// The calibration activations themselves: the inputs of block 1 (ViT + embeddings + the
+    /// quantized block 0) against the c_attn inputs the official driver captured
+    /// (fixtures/gptq-cases/l1_attn_c_attn.safetensors `X` = ln_1 of those inputs).
+    func testBlockOneInputsMatchTheOfficialDriversActivations() throws {
+        let s = try Self.shared()
+        var o = ConvertOptions(model: s.model, calibration: Self.pairs, output: "\(tmp)/stop.sq4")
+        let work = Converter.workFolder(for: o.output)
+        var x1: [Float] = []
+        var lengths: [Int] = []
+        o.afterBlock = { l in
+            let state = try ConvertWorkState.read("\(work)/state.json")!
+            lengths = state.tokens
+            let store = try ActivationStore(folder: "\(work)/acts-1", hidden: 128, tokens: state.tokens, budget: 0)
+            for i in 0..<state.tokens.count { x1 += try store.get(i) }
+            throw ConvertError.interrupted(afterBlock: l)
+        }
+        XCTAssertThrowsError(try Converter.run(o))
+        let ref = try SafetensorsFile(path: Fixtures.path("gptq-cases/l1_attn_c_attn.safetensors"))
+        let X = Kernels.floats(try ref.view("X"))                                // [2582, 128]
+        XCTAssertEqual(lengths.reduce(0, +) * 128, X.count)
+        let source = try CheckpointOpener.open(s.model).file
+        let g = Kernels.floats(try source.view("transformer.h.1.ln_1.weight"))
+        var ln = [Float](repeating: 0, count: x1.count)
+        Kernels.rmsNorm(x1, weight: g, &ln, rows: x1.count / 128, dim: 128, eps: 1e-6)
+        var num = 0.0, den = 0.0
+        for (a, b) in zip(ln, X) { num += Double(a - b) * Double(a - b); den += Double(b) * Double(b) }
+        // Measured 7.1e-7: float32 summation order only.
+        XCTAssertLessThan((num / den).squareRoot(), 1e-5)
+    }
+
+    /// RTN: one find_params per group of the original weight, no calibration. Against the official
+    /// Quantizer's RTN of the same weights (fixtures/gptq-cases `rtn_sym_g128`).
+    func testRTNMatchesTheOfficialQuantizer() throws {
+        let s = try Self.shared()
+        var o = ConvertOptions(model: s.model, calibration: nil, output: "\(tmp)/rtn")
+        o.method = .rtn; o.format = .autogptq
+        let r = try Converter.run(o)
+        XCTAssertEqual(r.samples, 0)
+        let f = try SafetensorsFile(path: "\(tmp)/rtn/model.safetensors")
+        for (case_, module) in [("l0_mlp_c_proj", "transformer.h.0.mlp.c_proj"), ("l1_attn_c_attn", "transformer.h.1.attn.c_attn")] {
+            let ref = try SafetensorsFile(path: Fixtures.path("gptq-cases/\(case_).safetensors"))
+            let codes = try ref.view("rtn_sym_g128.codes")                        // U8 [out, in]
+            let out = codes.info.shape[0], inF = codes.info.shape[1]
+            let words = Self.words(try f.view(module + ".qweight"))              // [in/8, out]
+            var mismatches = 0
+            for o in 0..<out {
+                for i in 0..<inF where UInt8((words[(i / 8) * out + o] >> (4 * UInt32(i % 8))) & 0xF) != codes.bytes[o * inF + i] {
+                    mismatches += 1
+                }
+            }
+            XCTAssertEqual(mismatches, 0, module)
+            let scale = Kernels.floats(try ref.view("rtn_sym_g128.scale"))        // [out, groups] float32
+            let groups = scale.count / out
+            let ours = Self.halves(try f.view(module + ".scales"))               // [groups, out] fp16
+            for o in 0..<out { for g in 0..<groups { XCTAssertEqual(ours[g * out + o], Float(Float16(scale[o * groups + g])), module) } }
+        }
     }
 
     func testCodesAgreeWithAutoGPTQ() throws {

@@ -250,6 +250,89 @@ final class ConvertTests: XCTestCase {
         XCTAssertEqual(shards.map(\.fileName), (1...5).map { "model-0000\($0)-of-00005.safetensors" })
     }
 
+    // MARK: - Int4 logits
+
+    /// A float32 model from an AutoGPTQ folder the way the Int4 references ran it: block linears
+    /// dequantized as W = scale · (q − (zst + 1)) (exact in float32), every other tensor the fp16
+    /// value widened. `modules` overrides the quantized tensors (e.g. with the official ones).
+    func dequantizedModel(_ folder: String, modules: SafetensorsFile? = nil) throws -> QwenVLModel {
+        let config = try QwenVLConfig.load(path: "\(folder)/config.json")
+        let file = try SafetensorsFile(path: "\(folder)/model.safetensors")
+        let mem = InMemoryTensorFile()
+        for spec in config.bf16TensorSpecs() {
+            if let (prefix, part) = ConvertOutput.blockLinear(spec.name) {
+                let src: TensorFile = modules ?? file
+                if part.hasSuffix(".weight") {
+                    let m = try AutoGPTQLayout.module(in: src, prefix: prefix)
+                    try mem.add(name: spec.name, shape: spec.shape, f32: AutoGPTQLayout.dequantize(m) { Float(Float16(bitPattern: $0)) })
+                } else {
+                    try mem.add(name: spec.name, shape: spec.shape, f32: Kernels.floats(try src.view(spec.name)))
+                }
+            } else {
+                try mem.add(name: spec.name, shape: spec.shape, f32: Kernels.floats(try file.view(spec.name)))
+            }
+        }
+        return try QwenVLModel(config: config, weights: mem)
+    }
+
+    struct LogitComparison { var hiddenRel: [Double]; var top1Agree: Double; var maxTop20Diff: Float; var maxLSEDiff: Float }
+
+    /// Prefill of the reference prompt (292 ids, one image) compared with the official Int4 run.
+    func compareWithInt4Reference(_ model: QwenVLModel) throws -> LogitComparison {
+        let prompt = try SafetensorsFile(path: Fixtures.path("qwen-vl-tiny/reference.safetensors"))
+        let ref = try SafetensorsFile(path: Fixtures.path("qwen-vl-tiny/int4/int4_reference_small.safetensors"))
+        let ids = (0..<292).map { Int32(littleEndian: try! prompt.view("input_ids").bytes.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)) }
+        let px = FloatTensor(shape: [1, 3, 448, 448], data: Kernels.floats(try prompt.view("pixel_values")))
+        let features = try model.vision.encode(pixelValues: px)
+        let cache = KVCache(config: model.config, capacity: ids.count)
+        let out = try model.language.prefill(ids: ids, imageFeatures: features, cache: cache, allLogits: true, keepHiddenStates: true)
+        let hs = Kernels.floats(try ref.view("hidden_states"))          // [3, 292, 128]
+        var rel: [Double] = []
+        for k in 0..<3 {
+            let a = out.hiddenStates[k].data, b = Array(hs[(k * 292 * 128)..<((k + 1) * 292 * 128)])
+            var num = 0.0, den = 0.0
+            for (x, y) in zip(a, b) { num += Double(x - y) * Double(x - y); den += Double(y) * Double(y) }
+            rel.append((num / den).squareRoot())
+        }
+        let topIds = try ref.view("topk_ids"), topLogits = Kernels.floats(try ref.view("topk_logits"))   // [292, 20]
+        let lse = Kernels.floats(try ref.view("logsumexp"))
+        let V = model.config.vocabSize
+        var agree = 0, maxDiff: Float = 0, maxLSE: Float = 0
+        for t in 0..<292 {
+            let row = Array(out.logits.data[(t * V)..<((t + 1) * V)])
+            let id0 = Int(Int32(littleEndian: topIds.bytes.loadUnaligned(fromByteOffset: 4 * (t * 20), as: Int32.self)))
+            if argmax(row) == id0 { agree += 1 }
+            for k in 0..<20 {
+                let id = Int(Int32(littleEndian: topIds.bytes.loadUnaligned(fromByteOffset: 4 * (t * 20 + k), as: Int32.self)))
+                maxDiff = max(maxDiff, abs(row[id] - topLogits[t * 20 + k]))
+            }
+            let m = row.max()!
+            let l = m + log(row.reduce(Float(0)) { $0 + exp($1 - m) })
+            maxLSE = max(maxLSE, abs(l - lse[t]))
+        }
+        return LogitComparison(hiddenRel: rel, top1Agree: Double(agree) / 292, maxTop20Diff: maxDiff, maxLSEDiff: maxLSE)
+    }
+
+    func testInt4LogitsAgreeWithTheOfficialInt4Reference() throws {
+        let s = try Self.shared()
+        // Control: the official quantized tensors with our fp16 tensors reproduce the reference.
+        let official = try compareWithInt4Reference(try dequantizedModel(s.autogptq, modules: try official()))
+        print("int4 logits, official modules: \(official)")
+        XCTAssertEqual(official.top1Agree, 1)
+        XCTAssertLessThan(official.maxTop20Diff, 1e-3)
+        // Ours: block 0 is identical; block 1 differs in 1.3% of its codes.
+        let ours = try compareWithInt4Reference(try dequantizedModel(s.autogptq))
+        print("int4 logits, our conversion: \(ours)")
+        // Measured: hidden after ln_f 1.26% (relative), top-1 290/292, top-20 logits within 0.23, while
+        // the quantization drift itself (BF16 reference vs Int4 reference) is 3.16%, 272/292 and 0.17
+        // in logsumexp. Our Int4 is ~2.5x closer to the official Int4 than the official Int4 is to BF16.
+        XCTAssertLessThan(ours.hiddenRel[1], 1e-5)           // entering block 1: block 0 is the official one
+        XCTAssertLessThan(ours.hiddenRel[2], 0.02)
+        XCTAssertGreaterThanOrEqual(ours.top1Agree, 0.98)
+        XCTAssertLessThan(ours.maxTop20Diff, 0.3)
+        XCTAssertLessThan(ours.maxLSEDiff, 0.15)
+    }
+
     // MARK: - SQ4 output, repack, resume, determinism
 
     func testSQ4RecordsHoldTheAutoGPTQResultAndTheBF16Source() throws {

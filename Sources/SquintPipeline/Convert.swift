@@ -120,6 +120,7 @@ public enum Converter {
                 }
                 spilled = max(spilled, store.spilledBytes)
             }
+            releasePages(of: opened.file) { $0.hasPrefix("transformer.visual.") || $0 == "transformer.wte.weight" }
             state = ConvertWorkState(fingerprint: fingerprint, blocksDone: 0, tokens: tokens, log: [])
             try state!.write(statePath)
             stageSeconds["calibration", default: 0] += Date().timeIntervalSince(tc)
@@ -144,6 +145,7 @@ public enum Converter {
                                                    stageSeconds: &stageSeconds, tick: tick)
             spilled = max(spilled, (inputs?.spilledBytes ?? 0) + (outputs?.spilledBytes ?? 0))
             try writeBlockFile("\(work)/block-\(l).safetensors", prefix: prefix, packed: packed)
+            releasePages(of: opened.file) { $0.hasPrefix(prefix) }
             st.blocksDone = l + 1
             st.log += logs
             try st.write(statePath)
@@ -299,6 +301,19 @@ public enum Converter {
             stageSeconds["block_outputs", default: 0] += Date().timeIntervalSince(tf)
         }
         return (packed, logs)
+    }
+
+    /// Drops this process's resident pages of the mapped tensors `which` selects (they stay in the
+    /// page cache and fault back in if read again), so RSS follows the working set (one block)
+    /// rather than every block the run has walked through. Only for views of a file mapping.
+    static func releasePages(of file: TensorFile, _ which: (String) -> Bool) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        for t in file.tensors where which(t.name) {
+            guard let v = try? file.view(t.name), v.owner is MappedFile, let base = v.bytes.baseAddress else { continue }
+            let start = (Int(bitPattern: base) + page - 1) / page * page    // whole pages inside the tensor only
+            let end = (Int(bitPattern: base) + v.bytes.count) / page * page
+            if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, Int32(MADV_DONTNEED)) }
+        }
     }
 
     final class HessianBox {

@@ -307,13 +307,17 @@ public enum Converter {
     /// page cache and fault back in if read again), so RSS follows the working set (one block)
     /// rather than every block the run has walked through. Only for views of a file mapping.
     static func releasePages(of file: TensorFile, _ which: (String) -> Bool) {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         for t in file.tensors where which(t.name) {
-            guard let v = try? file.view(t.name), v.owner is MappedFile, let base = v.bytes.baseAddress else { continue }
-            let start = (Int(bitPattern: base) + page - 1) / page * page    // whole pages inside the tensor only
-            let end = (Int(bitPattern: base) + v.bytes.count) / page * page
-            if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, Int32(MADV_DONTNEED)) }
+            if let v = try? file.view(t.name) { releasePages(v) }
         }
+    }
+
+    static func releasePages(_ v: TensorView) {
+        guard v.owner is MappedFile, let base = v.bytes.baseAddress else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: base) + page - 1) / page * page    // whole pages inside the tensor only
+        let end = (Int(bitPattern: base) + v.bytes.count) / page * page
+        if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, Int32(MADV_DONTNEED)) }
     }
 
     final class HessianBox {

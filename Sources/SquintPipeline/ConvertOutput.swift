@@ -99,6 +99,7 @@ public enum ConvertOutput {
                 let v = try source.view(t.name)
                 guard v.info.isContiguous else { throw FormatError.unsupported(path: source.path, what: "tensor '\(t.name)' is not contiguous") }
                 try sink.write(v.bytes)
+                Converter.releasePages(v)
             }
         }
     }
@@ -116,7 +117,9 @@ public enum ConvertOutput {
                 let v = try blockFiles[blockIndex(prefix)].view(t.name)
                 try sink.write(v.bytes)
             } else {
-                try writeF16(try source.view(t.name), to: sink)
+                let v = try source.view(t.name)
+                try writeF16(v, to: sink)
+                Converter.releasePages(v)
             }
         }
         try writeSmall("\(folder)/config.json", Data(int4ConfigText(configJSON, quantization: o.quantizeConfig).utf8))

@@ -91,6 +91,7 @@ public enum Converter {
             }
         }
         let resumedFrom = state?.blocksDone
+        removeStaleTemporaries(for: dest)
 
         let model = try QwenVLModel(config: config, weights: opened.file)
         let L = config.numHiddenLayers, h = config.hiddenSize
@@ -301,6 +302,18 @@ public enum Converter {
             stageSeconds["block_outputs", default: 0] += Date().timeIntervalSince(tf)
         }
         return (packed, logs)
+    }
+
+    /// A killed run can leave the atomic writer's hidden temporary file (`.NAME.tmp-PID-N`) beside
+    /// the output; those of processes that no longer exist are removed when a run starts.
+    static func removeStaleTemporaries(for dest: String) {
+        let fm = FileManager.default
+        let parent = (dest as NSString).deletingLastPathComponent.isEmpty ? "." : (dest as NSString).deletingLastPathComponent
+        let prefix = ".\((dest as NSString).lastPathComponent).tmp-"
+        for name in (try? fm.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix(prefix) {
+            guard let pid = Int32(name.dropFirst(prefix.count).prefix { $0 != "-" }), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { try? fm.removeItem(atPath: "\(parent)/\(name)") }
+        }
     }
 
     /// Drops this process's resident pages of the mapped tensors `which` selects (they stay in the

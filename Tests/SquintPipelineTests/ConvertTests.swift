@@ -380,8 +380,12 @@ final class ConvertTests: XCTestCase {
         // Without --resume the saved state is neither lost nor silently reused.
         a.afterBlock = nil
         XCTAssertThrowsError(try Converter.run(a)) { guard case .workState = $0 as? ConvertError else { return XCTFail("\($0)") } }
+        // What a kill -9 during the final write leaves: the atomic writer's temporary file.
+        let stale = "\(tmp)/.b.sq4.tmp-999999-1"
+        try Data("partial".utf8).write(to: URL(fileURLWithPath: stale))
         a.resume = true
         let r = try Converter.run(a)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stale))
         XCTAssertEqual(r.resumedFromBlock, 1)
         XCTAssertEqual(r.modules.count, 10)
         XCTAssertEqual(r.samples, 3)

@@ -36,6 +36,7 @@ final class ConvertTests: XCTestCase {
                                     maxShardSize: 40_000_000, output: model, vocabPath: vocab))
             var o = ConvertOptions(model: model, calibration: pairs, output: "\(root)/int4-autogptq")
             o.format = .autogptq
+            o.maxShardSize = 40_000_000     // shards + index, as the real release (and a cheap source checksum for the repack)
             let r = try Converter.run(o)
             cached = Shared(root: root, model: model, autogptq: "\(root)/int4-autogptq", result: r)
             return cached!
@@ -52,7 +53,7 @@ final class ConvertTests: XCTestCase {
     override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
 
     func official() throws -> SafetensorsFile { try SafetensorsFile(path: Fixtures.path("qwen-vl-tiny/int4/quantized_modules.safetensors")) }
-    func ours(_ s: Shared) throws -> SafetensorsFile { try SafetensorsFile(path: "\(s.autogptq)/model.safetensors") }
+    func ours(_ s: Shared) throws -> TensorFile { try CheckpointOpener.open(s.autogptq).file }
 
     static func words(_ v: TensorView) -> [UInt32] {
         (0..<(v.bytes.count / 4)).map { UInt32(littleEndian: v.bytes.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) }
@@ -255,9 +256,9 @@ final class ConvertTests: XCTestCase {
     /// A float32 model from an AutoGPTQ folder the way the Int4 references ran it: block linears
     /// dequantized as W = scale · (q − (zst + 1)) (exact in float32), every other tensor the fp16
     /// value widened. `modules` overrides the quantized tensors (e.g. with the official ones).
-    func dequantizedModel(_ folder: String, modules: SafetensorsFile? = nil) throws -> QwenVLModel {
+    func dequantizedModel(_ folder: String, modules: TensorFile? = nil) throws -> QwenVLModel {
         let config = try QwenVLConfig.load(path: "\(folder)/config.json")
-        let file = try SafetensorsFile(path: "\(folder)/model.safetensors")
+        let file = try CheckpointOpener.open(folder).file
         let mem = InMemoryTensorFile()
         for spec in config.bf16TensorSpecs() {
             if let (prefix, part) = ConvertOutput.blockLinear(spec.name) {

@@ -236,13 +236,14 @@ public final class QwenLM {
     /// Block `l` in place on x [S, hidden], with `past` tokens already in keys/values [capacity, hidden].
     func runBlock(_ l: Int, _ x: UnsafeMutablePointer<Float>, tokens S: Int, past: Int,
                   keys kc: UnsafeMutablePointer<Float>, values vc: UnsafeMutablePointer<Float>,
-                  cos cosT: [Float], sin sinT: [Float], logn: [Float]?) {
+                  cos cosT: [Float], sin sinT: [Float], logn: [Float]?, stopAfterObserving stop: BlockLinear? = nil) {
         let h = config.hiddenSize, H = config.numAttentionHeads, d = config.headDim, f = config.mlpWidth
         let T = past + S, blk = blocks[l], observe = linearInputObserver
         let a = bufA.reserve(S * h), qkv = bufQKV.reserve(S * 3 * h), o = bufO.reserve(S * h)
         let g1 = bufG1.reserve(S * f), g2 = bufG2.reserve(S * f)
         Kernels.rmsNorm(x, weight: blk.ln1, a, rows: S, dim: h, eps: eps)
         observe?(l, .cAttn, a, S)
+        if stop == .cAttn { return }
         blk.cAttn.forward(a, tokens: S, qkv, scratch: scratch)                 // [S, 3h] = q | k | v
         Kernels.rotary(qkv, tokens: S, heads: H, dim: d, stride: 3 * h, cos: cosT, sin: sinT, scale: logn)
         Kernels.rotary(qkv + h, tokens: S, heads: H, dim: d, stride: 3 * h, cos: cosT, sin: sinT, scale: nil)
@@ -256,15 +257,19 @@ public final class QwenLM {
                           nq: S, nk: T, heads: H, headDim: d, scaling: .divideScores(Float(Double(d).squareRoot())),
                           causalPast: past, out: a, outStride: h, scores: scores, qScratch: qScratch)
         observe?(l, .cProj, a, S)
+        if stop == .cProj { return }
         blk.cProj.forward(a, tokens: S, o, scratch: scratch)
         Kernels.add(x, o, count: S * h)
         Kernels.rmsNorm(x, weight: blk.ln2, a, rows: S, dim: h, eps: eps)
         observe?(l, .w1, a, S)
+        if stop == .w1 { return }
         blk.w1.forward(a, tokens: S, g1, scratch: scratch)                     // [S, f]
         observe?(l, .w2, a, S)
+        if stop == .w2 { return }
         blk.w2.forward(a, tokens: S, g2, scratch: scratch)                     // [S, f] (gate)
         Kernels.siluMul(g1, gate: g2, g1, count: S * f)
         observe?(l, .mlpProj, g1, S)
+        if stop == .mlpProj { return }
         blk.mlpProj.forward(g1, tokens: S, o, scratch: scratch)
         Kernels.add(x, o, count: S * h)
     }
@@ -282,6 +287,25 @@ public final class QwenLM {
         defer { kc.deallocate(); vc.deallocate() }
         x.data.withUnsafeMutableBufferPointer {
             runBlock(layer, $0.baseAddress!, tokens: S, past: 0, keys: kc, values: vc, cos: cosT, sin: sinT, logn: logn)
+        }
+    }
+
+    /// Runs block `layer` on a fresh sequence x [S, hidden] only as far as the input of `module`:
+    /// `linearInputObserver` sees every block linear input up to and including `module`'s, then the
+    /// block stops (x is left partly updated). A GPTQ pass that needs the inputs of one sequential
+    /// group skips the rest of the block this way; the inputs are those a full run would observe.
+    public func blockInputs(_ layer: Int, _ x: inout FloatTensor, upTo module: BlockLinear) {
+        let h = config.hiddenSize, S = x.shape[0]
+        precondition(layer >= 0 && layer < blocks.count && x.shape == [S, h] && S > 0)
+        let alpha = config.useDynamicNTK ? Self.ntkAlpha(sequenceLength: S, trainedLength: config.seqLength) : 1
+        let (cosT, sinT) = rotaryTables(past: 0, count: S, alpha: alpha)
+        let logn: [Float]? = config.useLognAttn && S > config.seqLength
+            ? (0..<S).map { Self.lognScale(position: $0, trainedLength: config.seqLength) } : nil
+        let kc = UnsafeMutablePointer<Float>.allocate(capacity: S * h), vc = UnsafeMutablePointer<Float>.allocate(capacity: S * h)
+        defer { kc.deallocate(); vc.deallocate() }
+        x.data.withUnsafeMutableBufferPointer {
+            runBlock(layer, $0.baseAddress!, tokens: S, past: 0, keys: kc, values: vc, cos: cosT, sin: sinT, logn: logn,
+                     stopAfterObserving: module)
         }
     }
 

@@ -1,0 +1,395 @@
+import CSquintKernels
+import Foundation
+import SquintFormats
+import SquintModels
+import SquintQuant
+import SquintTensor
+import SquintTokenizer
+
+/// `squint convert`: BF16 Qwen-VL-Chat -> GPTQ Int4 with AutoGPTQ's semantics (SPEC §5.1), on a CPU.
+///
+/// The driver, step by step as `BaseGPTQForCausalLM.quantize` does it:
+/// 1. every calibration pair is rendered to tokens, its image goes through the ViT + resampler and
+///    the spliced embeddings (the input of block 0) are stored, one sequence per sample (batch 1);
+/// 2. block by block, for each true-sequential group [c_attn] [c_proj] [w1, w2] [mlp.c_proj], the
+///    block runs on every sample while each group module's input is added to its Hessian (one
+///    `add_batch` per sequence); each module is quantized by `fasterquant` and replaced by its
+///    fake-quantized weight, so later groups see earlier ones quantized;
+/// 3. the quantized block runs once more on every sample; its outputs are the next block's inputs.
+///
+/// w1 and w2 read the same input, so their Hessians are identical: one is accumulated and used for
+/// both (the same float32 operations AutoGPTQ performs twice).
+///
+/// Memory: the source stays mapped; RAM holds one block's fake-quantized weights, its Hessians and
+/// the activations the budget allows (the rest is read back from zstd files). State is saved after
+/// every block in a work folder beside the output (`.NAME.squint-convert`), so `--resume` continues
+/// an interrupted run and writes the same bytes.
+public enum Converter {
+    /// Recorded in the output's provenance (no timestamps: outputs are deterministic).
+    public static let toolVersion = "squint 0.1"
+
+    /// The true-sequential groups of a Qwen block, in order (SPEC §5.1).
+    public static let sequentialGroups: [[QwenLM.BlockLinear]] = [[.cAttn], [.cProj], [.w1, .w2], [.mlpProj]]
+
+    /// Where a run keeps its resume state for output `output`.
+    public static func workFolder(for output: String) -> String {
+        let dest = (output as NSString).standardizingPath
+        let parent = (dest as NSString).deletingLastPathComponent.isEmpty ? "." : (dest as NSString).deletingLastPathComponent
+        return "\(parent)/.\((dest as NSString).lastPathComponent).squint-convert"
+    }
+
+    /// Runs a conversion (or a repack of an AutoGPTQ checkpoint into SQ4). On error nothing is left
+    /// at the output; the work folder keeps the blocks finished so far (for --resume).
+    public static func run(_ o: ConvertOptions, progress: ProgressBar? = nil) throws -> ConvertResult {
+        let t0 = Date()
+        let fm = FileManager.default
+        let dest = (o.output as NSString).standardizingPath
+        if fm.fileExists(atPath: dest) && !o.force { throw FormatError.exists(path: dest) }
+        let parent = (dest as NSString).deletingLastPathComponent.isEmpty ? "." : (dest as NSString).deletingLastPathComponent
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
+            throw FormatError.io(path: dest, message: "parent folder \(parent) does not exist")
+        }
+        let opened = try CheckpointOpener.open(o.model)
+        let configPath = "\(opened.folder)/config.json"
+        guard let config = opened.config, let configData = fm.contents(atPath: configPath) else {
+            throw ConvertError.source(path: configPath, problem: "no config.json next to the weights")
+        }
+        let configJSON = try configData.withUnsafeBytes { try StrictJSON.parseObject($0, path: configPath, what: "config.json") }
+        if opened.quantization != nil || opened.file.tensors.contains(where: { $0.name.hasSuffix(".qweight") }) {
+            return try ConvertRepack.run(o, opened: opened, config: config, configJSON: configJSON, started: t0)
+        }
+        try o.validate(inFeatures: [config.hiddenSize, config.mlpWidth])
+
+        let vocabPath = try findVocab(o.vocab, folder: opened.folder)
+        let tokenizer = try QwenTokenizer(vocabularyFile: vocabPath)
+        let tiktokenSHA = try convertSHA256(file: vocabPath)
+        let sourceSHA = try sourceChecksum(opened)
+        let calib = o.method == .gptq ? try CalibrationSet(path: o.calibration!, tokenizer: tokenizer, maxSamples: o.maxSamples) : nil
+
+        let fingerprint = [Converter.toolVersion, "source \(sourceSHA)", "calib \(calib?.sha256 ?? "none") max \(o.maxSamples ?? -1)",
+                           "method \(o.method.rawValue) bits \(o.bits) group \(o.groupSize) sym \(o.sym) desc_act \(o.descAct)",
+                           "static \(o.staticGroups) damp \(o.dampPercent) hinv \(o.hinvPrecision.rawValue)"].joined(separator: "; ")
+        let work = workFolder(for: dest)
+        let statePath = "\(work)/state.json"
+        var state: ConvertWorkState? = nil
+        if fm.fileExists(atPath: work) {
+            if o.resume, let s = try ConvertWorkState.read(statePath) {
+                guard s.fingerprint == fingerprint else {
+                    throw ConvertError.workState(path: work, problem: "the saved run used other settings, source or calibration (\(s.fingerprint)); pass --force to start over")
+                }
+                state = s
+            } else if o.resume || o.force {
+                try? fm.removeItem(atPath: work)
+            } else {
+                throw ConvertError.workState(path: work, problem: "a previous run's state is here: pass --resume to continue it, or --force to start over")
+            }
+        }
+        if state == nil {
+            do { try fm.createDirectory(atPath: work, withIntermediateDirectories: false) } catch {
+                throw FormatError.io(path: work, message: "cannot create the work folder: \(error.localizedDescription)")
+            }
+        }
+        let resumedFrom = state?.blocksDone
+        removeStaleTemporaries(for: dest)
+
+        let model = try QwenVLModel(config: config, weights: opened.file)
+        let L = config.numHiddenLayers, h = config.hiddenSize
+        let n = calib?.samples.count ?? 0
+        let passes = o.method == .gptq ? sequentialGroups.count + 1 : 0
+        let totalUnits = (o.method == .gptq ? n + L * passes * n : L * 5)
+        var doneUnits = 0
+        var stageSeconds: [String: Double] = [:]
+        func tick(_ detail: String) { doneUnits += 1; progress?.update(doneUnits, totalUnits, detail: detail) }
+        var spilled = 0
+
+        // 1. Calibration: block-0 inputs of every sample.
+        if state == nil {
+            let tc = Date()
+            let tokens = calib?.samples.map(\.tokens.count) ?? []
+            if let calib {
+                let store = try ActivationStore(folder: "\(work)/acts-0", hidden: h, tokens: tokens, budget: o.memoryBudget)
+                for (i, s) in calib.samples.enumerated() {
+                    let px: FloatTensor
+                    do { px = try Runner.pixelValues([s.imagePath])! } catch {
+                        throw ConvertError.calibrationImage(path: calib.path, line: s.line, image: s.image, problem: "\(error)")
+                    }
+                    let features = try model.vision.encode(pixelValues: px)
+                    let x = try model.language.embed(ids: s.tokens.map { Int32($0) }, imageFeatures: features)
+                    try store.put(i, x.data)
+                    tick("calibration \(i + 1)/\(n): ViT + embeddings")
+                }
+                spilled = max(spilled, store.spilledBytes)
+            }
+            releasePages(of: opened.file) { $0.hasPrefix("transformer.visual.") || $0 == "transformer.wte.weight" }
+            state = ConvertWorkState(fingerprint: fingerprint, blocksDone: 0, tokens: tokens, log: [])
+            try state!.write(statePath)
+            stageSeconds["calibration", default: 0] += Date().timeIntervalSince(tc)
+        } else {
+            doneUnits = o.method == .gptq ? n + state!.blocksDone * passes * n : state!.blocksDone * 5
+        }
+        var st = state!
+
+        // 2-3. Block by block.
+        let qconfig = try QuantizerConfig(bits: o.bits, symmetric: o.sym, perChannel: true)
+        var gopts = GPTQOptions(quantizer: qconfig, blockSize: 128, percDamp: Float(o.dampPercent), groupSize: o.groupSize,
+                                actOrder: o.descAct, staticGroups: o.staticGroups)
+        gopts.hinvPrecision = o.hinvPrecision
+        for l in st.blocksDone..<L {
+            let prefix = "transformer.h.\(l)."
+            let inputs = o.method == .gptq
+                ? try ActivationStore(folder: "\(work)/acts-\(l)", hidden: h, tokens: st.tokens, budget: o.memoryBudget / 2) : nil
+            let outputs = o.method == .gptq
+                ? try ActivationStore(folder: "\(work)/acts-\(l + 1)", hidden: h, tokens: st.tokens, budget: o.memoryBudget / 2) : nil
+            let (packed, logs) = try quantizeBlock(l, model: model, weights: opened.file, inputs: inputs, outputs: outputs,
+                                                   options: o, gptq: gopts, quantizer: qconfig,
+                                                   stageSeconds: &stageSeconds, tick: tick)
+            spilled = max(spilled, (inputs?.spilledBytes ?? 0) + (outputs?.spilledBytes ?? 0))
+            try writeBlockFile("\(work)/block-\(l).safetensors", prefix: prefix, packed: packed)
+            releasePages(of: opened.file) { $0.hasPrefix(prefix) }
+            st.blocksDone = l + 1
+            st.log += logs
+            try st.write(statePath)
+            try? fm.removeItem(atPath: "\(work)/acts-\(l)")
+            try o.afterBlock?(l)
+        }
+
+        // Output.
+        let tw = Date()
+        let blockFiles = try (0..<L).map { try SafetensorsFile(path: "\(work)/block-\($0).safetensors") }
+        let calibText = calib?.summary ?? "none (round to nearest)"
+        let written: [String]
+        let logPath: String
+        switch o.format {
+        case .squint:
+            let header = SQ4Header(config: configJSON,
+                                   quantization: SQ4Quantization(bits: o.bits, groupSize: o.groupSize, sym: o.sym, descAct: o.descAct,
+                                                                 staticGroups: o.staticGroups, dampPercent: o.dampPercent,
+                                                                 trueSequential: true, method: o.method == .gptq ? .gptq : .rtn),
+                                   tokenizer: SQ4Tokenizer(qwenTiktokenSHA256: tiktokenSHA),
+                                   provenance: SQ4Provenance(source: (opened.folder as NSString).lastPathComponent, sourceSHA256: sourceSHA,
+                                                             calibration: calibText, tool: toolVersion))
+            try ConvertOutput.writeSQ4(to: dest, overwrite: o.force, header: header, config: config, source: opened.file,
+                                       blockFiles: blockFiles)
+            written = [dest]
+            logPath = dest + ".log.json"
+        case .autogptq:
+            let staging = "\(work)/output"
+            try? fm.removeItem(atPath: staging)
+            try fm.createDirectory(atPath: staging, withIntermediateDirectories: false)
+            var files = try ConvertOutput.writeAutoGPTQ(folder: staging, options: o, config: config, configJSON: configJSON,
+                                                        source: opened.file, blockFiles: blockFiles)
+            if let g = fm.contents(atPath: "\(opened.folder)/generation_config.json") {
+                try ConvertOutput.writeSmall("\(staging)/generation_config.json", g); files.append("generation_config.json")
+            }
+            try ConvertOutput.writeSmall("\(staging)/qwen.tiktoken", try Data(contentsOf: URL(fileURLWithPath: vocabPath)))
+            files.append("qwen.tiktoken")
+            if fm.fileExists(atPath: dest) { try fm.removeItem(atPath: dest) }   // only with --force (checked above)
+            guard rename(staging, dest) == 0 else {
+                throw FormatError.io(path: dest, message: "cannot move the finished folder into place: \(String(cString: strerror(errno)))")
+            }
+            written = files.sorted().map { "\(dest)/\($0)" }
+            logPath = "\(dest)/convert_log.json"
+        }
+        stageSeconds["write", default: 0] += Date().timeIntervalSince(tw)
+        var result = ConvertResult(output: dest, format: o.format.rawValue, method: o.method.rawValue, mode: "quantized",
+                                   files: written, log: logPath, samples: n, tokens: st.tokens.reduce(0, +), blocks: L,
+                                   resumedFromBlock: resumedFrom, modules: st.log, peakRSSBytes: peakRSSBytes(),
+                                   spilledBytes: spilled, seconds: Date().timeIntervalSince(t0), stageSeconds: stageSeconds)
+        try? fm.removeItem(atPath: work)
+        result.peakRSSBytes = peakRSSBytes()
+        try writeLog(result, calibration: calibText, to: logPath, overwrite: true)
+        progress?.finish()
+        return result
+    }
+
+    /// Quantizes block `l` of `model` in place of AutoGPTQ's per-layer loop body: per sequential
+    /// group, one pass over the samples in `inputs` accumulating the group's Hessians, then
+    /// `fasterquant` (or RTN when `inputs` is nil) and the fake-quantized weight swapped in; finally
+    /// the quantized block runs on every sample into `outputs`. The block's original layers are put
+    /// back before returning (the fake-quantized float32 copies are freed).
+    static func quantizeBlock(_ l: Int, model: QwenVLModel, weights: TensorFile, inputs: ActivationStore?,
+                              outputs: ActivationStore?, options o: ConvertOptions, gptq gopts: GPTQOptions,
+                              quantizer qconfig: QuantizerConfig, stageSeconds: inout [String: Double],
+                              tick: (String) -> Void) throws
+        -> (packed: [(QwenLM.BlockLinear, AutoGPTQPacking.Packed)], logs: [ConvertModuleLog]) {
+        let L = model.config.numHiddenLayers, h = model.config.hiddenSize
+        let n = inputs?.tokens.count ?? 0
+        let prefix = "transformer.h.\(l)."
+        var originals: [QwenLM.BlockLinear: any LinearLayer] = [:]
+        var packed: [(QwenLM.BlockLinear, AutoGPTQPacking.Packed)] = []
+        var logs: [ConvertModuleLog] = []
+        defer { for (m, lin) in originals { model.language.replaceLinear(layer: l, m, with: lin) } }
+        for group in sequentialGroups {
+            var hessians: [QwenLM.BlockLinear: Hessian] = [:]
+            var passSeconds = 0.0
+            if let inputs {
+                // One Hessian per distinct input: w2 reads exactly what w1 reads.
+                let observed: [QwenLM.BlockLinear] = group == [.w1, .w2] ? [.w1] : group
+                let box = HessianBox()
+                for m in observed { box.h[m] = Hessian(columns: model.language.linear(layer: l, m).inFeatures) }
+                model.language.linearInputObserver = { layer, m, x, tokens in
+                    guard layer == l, box.error == nil, var hh = box.h[m] else { return }
+                    box.h[m] = nil   // keep the matrix uniquely referenced while it is updated
+                    let t = Date()
+                    defer { box.seconds += Date().timeIntervalSince(t) }
+                    do { try hh.addBatch(Array(UnsafeBufferPointer(start: x, count: tokens * hh.columns)), tokens: tokens) } catch {
+                        box.error = error
+                    }
+                    box.h[m] = hh
+                }
+                defer { model.language.linearInputObserver = nil }
+                let tp = Date()
+                // Only as far as the group's input: the rest of the block would not change H.
+                let last = observed.last!
+                for i in 0..<n {
+                    var x = FloatTensor(shape: [inputs.tokens[i], h], data: try inputs.get(i))
+                    model.language.blockInputs(l, &x, upTo: last)
+                    tick("block \(l + 1)/\(L) \(group.map(\.rawValue).joined(separator: "+")) inputs, sample \(i + 1)/\(n)")
+                }
+                if let e = box.error { throw e }
+                passSeconds = Date().timeIntervalSince(tp)
+                stageSeconds["hessian", default: 0] += box.seconds
+                stageSeconds["group_forward", default: 0] += passSeconds - box.seconds
+                hessians = box.h
+                if group == [.w1, .w2] { hessians[.w2] = hessians[.w1] }
+            }
+            for m in group {
+                let name = prefix + m.rawValue
+                let wView = try weights.view(name + ".weight")
+                let rows = wView.info.shape[0], cols = wView.info.shape[1]
+                let W = Kernels.floats(wView)                    // [out, in]
+                let bias: [Float]? = weights.info(name + ".bias") != nil ? Kernels.floats(try weights.view(name + ".bias")) : nil
+                let tq = Date()
+                let q: QuantizedWeight
+                var damp = 0.0
+                if let H = hessians[m] {
+                    q = try GPTQ.fasterquant(weight: W, rows: rows, columns: cols, hessian: H.matrix, options: gopts)
+                    damp = absoluteDamp(H.matrix, n: cols, percent: gopts.percDamp)
+                } else {
+                    q = try RTN.quantize(weight: W, rows: rows, columns: cols, groupSize: o.groupSize, quantizer: qconfig)
+                    tick("block \(l + 1)/\(L) \(m.rawValue) rtn")
+                }
+                let quantSeconds = Date().timeIntervalSince(tq)
+                stageSeconds["gptq", default: 0] += quantSeconds
+                logs.append(ConvertModuleLog(module: name, shapeOutIn: [rows, cols], nsamples: n, tokens: inputs?.tokens.reduce(0, +) ?? 0,
+                                             avgLoss: n > 0 ? q.avgLoss(nsamples: n) : 0, lossSum: q.lossSum,
+                                             dampPercent: o.dampPercent, damp: damp, hessianSeconds: passSeconds, quantSeconds: quantSeconds))
+                do {
+                    packed.append((m, try AutoGPTQPacking.pack(q: q.q, scale: q.scale, zero: q.zero, gIdx: q.gIdx, bias: bias,
+                                                               inFeatures: cols, outFeatures: rows, groups: q.groups, bits: o.bits)))
+                } catch let e as QuantError {
+                    throw ConvertError.invalidOption("\(name): \(e)")
+                }
+                if inputs != nil {
+                    // fasterquant writes Q into layer.weight: later groups and the final pass see it.
+                    let mem = InMemoryTensorFile(path: "<fake-quantized \(name)>")
+                    try mem.add(name: name + ".weight", shape: [rows, cols], f32: q.q)
+                    if originals[m] == nil { originals[m] = model.language.linear(layer: l, m) }
+                    model.language.replaceLinear(layer: l, m, with: Linear(weight: try mem.view(name + ".weight"), bias: bias))
+                }
+            }
+        }
+        // The quantized block's outputs are the next block's inputs.
+        if let inputs, let outputs {
+            let tf = Date()
+            for i in 0..<n {
+                var x = FloatTensor(shape: [inputs.tokens[i], h], data: try inputs.get(i))
+                model.language.block(l, &x)
+                try outputs.put(i, x.data)
+                tick("block \(l + 1)/\(L) quantized block outputs, sample \(i + 1)/\(n)")
+            }
+            stageSeconds["block_outputs", default: 0] += Date().timeIntervalSince(tf)
+        }
+        return (packed, logs)
+    }
+
+    /// A killed run can leave the atomic writer's hidden temporary file (`.NAME.tmp-PID-N`) beside
+    /// the output; those of processes that no longer exist are removed when a run starts.
+    static func removeStaleTemporaries(for dest: String) {
+        let fm = FileManager.default
+        let parent = (dest as NSString).deletingLastPathComponent.isEmpty ? "." : (dest as NSString).deletingLastPathComponent
+        let prefix = ".\((dest as NSString).lastPathComponent).tmp-"
+        for name in (try? fm.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix(prefix) {
+            guard let pid = Int32(name.dropFirst(prefix.count).prefix { $0 != "-" }), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { try? fm.removeItem(atPath: "\(parent)/\(name)") }
+        }
+    }
+
+    /// Drops this process's resident pages of the mapped tensors `which` selects (they stay in the
+    /// page cache and fault back in if read again), so RSS follows the working set (one block)
+    /// rather than every block the run has walked through. Only for views of a file mapping.
+    static func releasePages(of file: TensorFile, _ which: (String) -> Bool) {
+        for t in file.tensors where which(t.name) {
+            if let v = try? file.view(t.name) { releasePages(v) }
+        }
+    }
+
+    static func releasePages(_ v: TensorView) {
+        guard v.owner is MappedFile, let base = v.bytes.baseAddress else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: base) + page - 1) / page * page    // whole pages inside the tensor only
+        let end = (Int(bitPattern: base) + v.bytes.count) / page * page
+        if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, Int32(MADV_DONTNEED)) }
+    }
+
+    final class HessianBox {
+        var h: [QuantSlot: Hessian] = [:]
+        var error: Error?
+        var seconds = 0.0
+        typealias QuantSlot = QwenLM.BlockLinear
+    }
+
+    /// percdamp · mean(diag H) after the dead-column fix, as `fasterquant` adds it (for the log).
+    static func absoluteDamp(_ H: [Float], n: Int, percent: Float) -> Double {
+        var s = 0.0
+        for i in 0..<n { let d = H[i * n + i]; s += Double(d == 0 ? 1 : d) }
+        return Double(percent * (Float(s) / Float(n)))
+    }
+
+    static func findVocab(_ given: String?, folder: String) throws -> String {
+        let candidates = [given, "\(folder)/qwen.tiktoken", ProcessInfo.processInfo.environment["SQUINT_VOCAB"]].compactMap { $0 }
+        guard let v = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+            throw ConvertError.source(path: "\(folder)/qwen.tiktoken",
+                                      problem: "no tokenizer vocabulary: put qwen.tiktoken in the model folder, pass --vocab FILE or set SQUINT_VOCAB")
+        }
+        return v
+    }
+
+    /// SHA-256 of the source checkpoint: of its index file when sharded (the index names every
+    /// tensor's shard), else of the single weight file.
+    static func sourceChecksum(_ c: OpenedCheckpoint) throws -> String {
+        let fm = FileManager.default
+        for index in ["model.safetensors.index.json", "pytorch_model.bin.index.json"] where fm.fileExists(atPath: "\(c.folder)/\(index)") {
+            return try convertSHA256(file: "\(c.folder)/\(index)")
+        }
+        if let first = c.file.tensors.first { return try convertSHA256(file: first.file) }
+        return try convertSHA256(file: c.folder)
+    }
+
+    /// The five packed modules of one block, AutoGPTQ names and layout (bias always present, zeros
+    /// where the module has none, as AutoGPTQ's QuantLinear buffer).
+    static func writeBlockFile(_ path: String, prefix: String, packed: [(QwenLM.BlockLinear, AutoGPTQPacking.Packed)]) throws {
+        var tensors: [SafetensorsWriter.Tensor] = []
+        var bytes: [String: [UInt8]] = [:]
+        func add<T>(_ name: String, _ dtype: DType, _ shape: [Int], _ v: [T]) {
+            tensors.append(.init(name: name, dtype: dtype, shape: shape))
+            bytes[name] = v.withUnsafeBytes { Array($0) }
+        }
+        for (m, p) in packed {
+            let k = 32 / p.bits, n = prefix + m.rawValue
+            add(n + ".qweight", .i32, [p.inFeatures / k, p.outFeatures], p.qweight.map { $0.littleEndian })
+            add(n + ".qzeros", .i32, [p.groups, p.outFeatures / k], p.qzeros.map { $0.littleEndian })
+            add(n + ".scales", .f16, [p.groups, p.outFeatures], p.scales.map { $0.littleEndian })
+            add(n + ".g_idx", .i32, [p.inFeatures], p.gIdx.map { $0.littleEndian })
+            add(n + ".bias", .f16, [p.outFeatures], p.bias.map { $0.littleEndian })
+        }
+        try SafetensorsWriter(tensors: tensors, metadata: ["format": "pt"], path: path).write(to: path, overwrite: true) { t in bytes[t.name]! }
+    }
+
+    static func writeLog(_ r: ConvertResult, calibration: String, to path: String, overwrite: Bool) throws {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try ConvertOutput.writeSmall(path, try e.encode(r), overwrite: overwrite)
+    }
+}

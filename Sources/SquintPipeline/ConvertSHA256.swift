@@ -1,0 +1,113 @@
+import Foundation
+import SquintFormats
+
+/// SHA-256 (FIPS 180-4) for the checksums `convert` records (tokenizer file, source index,
+/// calibration set). CryptoKit does not exist on Linux. The same algorithm as TestSupport's, with
+/// whole 64-byte blocks taken straight from the buffer.
+struct ConvertSHA256 {
+    private var h: [UInt32] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+    ]
+    private var block = [UInt8]()
+    private var length: UInt64 = 0
+
+    private static let k: [UInt32] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+    ]
+
+    init() { block.reserveCapacity(64) }
+
+    mutating func update<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
+        for b in bytes {
+            block.append(b)
+            length &+= 1
+            if block.count == 64 { compress(); block.removeAll(keepingCapacity: true) }
+        }
+    }
+
+    mutating func update(_ buffer: UnsafeRawBufferPointer) {
+        var i = 0
+        if block.isEmpty {
+            while i + 64 <= buffer.count {
+                block.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[i..<(i + 64)]))
+                length &+= 64; compress(); block.removeAll(keepingCapacity: true); i += 64
+            }
+        }
+        for b in buffer[i...] {
+            block.append(b)
+            length &+= 1
+            if block.count == 64 { compress(); block.removeAll(keepingCapacity: true) }
+        }
+    }
+
+    /// The digest as 64 lowercase hex digits. The hasher must not be used afterwards.
+    mutating func finalizeHex() -> String {
+        let bits = length &* 8
+        block.append(0x80)
+        if block.count > 56 {
+            while block.count < 64 { block.append(0) }
+            compress(); block.removeAll(keepingCapacity: true)
+        }
+        while block.count < 56 { block.append(0) }
+        for i in (0..<8).reversed() { block.append(UInt8(truncatingIfNeeded: bits >> (UInt64(i) * 8))) }
+        compress()
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        for word in h {
+            for s in stride(from: 28, through: 0, by: -4) { out.append(digits[Int((word >> UInt32(s)) & 0xf)]) }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private mutating func compress() {
+        var w = [UInt32](repeating: 0, count: 64)
+        for i in 0..<16 {
+            w[i] = UInt32(block[4 * i]) << 24 | UInt32(block[4 * i + 1]) << 16
+                | UInt32(block[4 * i + 2]) << 8 | UInt32(block[4 * i + 3])
+        }
+        @inline(__always) func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
+        for i in 16..<64 {
+            let s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)
+            let s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)
+            w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
+        }
+        var a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7]
+        for i in 0..<64 {
+            let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
+            let ch = (e & f) ^ (~e & g)
+            let t1 = hh &+ s1 &+ ch &+ ConvertSHA256.k[i] &+ w[i]
+            let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
+            let maj = (a & b) ^ (a & c) ^ (b & c)
+            let t2 = s0 &+ maj
+            hh = g; g = f; f = e; e = d &+ t1; d = c; c = b; b = a; a = t1 &+ t2
+        }
+        h[0] &+= a; h[1] &+= b; h[2] &+= c; h[3] &+= d; h[4] &+= e; h[5] &+= f; h[6] &+= g; h[7] &+= hh
+    }
+}
+
+/// SHA-256 of a file's bytes as lowercase hex, read in 8 MiB pieces.
+func convertSHA256(file path: String) throws -> String {
+    guard let h = FileHandle(forReadingAtPath: path) else { throw FormatError.io(path: path, message: "cannot open the file") }
+    defer { try? h.close() }
+    var s = ConvertSHA256()
+    while true {
+        let d = h.readData(ofLength: 8 << 20)
+        if d.isEmpty { break }
+        d.withUnsafeBytes { s.update($0) }
+    }
+    return s.finalizeHex()
+}
+
+/// SHA-256 of raw memory as lowercase hex.
+func convertSHA256(_ buffer: UnsafeRawBufferPointer) -> String {
+    var s = ConvertSHA256()
+    s.update(buffer)
+    return s.finalizeHex()
+}

@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import SquintPipeline
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Quantize a BF16 Qwen-VL-Chat to GPTQ Int4 (AutoGPTQ semantics) on a CPU, or repack an AutoGPTQ checkpoint.",
+        discussion: """
+        Calibration pairs (one JSON object per line: image, prompt, caption; image paths relative to \
+        the jsonl's folder) run through the whole model; blocks are then quantized one by one with \
+        AutoGPTQ's true-sequential GPTQ. Defaults are the official Qwen-VL-Chat-Int4 settings. State is \
+        saved after every block beside the output: an interrupted run continues with --resume and \
+        writes the same bytes. Nothing is written at OUT until the result is complete, and an \
+        existing OUT is never replaced without --force. An AutoGPTQ checkpoint as MODEL_DIR is \
+        repacked into an SQ4 file without re-quantising. See docs/QUANTIZING.md.
+        """)
+
+    @Argument(help: "The source model folder (BF16 Qwen-VL-Chat, or an AutoGPTQ Int4 checkpoint to repack).")
+    var model: String
+
+    @Option(name: .customLong("calib"), help: "Calibration pairs (jsonl). Required for --method gptq.")
+    var calib: String?
+
+    @Option(name: .shortAndLong, help: "Output: an SQ4 file (--format squint) or a folder (--format autogptq).")
+    var output: String
+
+    @Option(help: "squint (one SQ4 file) or autogptq (safetensors shards + configs, AutoGPTQ v1 layout).")
+    var format: String = "squint"
+
+    @Option(help: "Bits per weight (AutoGPTQ bits). squint: 4; autogptq: 2, 4 or 8.")
+    var bits: Int = 4
+
+    @Option(name: .customLong("group-size"), help: "Inputs per scale group (AutoGPTQ group_size); -1 = one group per row.")
+    var groupSize: Int = 128
+
+    @Flag(help: "Symmetric (default, sym=True) or asymmetric grid.")
+    var symmetry: Symmetry = .sym
+
+    @Flag(name: .customLong("desc-act"), help: "Quantize columns in decreasing Hessian-diagonal order (desc_act).")
+    var descAct = false
+
+    @Flag(name: .customLong("static-groups"), help: "Find all group parameters before error feedback (static_groups).")
+    var staticGroups = false
+
+    @Option(help: "Relative damping of the Hessian diagonal (damp_percent).")
+    var damp: Double = 0.01
+
+    @Option(help: "gptq, or rtn (round to nearest: no calibration).")
+    var method: String = "gptq"
+
+    @Option(name: .customLong("max-samples"), help: "Use only the first N calibration pairs.")
+    var maxSamples: Int?
+
+    @Option(name: .customLong("memory-budget"), help: "RAM for calibration activations (e.g. 4GB); the rest waits on disk, zstd-compressed.")
+    var memoryBudget: String = "4GB"
+
+    @Option(help: "qwen.tiktoken (default: the model folder's, then $SQUINT_VOCAB).")
+    var vocab: String?
+
+    @Option(help: ArgumentHelp("Inverse-Hessian factor precision: mixed (default), double or float.", visibility: .hidden))
+    var hinv: String = "mixed"
+
+    @Flag(help: "Continue an interrupted run from its saved state.")
+    var resume = false
+
+    @Flag(help: "Replace an existing output and discard a previous run's state.")
+    var force = false
+
+    @Flag(help: "Print the result and the per-module log as JSON.")
+    var json = false
+
+    enum Symmetry: String, EnumerableFlag { case sym, asym }
+
+    func validate() throws {
+        guard ConvertOptions.OutputFormat(rawValue: format) != nil else { throw ValidationError("--format must be squint or autogptq, not '\(format)'") }
+        guard ConvertOptions.Method(rawValue: method) != nil else { throw ValidationError("--method must be gptq or rtn, not '\(method)'") }
+        guard SquintPipeline.Synth.parseSize(memoryBudget) != nil else { throw ValidationError("--memory-budget '\(memoryBudget)' is not a size (examples: 4GB, 512MB)") }
+        if resume && force { throw ValidationError("--resume and --force contradict each other") }
+        if method == "gptq" && calib == nil { throw ValidationError("--calib PAIRS.jsonl is required for --method gptq") }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            var o = ConvertOptions(model: model, calibration: calib, output: output)
+            o.format = .init(rawValue: format)!
+            o.method = .init(rawValue: method)!
+            o.bits = bits; o.groupSize = groupSize; o.sym = symmetry == .sym; o.descAct = descAct
+            o.staticGroups = staticGroups; o.dampPercent = damp; o.maxSamples = maxSamples
+            o.memoryBudget = SquintPipeline.Synth.parseSize(memoryBudget)!
+            guard o.setHinvPrecision(hinv) else { throw ValidationError("--hinv must be mixed, double or float") }
+            o.vocab = vocab; o.resume = resume; o.force = force
+            let r = try Converter.run(o, progress: ProgressBar(label: "convert", unit: .items("passes")))
+            if json {
+                print(try jsonString(r))
+            } else {
+                let resumed = r.resumedFromBlock.map { " (resumed at block \($0))" } ?? ""
+                print("wrote \(r.output) (\(r.format), \(r.mode) with \(r.method), \(r.blocks) blocks, \(r.samples) samples, \(r.tokens) tokens)\(resumed)")
+                for m in r.modules {
+                    print(String(format: "  %-32@ avg_loss %12.6g  damp %.4g  hessian %.2f s  quant %.2f s", m.module, m.avgLoss, m.damp,
+                                 m.hessianSeconds, m.quantSeconds))
+                }
+                print(String(format: "peak RSS %.1f MiB, %.1f s", Double(r.peakRSSBytes) / 1048576, r.seconds)
+                    + (r.log.map { "; log: \($0)" } ?? ""))
+            }
+        }
+    }
+}

@@ -26,6 +26,9 @@ public final class KVCache {
 
     /// Forgets all tokens (the buffers are kept for the next prompt).
     public func reset() { count = 0; ntkAlpha = 1 }
+    /// Forgets every token after the first `n` (keeps the NTK alpha): lets a caller score a
+    /// continuation with teacher forcing, then decode a different one from the same prefix.
+    public func truncate(to n: Int) { precondition(n >= 0 && n <= count); count = n }
     func advance(by n: Int) { count += n }
 }
 

@@ -41,12 +41,15 @@ public enum ValidateText {
                 + "  " + f(d.relativeError).padding(toLength: 14, withPad: " ", startingAt: 0) + "  " + String(format: "%.6f", d.cosine) + "\n"
         }
         if !r.worst.isEmpty {
-            s += "\n  worst positions\n    KL          sample / position            target        BF16 top      Int4 top\n"
+            s += "\n  worst positions\n    KL          pos   target          BF16 top        Int4 top        sample\n"
+            func cell(_ t: String, _ n: Int) -> String {
+                let q = "'\(visible(t))'"
+                return q.count >= n ? q + " " : q.padding(toLength: n, withPad: " ", startingAt: 0)
+            }
             for w in r.worst {
                 s += "    " + f(w.kl).padding(toLength: 10, withPad: " ", startingAt: 0) + "  "
-                    + "\(w.sample):\(w.position)".padding(toLength: 28, withPad: " ", startingAt: 0) + " "
-                    + "'\(visible(w.token))'".padding(toLength: 13, withPad: " ", startingAt: 0) + " "
-                    + "'\(visible(w.bf16Top))'".padding(toLength: 13, withPad: " ", startingAt: 0) + " '\(visible(w.int4Top))'\n"
+                    + String(w.position).padding(toLength: 5, withPad: " ", startingAt: 0) + " "
+                    + cell(w.token, 15) + " " + cell(w.bf16Top, 15) + " " + cell(w.int4Top, 15) + " " + w.sample + "\n"
             }
         }
         if let g = r.greedy.first {

@@ -95,6 +95,14 @@ final class ValidateCLITests: XCTestCase {
         XCTAssert(html.contains("block 1 + ln_f"))
     }
 
+    func testInspectRecognisesTheSQ4File() throws {
+        let r = try Fixtures.run(squint, ["inspect", sq4, "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let o = try json(r.out)
+        XCTAssertEqual(o["format"] as? String, "squint-int4")
+        XCTAssertEqual(o["layout"] as? String, "squint-int4")
+    }
+
     func testRunAndDumpAcceptInt4FolderAndSQ4File() throws {
         let ref = try FixtureSafetensors(path: Fixtures.path("qwen-vl-tiny/int4/reference_trimmed.safetensors"))
         let want = try ref.ints("greedy_ids").values.map(Int.init)

@@ -70,6 +70,16 @@ final class Int4BlockBenchTests: XCTestCase {
         }
     }
 
+    /// Loading an AutoGPTQ checkpoint converts each module once to the SQ4 layout: its cost per weight.
+    func testBenchmarkAutoGPTQConversionAtLoad() throws {
+        try XCTSkipUnless(ProcessInfo.processInfo.environment["SQUINT_BENCH"] == "1", "set SQUINT_BENCH=1 to run")
+        let (rec, _) = try Int4Pack.record(out: 4096, inF: 11008, groupSize: 128, symmetric: true, actOrder: false, seed: 3)
+        let gptq = try AutoGPTQLayout.toAutoGPTQ(rec, path: "<bench>")
+        let t = try seconds { _ = try AutoGPTQLayout.toSQ4(gptq, name: "m", path: "<bench>") }
+        print(String(format: "AutoGPTQ -> SQ4, [4096, 11008]: %.3f s = %.2f ns/weight (x 6.5e9 block weights of Qwen-VL-Chat = %.0f s at load)",
+                     t, t / (4096 * 11008) * 1e9, t / (4096 * 11008) * 6.5e9))
+    }
+
     /// validate's cost beyond the two teacher-forced passes: the statistics over the real 151936-word
     /// vocabulary and the greedy continuations, on the tiny model (its forward passes are cheap, so
     /// the overhead per position is what is seen).

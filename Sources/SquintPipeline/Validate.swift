@@ -336,7 +336,7 @@ public enum Validator {
         }
         progress?(total, total, "done")
         let sorted = kls.sorted()
-        let n = Double(max(kls.count, 1))
+        let n = Double(kls.count)            // 0 gives NaN statistics (nothing was scored)
         var counts = [Int](repeating: 0, count: histogramEdges.count - 1)
         for k in kls {
             var i = 0
@@ -352,7 +352,7 @@ public enum Validator {
         }
         let image = featRows > 0 ? ValidationReport.Drift(block: -1, name: "image features", relativeError: (featErr / max(featRef, 1e-300)).squareRoot(),
                                                         cosine: featCos / Double(featRows)) : nil
-        let pplA = exp(nllA / Double(max(nTargets, 1))), pplB = exp(nllB / Double(max(nTargets, 1)))
+        let pplA = exp(nllA / Double(nTargets)), pplB = exp(nllB / Double(nTargets))
         let g = Double(max(options.greedyTokens, 1))
         var report = ValidationReport(
             bf16Model: bf16Name, int4Model: int4Name, samples: samples.count, positions: kls.count,
@@ -360,8 +360,9 @@ public enum Validator {
             top1Agreement: Double(top1) / n, top5Agreement: Double(top5) / n,
             pplBF16: pplA, pplInt4: pplB, pplRatio: pplB / pplA,
             worst: worst, perBlock: perBlock, imageFeatures: image, greedyTokens: options.greedyTokens,
-            greedyAgreement: greedy.isEmpty ? 1 : greedy.map { zip($0.bf16Ids, $0.int4Ids).filter { $0 == $1 }.count }.reduce(0, +).asDouble / (g * Double(greedy.count)),
-            greedyPrefixAgreement: greedy.isEmpty ? 1 : greedy.map(\.matchedPrefix).reduce(0, +).asDouble / (g * Double(greedy.count)),
+            greedyAgreement: greedy.isEmpty ? .nan
+                : Double(greedy.map { zip($0.bf16Ids, $0.int4Ids).filter { $0 == $1 }.count }.reduce(0, +)) / (g * Double(greedy.count)),
+            greedyPrefixAgreement: greedy.isEmpty ? .nan : Double(greedy.map(\.matchedPrefix).reduce(0, +)) / (g * Double(greedy.count)),
             greedy: greedy, klHistogram: .init(edges: histogramEdges, counts: counts),
             gate: .init(maxKL: options.maxKL, minTop1: options.minTop1, passed: true, failures: []),
             seconds: Date().timeIntervalSince(t0), forwardSeconds: forwardSeconds)
@@ -379,5 +380,3 @@ public enum Validator {
         return .init(maxKL: maxKL, minTop1: minTop1, passed: failures.isEmpty, failures: failures)
     }
 }
-
-extension Int { var asDouble: Double { Double(self) } }

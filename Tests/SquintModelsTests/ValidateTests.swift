@@ -131,6 +131,9 @@ final class ValidateTests: XCTestCase {
         XCTAssertEqual(r.greedyAgreement, Double(same) / 8)
         XCTAssertEqual(r.greedyPrefixAgreement, Double(prefix) / 8)
         XCTAssertEqual(r.positions, 0)
+        // Nothing scored: the statistics are NaN, and a gate cannot pass on them.
+        XCTAssert(r.klMean.isNaN && r.top1Agreement.isNaN && r.pplRatio.isNaN)
+        XCTAssertFalse(Validator.gate(r, maxKL: 1, minTop1: nil).passed)
     }
 
     func testIdenticalModelsHaveNoDrift() throws {

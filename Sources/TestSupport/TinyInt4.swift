@@ -11,6 +11,10 @@ import SquintFormats
 public enum TinyInt4 {
     public static let manifestSHA256 = "d855570307135ac126b6c1758693a1a21dec86af22aa15f9a0a7ce3b29d9eb43"
     public static let manifestBytes = 78_689_804
+    /// The official file's `__metadata__` (AutoGPTQ 0.5.0.dev0 writes it; the fixture keeps only
+    /// `format`, so it is restated here; the fixture script asserts it).
+    public static let metadata = ["auto_gptq_version": "0.5.0.dev0", "format": "pt", "gptq_bits": "4", "gptq_damp_percent": "0.01",
+                                  "gptq_desc_act": "False", "gptq_group_size": "128"]
 
     /// Writes `folder/model.safetensors` (AutoGPTQ layout) plus config.json, quantize_config.json and
     /// generation_config.json. `synthetic` is the BF16 tiny checkpoint (seed 20240611).
@@ -27,7 +31,7 @@ public enum TinyInt4 {
             if quantNames.contains(t.name) { continue }   // module biases come from the fixture
             tensors.append(.init(name: t.name, dtype: .f16, shape: t.shape))
         }
-        let w = try SafetensorsWriter(tensors: tensors, metadata: fixture.metadata, path: folder + "/model.safetensors")
+        let w = try SafetensorsWriter(tensors: tensors, metadata: metadata, path: folder + "/model.safetensors")
         try w.write(to: folder + "/model.safetensors", overwrite: true) { t, sink in
             if quantNames.contains(t.name) { try sink.write(try fixture.view(t.name).bytes); return }
             let v = try synthetic.view(t.name)

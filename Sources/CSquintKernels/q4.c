@@ -105,6 +105,15 @@ AVX2 static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+// Software prefetch of the codes 8 KB ahead of use. Measured on the 2-core AMD EPYC dev machine with
+// weights streamed from DRAM: without it the int8 kernel ran at ~10-19 GB/s against ~27 GB/s when
+// the same matrix sat in L3; at 1-2 KB ahead it gained half of that, at 8-16 KB all of it (~32 GB/s).
+// Processing two rows at once (sharing x loads) measured no better, so rows go one at a time.
+#define SQ_PF_DISTANCE 8192
+static inline void prefetch_range(const uint8_t *p, int64_t n) {
+    for (int64_t i = 0; i < n; i += 64) _mm_prefetch((const char *)(p + i + SQ_PF_DISTANCE), _MM_HINT_T0);
+}
+
 AVX2 static void dequant_rows_avx2(const sq_q4_matrix *w, int64_t row0, int64_t row1, float *dst) {
     const int64_t in = w->in, gs = w->group_size, groups = in / gs;
     const __m128i m4 = _mm_set1_epi8(0x0F);
@@ -153,6 +162,7 @@ AVX2 static void matvec_f32_avx2(const sq_q4_matrix *w, const float *x, float *y
         float zterm = 0;
         for (int64_t g = 0; g < groups; g++) {
             __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            prefetch_range(rc + g * gs / 2, gs / 2);
             for (int64_t k = g * gs; k < (g + 1) * gs; k += 32) {
                 __m128i v = _mm_loadu_si128((const __m128i *)(rc + k / 2));
                 __m128i lo = _mm_and_si128(v, m4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
@@ -198,28 +208,6 @@ AVX2 static void matvec_q8_avx2(const sq_q4_matrix *w, const int8_t *xq, const f
         gz[g] = zs;
     }
     int64_t o = row0;
-    for (; o + 2 <= row1; o += 2) {          // two rows share the loads of x
-        const uint8_t *ra = w->codes + o * (in / 2), *rb = ra + in / 2;
-        const float *sa = w->scales + o * groups, *sb = sa + groups;
-        __m256 ta = _mm256_setzero_ps(), tb = _mm256_setzero_ps();
-        float za = 0, zb = 0;
-        for (int64_t g = 0; g < groups; g++) {
-            __m256 aa = _mm256_setzero_ps(), ab = _mm256_setzero_ps();
-            for (int64_t k = g * gs; k < (g + 1) * gs; k += 64) {
-                const __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq + k));
-                const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + k + 32));
-                const __m256 dv = _mm256_loadu_ps(d8 + (k / 64) * 8);
-                Q8_STEP(ra, aa);
-                Q8_STEP(rb, ab);
-            }
-            ta = _mm256_fmadd_ps(aa, _mm256_set1_ps(sa[g]), ta);
-            tb = _mm256_fmadd_ps(ab, _mm256_set1_ps(sb[g]), tb);
-            za += sa[g] * zero_of(w, o, g, groups) * gz[g];
-            zb += sb[g] * zero_of(w, o + 1, g, groups) * gz[g];
-        }
-        y[o] = hsum256(ta) - za;
-        y[o + 1] = hsum256(tb) - zb;
-    }
     for (; o < row1; o++) {
         const uint8_t *ra = w->codes + o * (in / 2);
         const float *sa = w->scales + o * groups;
@@ -227,6 +215,7 @@ AVX2 static void matvec_q8_avx2(const sq_q4_matrix *w, const int8_t *xq, const f
         float za = 0;
         for (int64_t g = 0; g < groups; g++) {
             __m256 aa = _mm256_setzero_ps();
+            prefetch_range(ra + g * gs / 2, gs / 2);
             for (int64_t k = g * gs; k < (g + 1) * gs; k += 64) {
                 const __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq + k));
                 const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + k + 32));
@@ -247,6 +236,7 @@ AVX2 static void bf16_matvec_avx2(const uint16_t *w, int64_t in, const float *x,
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         int64_t k = 0;
         for (; k + 16 <= in; k += 16) {
+            if ((k & 31) == 0) _mm_prefetch((const char *)(r + k) + SQ_PF_DISTANCE, _MM_HINT_T0);
             __m256i v = _mm256_loadu_si256((const __m256i *)(r + k));
             __m256 f0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(v)), 16));
             __m256 f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(v, 1)), 16));

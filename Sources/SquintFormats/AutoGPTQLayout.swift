@@ -42,6 +42,55 @@ public enum AutoGPTQLayout {
     /// AutoGPTQ -> SQ4 record named `name`. Checks the shapes against each other, that `g_idx` is
     /// either `i / g` or an act-order assignment with exactly `g` inputs per group.
     public static func toSQ4(_ m: AutoGPTQModule, name: String, path: String) throws -> QuantizedLinearRecord {
+        let a = try analyze(m, name: name, path: path)
+        let (inF, out, groups, perm, trivial, zeros, symmetric, spec) = (a.inF, a.out, a.groups, a.perm, a.trivial, a.zeros, a.symmetric, a.spec)
+        // Codes: code(o, k) = q[perm[k], o], SQ4 block order.
+        let rowBytes = inF / 2
+        var codes = [UInt8](repeating: 0, count: out * rowBytes)
+        codes.withUnsafeMutableBufferPointer { c in
+            for k in 0..<inF {
+                let i = perm[k]
+                let byteInRow = (k / 32) * 16 + (k % 16), shift: UInt8 = (k % 32) < 16 ? 0 : 4
+                let srcShift = 4 * UInt32(i % 8)
+                let rowBase = (i / 8) * out
+                for o in 0..<out {
+                    let q = UInt8((i32(m.qweight, rowBase + o) >> srcShift) & 0xF)
+                    c[o * rowBytes + byteInRow] |= q << shift
+                }
+            }
+        }
+        // Scales transposed [groups, out] -> [out, groups], F16 bits copied.
+        var scales = [UInt16](repeating: 0, count: out * groups)
+        for q in 0..<groups {
+            for o in 0..<out {
+                scales[o * groups + q] = UInt16(littleEndian: m.scales.bytes.loadUnaligned(fromByteOffset: 2 * (q * out + o), as: UInt16.self))
+            }
+        }
+        var bias: TensorView? = nil
+        if let b = m.bias {
+            bias = OwnedBytes.view(name: spec.biasName, dtype: b.info.dtype, shape: [out], Array(b.bytes))
+        }
+        return try QuantizedLinearRecord(
+            spec: spec,
+            codes: OwnedBytes.view(name: spec.codesName, dtype: .u8, shape: [out, rowBytes], codes),
+            scales: OwnedBytes.view(name: spec.scalesName, dtype: .f16, shape: [out, groups], scales),
+            zeros: symmetric ? nil : OwnedBytes.view(name: spec.zerosName, dtype: .u8, shape: [out, groups], zeros),
+            perm: trivial ? nil : OwnedBytes.view(name: spec.permName, dtype: .i32, shape: [inF], perm.map { Int32($0).littleEndian }),
+            bias: bias, path: path)
+    }
+
+    /// The SQ4 declaration the module converts to, reading only shapes, `qzeros` and `g_idx` (cheap:
+    /// lets a whole-checkpoint conversion lay out the file before converting any codes).
+    public static func spec(of m: AutoGPTQModule, name: String, path: String) throws -> QuantizedLinearSpec {
+        try analyze(m, name: name, path: path).spec
+    }
+
+    private struct Analysis {
+        var inF: Int, out: Int, groups: Int, perm: [Int], trivial: Bool, zeros: [UInt8], symmetric: Bool, spec: QuantizedLinearSpec
+    }
+
+    /// Shapes, g_idx (trivial or act order) and zero points of a module, checked.
+    private static func analyze(_ m: AutoGPTQModule, name: String, path: String) throws -> Analysis {
         func bad(_ w: String) -> FormatError { .invalid(path: path, what: "AutoGPTQ module '\(name)': \(w)") }
         let qs = m.qweight.info.shape, zs = m.qzeros.info.shape, ss = m.scales.info.shape
         guard m.qweight.info.dtype == .i32, qs.count == 2, m.qzeros.info.dtype == .i32, zs.count == 2,
@@ -84,43 +133,11 @@ public enum AutoGPTQLayout {
                 if z != 8 { symmetric = false }
             }
         }
-        // Codes: code(o, k) = q[perm[k], o], SQ4 block order.
-        let rowBytes = inF / 2
-        var codes = [UInt8](repeating: 0, count: out * rowBytes)
-        codes.withUnsafeMutableBufferPointer { c in
-            for k in 0..<inF {
-                let i = perm[k]
-                let byteInRow = (k / 32) * 16 + (k % 16), shift: UInt8 = (k % 32) < 16 ? 0 : 4
-                let srcShift = 4 * UInt32(i % 8)
-                let rowBase = (i / 8) * out
-                for o in 0..<out {
-                    let q = UInt8((i32(m.qweight, rowBase + o) >> srcShift) & 0xF)
-                    c[o * rowBytes + byteInRow] |= q << shift
-                }
-            }
-        }
-        // Scales transposed [groups, out] -> [out, groups], F16 bits copied.
-        var scales = [UInt16](repeating: 0, count: out * groups)
-        for q in 0..<groups {
-            for o in 0..<out {
-                scales[o * groups + q] = UInt16(littleEndian: m.scales.bytes.loadUnaligned(fromByteOffset: 2 * (q * out + o), as: UInt16.self))
-            }
-        }
         let spec = QuantizedLinearSpec(name: name, outFeatures: out, inFeatures: inF, groupSize: g, symmetric: symmetric,
                                        actOrder: !trivial, hasBias: m.bias != nil)
         if let p = spec.shapeProblem() { throw FormatError.unsupported(path: path, what: p) }
-        var bias: TensorView? = nil
-        if let b = m.bias {
-            guard b.info.shape == [out] else { throw bad("bias has shape \(b.info.shape), expected [\(out)]") }
-            bias = OwnedBytes.view(name: spec.biasName, dtype: b.info.dtype, shape: [out], Array(b.bytes))
-        }
-        return try QuantizedLinearRecord(
-            spec: spec,
-            codes: OwnedBytes.view(name: spec.codesName, dtype: .u8, shape: [out, rowBytes], codes),
-            scales: OwnedBytes.view(name: spec.scalesName, dtype: .f16, shape: [out, groups], scales),
-            zeros: symmetric ? nil : OwnedBytes.view(name: spec.zerosName, dtype: .u8, shape: [out, groups], zeros),
-            perm: trivial ? nil : OwnedBytes.view(name: spec.permName, dtype: .i32, shape: [inF], perm.map { Int32($0).littleEndian }),
-            bias: bias, path: path)
+        if let b = m.bias, b.info.shape != [out] { throw bad("bias has shape \(b.info.shape), expected [\(out)]") }
+        return Analysis(inF: inF, out: out, groups: groups, perm: perm, trivial: trivial, zeros: zeros, symmetric: symmetric, spec: spec)
     }
 
     /// SQ4 record -> AutoGPTQ v1 tensors (named `spec.name + .qweight` ...). Refuses what v1 cannot
@@ -166,6 +183,52 @@ public enum AutoGPTQLayout {
             scales: OwnedBytes.view(name: n + suffixes.scales, dtype: .f16, shape: [groups, out], scales.map { $0.littleEndian }),
             gIdx: OwnedBytes.view(name: n + suffixes.gIdx, dtype: .i32, shape: [inF], gIdx.map { $0.littleEndian }),
             bias: r.bias.map { OwnedBytes.view(name: n + suffixes.bias, dtype: $0.info.dtype, shape: $0.info.shape, Array($0.bytes)) })
+    }
+
+    /// Converts a whole AutoGPTQ v1 checkpoint (one file or a sharded folder, any `TensorFile`) to an
+    /// SQ4 file: every module with a `.qweight` becomes a quantized-linear record (its `.bias` moves
+    /// into the record), every other tensor is copied unchanged as a dense tensor, in source order.
+    /// Streams one module at a time, so the model is never in memory twice: a first pass reads only
+    /// shapes, qzeros and g_idx (`spec(of:)`) to lay out the file; codes are converted while writing.
+    public static func convertCheckpoint(_ source: TensorFile, header: SQ4Header, to destination: String,
+                                         overwrite: Bool) throws {
+        let names = Set(source.tensors.map(\.name))
+        var modules: [String: QuantizedLinearSpec] = [:]
+        var tensors: [SquintInt4Writer.Tensor] = []
+        var specs: [QuantizedLinearSpec] = []
+        var partOfModule = Set<String>()
+        for t in source.tensors where t.name.hasSuffix(suffixes.qweight) {
+            let prefix = String(t.name.dropLast(suffixes.qweight.count))
+            for s in [suffixes.qweight, suffixes.qzeros, suffixes.scales, suffixes.gIdx, suffixes.bias] where names.contains(prefix + s) {
+                partOfModule.insert(prefix + s)
+            }
+        }
+        for t in source.tensors {
+            if t.name.hasSuffix(suffixes.qweight) {
+                let prefix = String(t.name.dropLast(suffixes.qweight.count))
+                let spec = try self.spec(of: module(in: source, prefix: prefix), name: prefix, path: source.path)
+                modules[prefix] = spec
+                specs.append(spec)
+                tensors += spec.expectedTensors().map { e in
+                    .init(name: e.name, dtype: e.dtype ?? source.info(prefix + suffixes.bias)!.dtype, shape: e.shape)
+                }
+            } else if !partOfModule.contains(t.name) {
+                tensors.append(.init(name: t.name, dtype: t.dtype, shape: t.shape))
+            }
+        }
+        let writer = try SquintInt4Writer(header: header, linears: specs, tensors: tensors, path: destination)
+        var current: (prefix: String, views: [String: TensorView])? = nil
+        try writer.write(to: destination, overwrite: overwrite) { t, sink in
+            if let c = current, let v = c.views[t.name] { try sink.write(v.bytes); return }
+            if let prefix = QuantizedLinearSpec.quantSuffixes.first(where: { t.name.hasSuffix($0) }).map({ String(t.name.dropLast($0.count)) }),
+               modules[prefix] != nil {
+                let rec = try toSQ4(module(in: source, prefix: prefix), name: prefix, path: source.path)
+                current = (prefix, Dictionary(uniqueKeysWithValues: rec.views.map { ($0.info.name, $0) }))
+                try sink.write(current!.views[t.name]!.bytes)
+                return
+            }
+            try sink.write(try source.view(t.name).bytes)
+        }
     }
 
     /// SPEC §5.5 in float32, straight from the AutoGPTQ tensors: W[o, i] = scale * (q - (zst + 1)),

@@ -235,6 +235,18 @@ public struct QuantizedLinearRecord {
     /// The views in the order of `spec.expectedTensors()`.
     public var views: [TensorView] { [codes, scales, zeros, perm, bias].compactMap { $0 } }
 
+    /// AutoGPTQ's `g_idx` [in] (the group of each original input): `k / g` at `perm[k]`, or `i / g`
+    /// without act order (Formats/SQUINT_INT4.md §4.3).
+    public var gIdx: [Int32] {
+        let g = spec.groupSize
+        guard let p = perm else { return (0..<spec.inFeatures).map { Int32($0 / g) } }
+        var out = [Int32](repeating: 0, count: spec.inFeatures)
+        for k in 0..<spec.inFeatures {
+            out[Int(Int32(littleEndian: p.bytes.loadUnaligned(fromByteOffset: 4 * k, as: Int32.self)))] = Int32(k / g)
+        }
+        return out
+    }
+
     /// The 4-bit code of row `o` at stored input position `k` (Formats/SQUINT_INT4.md §4.1).
     public func code(_ o: Int, _ k: Int) -> UInt8 {
         let b = codes.bytes[o * (spec.inFeatures / 2) + (k / 32) * 16 + (k % 16)]

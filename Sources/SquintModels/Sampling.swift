@@ -1,4 +1,5 @@
 import Foundation
+import SquintTensor
 
 /// Next-token choice, with the logits warpers transformers' `generate` applies for Qwen-VL-Chat
 /// (generation_config: do_sample true, top_k 0, top_p 0.3 (BF16) / 0.5 (Int4)), in the same order:
@@ -23,21 +24,11 @@ public struct SamplingOptions: Sendable, Equatable {
 
 public struct Sampler {
     public let options: SamplingOptions
-    var state: UInt64
+    var rng: SplitMix64
 
     public init(_ options: SamplingOptions) {
         self.options = options
-        state = options.seed ^ 0x5851_F42D_4C95_7F2D
-    }
-
-    /// Uniform in [0, 1) with 53 random bits (SplitMix64).
-    mutating func uniform() -> Double {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        return Double(z >> 11) * 0x1p-53
+        rng = SplitMix64(seed: options.seed ^ 0x5851_F42D_4C95_7F2D)
     }
 
     /// The token ids that survive top-k and top-p, with their probabilities (renormalised), in
@@ -76,7 +67,7 @@ public struct Sampler {
     public mutating func next(_ logits: [Float]) -> Int {
         guard options.doSample else { return argmax(logits) }
         let c = candidates(logits)
-        var u = uniform()
+        var u = rng.unitDouble()
         for (id, p) in c {
             if u < p { return id }
             u -= p

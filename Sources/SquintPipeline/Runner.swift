@@ -139,6 +139,12 @@ public enum Runner {
             if generated.count == maxNewTokens { break }
             logits = try m.model.language.decodeStep(Int32(next), cache: cache)
         }
+        if let onToken {
+            // Flush what was held back (a trailing partial character at the end of generation).
+            let body = generated.filter { !stops.contains($0) }
+            let text = (try? m.tokenizer.decode(body, skipSpecialTokens: false)) ?? printed
+            if text.hasPrefix(printed), text.count > printed.count { onToken(String(text.dropFirst(printed.count))) }
+        }
         let t3 = Date()
         let response = try m.tokenizer.extractResponse(generated: generated)
         let boxes = (try? QwenTokenizer.extractBoxes(from: response)) ?? []

@@ -124,18 +124,28 @@ public enum Synth {
         }
         var files: [String] = []
         do {
-            let chunkElems = 1 << 22   // 8 MiB of BF16 per piece
-            let buffer = UnsafeMutablePointer<UInt16>.allocate(capacity: chunkElems)
-            defer { buffer.deallocate() }
+            // Two 8 MiB buffers: while the writer CRCs and copies one into the page cache (one core),
+            // the next chunk is generated into the other (the second core).
+            let chunkElems = 1 << 22
+            let buffers = [UnsafeMutablePointer<UInt16>.allocate(capacity: chunkElems),
+                           UnsafeMutablePointer<UInt16>.allocate(capacity: chunkElems)]
+            defer { buffers.forEach { $0.deallocate() } }
             var done = 0
             func stream(_ spec: QwenVLTensorSpec, _ sink: (UnsafeRawBufferPointer) throws -> Void) throws {
                 let n = spec.shape.reduce(1, *)
-                var s = 0
+                var s = 0, k = 0
+                fill(gen, spec, start: 0, count: min(chunkElems, n), buffers[0])
                 while s < n {
                     let m = min(chunkElems, n - s)
-                    fill(gen, spec, start: s, count: m, buffer)
-                    try sink(UnsafeRawBufferPointer(start: buffer, count: m * 2))
-                    s += m; done += m * 2
+                    let next = s + m
+                    let ahead = DispatchGroup()
+                    if next < n {
+                        let target = buffers[(k + 1) % 2], count = min(chunkElems, n - next)
+                        DispatchQueue.global().async(group: ahead) { gen.generate(spec, start: next, count: count, bf16: target) }
+                    }
+                    defer { ahead.wait() }
+                    try sink(UnsafeRawBufferPointer(start: buffers[k % 2], count: m * 2))
+                    s = next; k += 1; done += m * 2
                     progress?.update(done, total, detail: spec.name)
                 }
             }

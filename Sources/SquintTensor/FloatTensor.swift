@@ -57,7 +57,7 @@ public final class FloatBuffer {
 /// Runs `body(chunkStart, chunkEnd)` over [0, n) in `ways` contiguous chunks on
 /// DispatchQueue.concurrentPerform when the work is large enough to amortise the hand-off
 /// (`minPerChunk` items per chunk); otherwise inline. Chunk boundaries are multiples of `align`.
-public func parallelChunks(_ n: Int, ways: Int = 2, minPerChunk: Int = 1 << 14, align: Int = 1,
+public func parallelChunks(_ n: Int, ways: Int = Threads.count, minPerChunk: Int = 1 << 14, align: Int = 1,
                            _ body: (Int, Int) -> Void) {
     let w = min(ways, max(1, n / max(minPerChunk, 1)))
     if w <= 1 { body(0, n); return }

@@ -38,14 +38,16 @@ public enum Fixtures {
     }
 
     /// Runs a command, returning exit status, stdout and stderr.
-    public static func run(_ executable: String, _ args: [String], cwd: String? = nil) throws -> (status: Int32, out: String, err: String) {
+    public static func run(_ executable: String, _ args: [String], cwd: String? = nil, stdin: String? = nil) throws -> (status: Int32, out: String, err: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = args
         if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-        let o = Pipe(), e = Pipe()
-        p.standardOutput = o; p.standardError = e
+        let o = Pipe(), e = Pipe(), i = Pipe()
+        p.standardOutput = o; p.standardError = e; p.standardInput = i
         try p.run()
+        if let stdin { i.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try? i.fileHandleForWriting.close()
         // Read both pipes concurrently so a large output cannot block the child.
         final class Box: @unchecked Sendable { var data = Data() }
         let outBox = Box()

@@ -49,35 +49,15 @@ public enum TinyInt4 {
         }
     }
 
-    /// Converts an AutoGPTQ checkpoint to an SQ4 file losslessly (each module through
-    /// `AutoGPTQLayout.toSQ4`; the other tensors copied as stored), with `config` (config.json path)
-    /// in the header.
+    /// Converts an AutoGPTQ checkpoint to an SQ4 file losslessly (`AutoGPTQLayout.convertCheckpoint`),
+    /// with `configPath` (config.json) in the header.
     public static func writeSQ4(fromAutoGPTQ src: TensorFile, configPath: String, to destination: String) throws {
-        let suffix = ".qweight"
-        let prefixes = src.tensors.map(\.name).filter { $0.hasSuffix(suffix) }.map { String($0.dropLast(suffix.count)) }
-        var owned = Set<String>()
-        var records: [QuantizedLinearRecord] = []
-        for p in prefixes {
-            records.append(try AutoGPTQLayout.toSQ4(try AutoGPTQLayout.module(in: src, prefix: p), name: p, path: src.path))
-            for s in [".qweight", ".qzeros", ".scales", ".g_idx", ".bias"] { owned.insert(p + s) }
-        }
-        var views: [String: TensorView] = [:]
-        var tensors: [SafetensorsWriter.Tensor] = []
-        for r in records {
-            for v in r.views { views[v.info.name] = v; tensors.append(.init(name: v.info.name, dtype: v.info.dtype, shape: v.info.shape)) }
-        }
-        for t in src.tensors where !owned.contains(t.name) {
-            views[t.name] = try src.view(t.name)
-            tensors.append(.init(name: t.name, dtype: t.dtype, shape: t.shape))
-        }
         let cfgBytes = try Data(contentsOf: URL(fileURLWithPath: configPath))
         let config = try cfgBytes.withUnsafeBytes { try StrictJSON.parseObject($0, path: configPath, what: "config.json") }
-        let header = SQ4Header(config: config, quantization: SQ4Quantization(),
-                               tokenizer: SQ4Tokenizer(),
-                               provenance: SQ4Provenance(source: src.path, calibration: "shared/calibration/pairs.jsonl",
+        let header = SQ4Header(config: config, quantization: SQ4Quantization(), tokenizer: SQ4Tokenizer(),
+                               provenance: SQ4Provenance(source: "qwen-vl-tiny/int4/model.safetensors", calibration: "shared/calibration/pairs.jsonl",
                                                          tool: "TestSupport.TinyInt4"))
-        let w = try SquintInt4Writer(header: header, linears: records.map(\.spec), tensors: tensors, path: destination)
-        try w.write(to: destination, overwrite: true, views: views)
+        try AutoGPTQLayout.convertCheckpoint(src, header: header, to: destination, overwrite: true)
     }
 
     /// sha256 of a file, streamed.

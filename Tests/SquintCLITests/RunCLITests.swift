@@ -61,6 +61,20 @@ final class RunCLITests: XCTestCase {
         return best.map { Int32($0.i - base) }
     }
 
+    /// An interactive session through stdin: the first turn is the same prompt as `run`, so the answer
+    /// is the official greedy decode text; the second turn carries the first as history.
+    func testChatAnswersAndKeepsHistory() throws {
+        let input = ":image image.png\nWhat is in this picture? Answer briefly.\nAnd now?\n:quit\n"
+        let r = try Fixtures.run(squint, ["chat", "model", "--greedy", "--max-new-tokens", "8"], cwd: Self.tmp, stdin: input)
+        XCTAssertEqual(r.status, 0, r.err)
+        let expected = (try Fixtures.json("tokenizer/qwen_vl_tiny_prompt.json") as! [String: Any])["greedy_decode"] as! [String: Any]
+        let text = (expected["text"] as! String).trimmingCharacters(in: .whitespacesAndNewlines)
+        XCTAssertTrue(r.out.contains("(image 1 attached: image.png)"), r.out)
+        XCTAssertTrue(r.out.contains(text), r.out)
+        // Two answers were produced (one per question), each on its own line after a prompt.
+        XCTAssertEqual(r.out.components(separatedBy: "> ").count - 1, 4, r.out)
+    }
+
     func testUnreadableImageNamesTheFile() throws {
         FileManager.default.createFile(atPath: Self.tmp + "/broken.png", contents: Data("not a png".utf8))
         let r = try Fixtures.run(squint, ["run", "model", "--image", "broken.png", "--prompt", "hi", "--max-new-tokens", "2"], cwd: Self.tmp)

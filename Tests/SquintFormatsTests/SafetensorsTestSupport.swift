@@ -1,19 +1,11 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import SquintFormats
 
 /// Locates fixtures/safetensors from this file's path (the tests must run from a fresh clone).
 enum SafetensorsFixtures {
-    static var root: String {
-        var url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        while url.path != "/" {
-            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) {
-                return url.appendingPathComponent("fixtures/safetensors").path
-            }
-            url = url.deletingLastPathComponent()
-        }
-        fatalError("package root not found above \(#filePath)")
-    }
+    static var root: String { Fixtures.path("safetensors") }
 
     static func path(_ name: String) -> String { "\(root)/\(name)" }
 

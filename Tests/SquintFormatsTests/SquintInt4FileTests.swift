@@ -139,6 +139,7 @@ final class SquintInt4FileTests: XCTestCase {
         let out = 64, groups = 4
         func word(_ v: TensorView, _ i: Int) -> UInt32 { v.bytes.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self) }
         let perm = (0..<256).map { Int(word(r.perm!, $0)) }
+        XCTAssertEqual(r.gIdx, (0..<256).map { Int32(bitPattern: word(m.gIdx, $0)) })
         for k in 0..<256 {
             let i = perm[k]
             XCTAssertEqual(Int(Int32(bitPattern: word(m.gIdx, i))), k / 64)
@@ -172,5 +173,74 @@ final class SquintInt4FileTests: XCTestCase {
         XCTAssertThrowsError(try w.write(to: p, overwrite: false) { _, sink in try sink.write([1, 2, 3]) })
         XCTAssertFalse(FileManager.default.fileExists(atPath: p))
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), [])
+    }
+
+    /// A whole AutoGPTQ checkpoint (here the fixture file: three modules plus dense tensors) converts
+    /// to SQ4 with every module a record, every other tensor copied, and AutoGPTQ bytes recoverable.
+    func testConvertCheckpointStreamsModulesAndDenseTensors() throws {
+        let st = try SafetensorsFile(path: SQ4Fixture.autogptqPath)
+        let p = dir.path + "/converted.sq4"
+        try AutoGPTQLayout.convertCheckpoint(st, header: SQ4Fixture.header(vocabTensor: nil), to: p, overwrite: false)
+        let f = try SquintInt4File(path: p)
+        try f.verify()
+        XCTAssertEqual(Set(f.linears.map(\.name)), Set(SQ4Fixture.modules))
+        let dense = st.tensors.filter { t in !SQ4Fixture.modules.contains { t.name.hasPrefix($0 + ".") && !t.name.hasSuffix("dequant_f32")
+            && !t.name.hasSuffix(".x") && !t.name.hasSuffix(".y_f64") } }
+        XCTAssertEqual(dense.count, 9)   // dequant_f32, x, y_f64 of each module
+        for t in dense { XCTAssertEqual(Array(try f.view(t.name).bytes), Array(try st.view(t.name).bytes), t.name) }
+        XCTAssertEqual(f.tensors.count, dense.count + f.linears.reduce(0) { $0 + $1.expectedTensors().count })
+        for m in SQ4Fixture.modules {
+            let back = try AutoGPTQLayout.toAutoGPTQ(f.quantizedLinear(m), path: p)
+            for v in back.views { XCTAssertEqual(Array(v.bytes), Array(try st.view(v.info.name).bytes), v.info.name) }
+        }
+    }
+
+    /// The whole tiny AutoGPTQ model from shared/reference (78 MB, not a fixture): skipped on a fresh
+    /// clone. Every module round-trips byte for byte, every dense tensor is copied.
+    func testConvertsTheWholeTinyAutoGPTQModelWhenAvailable() throws {
+        let src = Fixtures.packageRoot() + "/../shared/reference/qwen-vl-tiny/int4/model.safetensors"
+        try XCTSkipUnless(FileManager.default.fileExists(atPath: src), "shared/reference not present")
+        let st = try SafetensorsFile(path: src)
+        let p = dir.path + "/tiny.sq4"
+        try AutoGPTQLayout.convertCheckpoint(st, header: SQ4Fixture.header(vocabTensor: nil), to: p, overwrite: false)
+        let f = try SquintInt4File(path: p)
+        try f.verify()
+        XCTAssertEqual(f.linears.count, 10)           // 2 layers x (c_attn, c_proj, w1, w2, mlp.c_proj)
+        XCTAssertTrue(f.linears.allSatisfy { $0.symmetric && !$0.actOrder && $0.groupSize == 128 })
+        var covered = 0
+        for l in f.linears {
+            for v in try AutoGPTQLayout.toAutoGPTQ(f.quantizedLinear(l.name), path: p).views {
+                XCTAssertEqual(Array(v.bytes), Array(try st.view(v.info.name).bytes), v.info.name); covered += 1
+            }
+        }
+        for t in f.tensors where !f.linears.contains(where: { t.name.hasPrefix($0.name + ".") }) {
+            XCTAssertEqual(Array(try f.view(t.name).bytes), Array(try st.view(t.name).bytes), t.name); covered += 1
+        }
+        XCTAssertEqual(covered, st.tensors.count)
+    }
+
+    /// AutoGPTQ tensors SQ4 cannot hold exactly are refused with the reason, never converted lossily.
+    func testAutoGPTQConversionRefusesInconsistentModules() throws {
+        let st = try SafetensorsFile(path: SQ4Fixture.autogptqPath)
+        let m = try AutoGPTQLayout.module(in: st, prefix: "transformer.h.0.mlp.c_proj")   // in 384, out 128, g 128
+        func withGIdx(_ g: [Int32]) -> AutoGPTQModule {
+            AutoGPTQModule(qweight: m.qweight, qzeros: m.qzeros, scales: m.scales,
+                           gIdx: OwnedBytes.view(name: "g_idx", dtype: .i32, shape: [g.count], g), bias: m.bias)
+        }
+        var g = (0..<384).map { Int32($0 / 128) }
+        g[5] = 3
+        assertFormatError(try AutoGPTQLayout.toSQ4(withGIdx(g), name: "x", path: "src"), "invalid", path: "src", mentioning: "g_idx[5] = 3")
+        g[5] = 1   // group 0 now has 127 inputs, group 1 has 129
+        assertFormatError(try AutoGPTQLayout.toSQ4(withGIdx(g), name: "x", path: "src"), "unsupported", path: "src",
+                          mentioning: "group 0 has 127 inputs")
+        assertFormatError(try AutoGPTQLayout.toSQ4(withGIdx(Array(g.prefix(256))), name: "x", path: "src"), "invalid", path: "src",
+                          mentioning: "shapes disagree")
+        // A zero point of 0 (possible in SQ4) has no AutoGPTQ v1 encoding.
+        let rec = try AutoGPTQLayout.toSQ4(m, name: "x", path: "src")
+        let zeros = [UInt8](repeating: 8, count: 128 * 3).enumerated().map { $0.offset == 7 ? 0 : $0.element }
+        let asym = try QuantizedLinearRecord(spec: { var s = rec.spec; s.symmetric = false; return s }(), codes: rec.codes, scales: rec.scales,
+                                             zeros: OwnedBytes.view(name: "z", dtype: .u8, shape: [128, 3], zeros), perm: nil,
+                                             bias: rec.bias, path: "src")
+        assertFormatError(try AutoGPTQLayout.toAutoGPTQ(asym, path: "out"), "unsupported", path: "out", mentioning: "zero point 0")
     }
 }

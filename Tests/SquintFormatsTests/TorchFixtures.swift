@@ -1,17 +1,12 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import SquintFormats
 
 /// fixtures/torch/ (made by scripts/fixtures/make_torch_fixtures.py with real torch 2.13) and the
 /// values torch recorded for it in expected.json.
 enum TorchFixtures {
-    static let root: String = {
-        var url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        while !FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) {
-            url = url.deletingLastPathComponent()
-        }
-        return url.appendingPathComponent("fixtures/torch").path
-    }()
+    static let root = Fixtures.path("torch")
 
     static func path(_ name: String) -> String { root + "/" + name }
 

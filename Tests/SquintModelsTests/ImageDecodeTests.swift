@@ -2,6 +2,7 @@ import Foundation
 import SquintImage
 import TestSupport
 import XCTest
+import SquintTensor
 
 /// Decoding must give exactly the bytes Pillow's Image.open(f).convert("RGB") gives: Qwen-VL's
 /// pixel_values start from them. Ground truth: fixtures/images/expected.json (Pillow 13.0.0).
@@ -185,15 +186,3 @@ final class ImageHostileBytesTests: XCTestCase {
     }
 }
 
-/// Deterministic generator for the hostile-bytes test (no dependence on the system RNG).
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

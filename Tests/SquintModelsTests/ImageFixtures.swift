@@ -1,17 +1,11 @@
 import Foundation
 import XCTest
+import TestSupport
 
 /// Locates fixtures/images from this source file (walks up to the package root) and reads the
 /// expectations written by scripts/fixtures/make_image_fixtures.py (Pillow 13 ground truth).
 enum ImageFixtures {
-    static let packageRoot: URL = {
-        var dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        while dir.path != "/" {
-            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { return dir }
-            dir = dir.deletingLastPathComponent()
-        }
-        fatalError("Package.swift not found above \(#filePath)")
-    }()
+    static let packageRoot = URL(fileURLWithPath: Fixtures.packageRoot())
 
     static let root = packageRoot.appendingPathComponent("fixtures/images")
 

@@ -5,20 +5,6 @@ import SquintTensor
 import TestSupport
 import XCTest
 
-/// Deterministic test data (SplitMix64), so failures reproduce.
-struct SplitMix {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func unit() -> Float { Float(next() >> 40) / Float(1 << 24) }          // [0, 1)
-    mutating func symmetric() -> Float { unit() * 2 - 1 }                              // [-1, 1)
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-}
 
 /// Builds SQ4 records in memory (codes in SQ4 block order via `Int4Pack`, the test's own packer).
 enum Int4Pack {
@@ -34,7 +20,7 @@ enum Int4Pack {
 
     static func record(out: Int, inF: Int, groupSize g: Int, symmetric: Bool, actOrder: Bool, seed: UInt64,
                        zeroGroups: Bool = false) throws -> (QuantizedLinearRecord, q: [[UInt8]]) {
-        var r = SplitMix(state: seed)
+        var r = SplitMix64(state: seed)
         let groups = inF / g
         var q = (0..<out).map { _ in (0..<inF).map { _ in UInt8(r.below(16)) } }
         var zeros = (0..<out * groups).map { _ in UInt8(r.below(17)) }            // 0...16
@@ -131,7 +117,7 @@ final class QuantKernelTests: XCTestCase {
                 let inF = sh.groupSize * sh.groups
                 let (rec, q) = try Int4Pack.record(out: sh.out, inF: inF, groupSize: sh.groupSize, symmetric: sym, actOrder: false,
                                                    seed: 1000 + UInt64(i * 2 + (sym ? 1 : 0)), zeroGroups: i % 3 == 0)
-                var r = SplitMix(state: 77 + UInt64(i))
+                var r = SplitMix64(state: 77 + UInt64(i))
                 let x = (0..<inF).map { _ in r.symmetric() * 3 }
                 let s = widenedScales(rec)
                 var fast = [Float](repeating: .nan, count: sh.out), ref = fast
@@ -178,7 +164,7 @@ final class QuantKernelTests: XCTestCase {
     /// The int8 quantisation of x: pair-interleaved order, d = max|x|/127, block sums (a pure layout
     /// check written from the header's description).
     func testQ8QuantizeLayout() {
-        var r = SplitMix(state: 5)
+        var r = SplitMix64(state: 5)
         let x = (0..<128).map { _ in r.symmetric() }
         var q = [Int8](repeating: 0, count: 128), d8 = [Float](repeating: 0, count: 16), bsum = [Int32](repeating: 0, count: 4)
         sq_q8_quantize(x, 128, &q, &d8, &bsum)
@@ -205,7 +191,7 @@ final class QuantKernelTests: XCTestCase {
             let layer = QuantizedLinear(record: rec)
             let w = layer.dequantized()          // [out, in], original input order
             let stored = layer.dequantizedStored()
-            var r = SplitMix(state: 9)
+            var r = SplitMix64(state: 9)
             let tokens = 5
             let x = (0..<tokens * inF).map { _ in r.symmetric() }
             var want = [Float](repeating: 0, count: tokens * out)

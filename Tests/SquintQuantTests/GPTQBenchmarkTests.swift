@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import SquintTensor
 import SquintQuant
 import SquintFormats
 #if canImport(Glibc)
@@ -19,7 +20,7 @@ final class GPTQBenchmarkTests: XCTestCase {
         let precision = HinvPrecision(rawValue: ProcessInfo.processInfo.environment["SQUINT_BENCH_HINV"] ?? "mixed") ?? .mixed
         for s in shapes {
             let rows = s[0], cols = s[1]
-            var rng = SplitMix(seed: 42)
+            var rng = SplitMix64(seed: 42)
             let W = (0..<(rows * cols)).map { _ in rng.normal() * 0.02 }
             let tokens = 2048
             let X = (0..<(tokens * cols)).map { _ in rng.normal() }
@@ -40,23 +41,6 @@ final class GPTQBenchmarkTests: XCTestCase {
     }
 }
 
-/// Deterministic Gaussian-ish numbers for the benchmark (no dependency on Foundation's RNG).
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform() -> Float { Float(next() >> 40) / Float(1 << 24) }
-    mutating func normal() -> Float {
-        let u1 = max(uniform(), 1e-7), u2 = uniform()
-        return (-2 * logf(u1)).squareRoot() * cosf(2 * .pi * u2)
-    }
-}
 
 /// Agreement with a torch transcription of fasterquant at a realistic size (2048x4096): set
 /// SQUINT_BENCH_COMPARE to a safetensors file with W, H and torch's codes (written by a local torch run;

@@ -1,20 +1,12 @@
 import Foundation
 import XCTest
+import TestSupport
 import SquintFormats
 
 /// fixtures/gptq-cases: AutoGPTQ reference cases (see its README for provenance), located from this
 /// file's path so the tests run from a fresh clone.
 enum GPTQFixtures {
-    static var root: String {
-        var url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        while url.path != "/" {
-            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) {
-                return url.appendingPathComponent("fixtures/gptq-cases").path
-            }
-            url = url.deletingLastPathComponent()
-        }
-        fatalError("package root not found above \(#filePath)")
-    }
+    static var root: String { Fixtures.path("gptq-cases") }
 
     static let caseNames = ["l0_mlp_c_proj", "l1_attn_c_attn"]
 

@@ -1,4 +1,5 @@
 import XCTest
+import SquintTensor
 import SquintQuant
 
 /// The fast fasterquant against the literal scalar port (`GPTQ.fasterquantReference`) on odd shapes,
@@ -7,7 +8,7 @@ import SquintQuant
 /// flip only at exact rounding ties: we require >= 99.9% and report the count.
 final class GPTQOddSizeTests: XCTestCase {
     func randomProblem(rows: Int, cols: Int, tokens: Int, deadColumns: [Int] = [], seed: UInt64) throws -> (w: [Float], h: [Float]) {
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let w = (0..<(rows * cols)).map { _ in rng.normal() * 0.05 }
         var x = (0..<(tokens * cols)).map { _ in rng.normal() }
         for t in 0..<tokens { for c in deadColumns { x[t * cols + c] = 0 } }

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import SquintTensor
 @testable import SquintTokenizer
 
 /// The O(n log n) heap merge used for long pieces against the transcription of tiktoken's loop.
@@ -42,15 +43,3 @@ final class BPEMergeTests: XCTestCase {
     }
 }
 
-/// Deterministic generator so a failure reproduces.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

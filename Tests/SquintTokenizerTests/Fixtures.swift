@@ -1,18 +1,11 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import SquintTokenizer
 
 /// fixtures/tokenizer/ of this package, found from this file's path (tests must not need ../shared).
 enum TokenizerFixtures {
-    static let directory: URL = {
-        var url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        while !FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) {
-            let parent = url.deletingLastPathComponent()
-            precondition(parent.path != url.path, "Package.swift not found above \(#filePath)")
-            url = parent
-        }
-        return url.appendingPathComponent("fixtures/tokenizer")
-    }()
+    static let directory = URL(fileURLWithPath: Fixtures.path("tokenizer"))
 
     static func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
 

@@ -4,6 +4,7 @@ import SquintFormats
 import SquintTensor
 import SquintModels
 import SquintPipeline
+import SquintTokenizer
 import TestSupport
 
 /// `Validator` on the tiny BF16 model vs the official Int4 tiny model, both on the reference prompt,
@@ -164,5 +165,49 @@ final class ValidateTests: XCTestCase {
         XCTAssertEqual(Validator.percentile([1, 2, 3, 4], 50), 2.5)
         XCTAssertEqual(Validator.percentile([0, 10], 99), 9.9, accuracy: 1e-12)
         XCTAssertEqual(Validator.percentile([5], 99), 5)
+    }
+}
+
+/// Reading pairs.jsonl: the calibration rendering rule, and errors that name the file and line.
+final class ValidationPairsTests: XCTestCase {
+    func tokenizer() throws -> QwenTokenizer { try QwenTokenizer(vocabularyFile: Fixtures.path("tokenizer/qwen.tiktoken")) }
+
+    func testPairZeroRendersAsTheCalibrationExample() throws {
+        // fixtures/calibration/RENDERING.md: pair 0 is 338 tokens, 287 of them context, <img> at 19.
+        let s = try ValidationSample.load(pairs: Fixtures.path("calibration/pairs.jsonl"), tokenizer: try tokenizer(), limit: 1)
+        XCTAssertEqual(s.count, 1)
+        XCTAssertEqual(s[0].ids.count, 338)
+        XCTAssertEqual(s[0].contextLength, 287)
+        XCTAssertEqual(s[0].ids[19], 151857)
+        XCTAssertEqual(s[0].ids.last, 151645)
+        XCTAssertEqual(s[0].pixelValues?.shape, [1, 3, 448, 448])
+        XCTAssertEqual(s[0].label, "images/skimage_astronaut.png")
+    }
+
+    func testBadLinesAreReportedWithFileAndLine() throws {
+        let dir = Fixtures.temporaryFolder("pairs")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = dir + "/pairs.jsonl"
+        let cases: [(String, Int, String)] = [
+            ("{\"image\": \"a.png\", \"prompt\": \"x\", \"caption\": \"y\"}\nnot json\n", 1, ""),   // line 1: image missing
+            ("\n{\"image\": \"a.png\", \"prompt\": \"x\"}\n", 2, "needs string members"),
+            ("{\"image\": 3, \"prompt\": \"x\", \"caption\": \"y\"}", 1, "needs string members"),
+            ("[1, 2]\n", 1, "not a JSON object"),
+            ("\n\n", 0, "no pairs"),
+        ]
+        for (text, line, message) in cases {
+            try text.write(toFile: p, atomically: true, encoding: .utf8)
+            XCTAssertThrowsError(try ValidationSample.load(pairs: p, tokenizer: try tokenizer())) { e in
+                if message.isEmpty {
+                    XCTAssert("\(e)".contains("a.png"), "\(e)")   // the missing image is named
+                } else {
+                    guard case .pairs(p, line, _)? = e as? ValidateError else { return XCTFail("\(e)") }
+                    XCTAssert("\(e)".hasPrefix("\(p):\(line): ") && "\(e)".contains(message), "\(e)")
+                }
+            }
+        }
+        XCTAssertThrowsError(try ValidationSample.load(pairs: dir + "/none.jsonl", tokenizer: try tokenizer())) { e in
+            XCTAssertEqual(e as? ValidateError, .pairs(path: dir + "/none.jsonl", line: 0, message: "no such file"))
+        }
     }
 }

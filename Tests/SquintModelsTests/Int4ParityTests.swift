@@ -92,6 +92,47 @@ final class Int4ParityTests: XCTestCase {
         }
     }
 
+    /// A copy of the AutoGPTQ tiny checkpoint in memory, each tensor renamed by `rename` (nil drops it).
+    func editedCopy(_ rename: (String) -> String?) throws -> InMemoryTensorFile {
+        let src = try SafetensorsFile(path: fx.folder + "/model.safetensors")
+        let mem = InMemoryTensorFile(path: "<edited>")
+        for t in src.tensors {
+            guard let name = rename(t.name) else { continue }
+            let v = try src.view(t.name)
+            try mem.add(name: name, dtype: t.dtype, shape: t.shape) { $0.copyMemory(from: v.bytes) }
+        }
+        return mem
+    }
+
+    func bindingProblems(_ file: TensorFile) -> [String] {
+        do { _ = try QwenVLModel(config: fx.config, weights: file); return [] } catch ModelError.binding(_, let p) { return p } catch {
+            return ["\(error)"]
+        }
+    }
+
+    func testQuantizedModuleOutsideTheBlocksIsABindingProblem() throws {
+        let file = try editedCopy { $0.hasPrefix("transformer.h.1.mlp.w2.") ? $0.replacingOccurrences(of: "transformer.h.1.mlp.w2", with: "transformer.visual.proj2") : $0 }
+        let problems = bindingProblems(file)
+        XCTAssert(problems.contains { $0.hasPrefix("quantized module transformer.visual.proj2 is not a block linear") }, "\(problems)")
+        XCTAssert(problems.contains { $0.hasPrefix("missing tensor transformer.h.1.mlp.w2.weight") }, "\(problems)")
+    }
+
+    func testQuantizedModuleOfTheWrongShapeIsABindingProblem() throws {
+        // w1's tensors replaced by c_proj's (128 x 128 instead of 384 x 128).
+        let file = try editedCopy { n in
+            if n.hasPrefix("transformer.h.0.mlp.w1.") { return nil }
+            return n
+        }
+        let src = try SafetensorsFile(path: fx.folder + "/model.safetensors")
+        for s in ["qweight", "qzeros", "scales", "g_idx", "bias"] {
+            let v = try src.view("transformer.h.0.attn.c_proj." + s)
+            try file.add(name: "transformer.h.0.mlp.w1." + s, dtype: v.info.dtype, shape: v.info.shape) { $0.copyMemory(from: v.bytes) }
+        }
+        let problems = bindingProblems(file)
+        XCTAssertEqual(problems.filter { $0.contains("quantized module transformer.h.0.mlp.w1: 128x128 (out x in), expected 384x128") }.count, 1,
+                       "\(problems)")
+    }
+
     /// Logits, hidden states, image features and greedy ids of one model against the Int4 reference.
     func checkAgainstReference(_ model: QwenVLModel, _ label: String) throws {
         let features = try model.vision.encode(pixelValues: fx.pixels)

@@ -174,7 +174,12 @@ public enum Validator {
     /// and the caption are prefilled in two chunks on one cache (the same result as one prefill while
     /// S <= seq_length, where dynamic NTK stays at alpha 1), so the cache can be cut back to the context
     /// for the greedy continuation instead of prefilling the context twice.
-    static func runPass(_ m: QwenVLModel, _ s: ValidationSample, greedyTokens: Int) throws -> Pass {
+    static func runPass(_ m: QwenVLModel, _ s: ValidationSample, greedyTokens: Int,
+                        onBlock: ((Int) -> Void)? = nil) throws -> Pass {
+        // Progress inside the teacher-forced pass: the block hook fires before each block's first linear.
+        let saved = m.language.linearInputObserver
+        if let onBlock { m.language.linearInputObserver = { l, module, _, _ in if module == .cAttn { onBlock(l) } } }
+        defer { m.language.linearInputObserver = saved }
         let t0 = Date()
         let features = try s.pixelValues.map { try m.vision.encode(pixelValues: $0) }
         let S = s.ids.count, ctx = s.contextLength
@@ -193,6 +198,7 @@ public enum Validator {
             for i in hidden.indices { hidden[i] += b.hiddenStates[i].data }
         }
         let forward = Date().timeIntervalSince(t0)
+        m.language.linearInputObserver = saved     // greedy steps are not counted in blocks
         var greedy: [Int] = []
         if greedyTokens > 0 {
             cache.truncate(to: ctx)
@@ -250,7 +256,8 @@ public enum Validator {
     public static let histogramEdges: [Double] = (0...28).map { pow(10, -6 + Double($0) / 4) }
 
     /// Runs both models on every sample and measures the drift. `decode` turns ids into text for the
-    /// worst-positions table and the greedy continuations; `progress` gets (done, total, detail).
+    /// worst-positions table and the greedy continuations; `progress` gets (done, total, detail) in
+    /// blocks of the teacher-forced passes (samples x 2 models x layers).
     public static func run(bf16: QwenVLModel, int4: QwenVLModel, bf16Name: String = "bf16", int4Name: String = "int4",
                            samples: [ValidationSample], options: ValidateOptions = ValidateOptions(),
                            decode: (([Int]) -> String)? = nil,
@@ -275,12 +282,16 @@ public enum Validator {
         var featErr = 0.0, featRef = 0.0, featCos = 0.0, featRows = 0
         var greedy: [ValidationReport.Greedy] = []
         var forwardSeconds = 0.0
-        let total = samples.count * 2
+        // Progress in blocks of teacher-forced passes (2 per sample), so the ETA moves within a pass.
+        let total = samples.count * 2 * L
         for (si, s) in samples.enumerated() {
-            progress?(2 * si, total, "sample \(si + 1)/\(samples.count) bf16")
-            let pa = try runPass(bf16, s, greedyTokens: options.greedyTokens)
-            progress?(2 * si + 1, total, "sample \(si + 1)/\(samples.count) int4")
-            let pb = try runPass(int4, s, greedyTokens: options.greedyTokens)
+            func report(_ which: Int, _ name: String) -> (Int) -> Void {
+                { l in progress?((2 * si + which) * L + l, total, "sample \(si + 1)/\(samples.count) \(name) block \(l + 1)/\(L)") }
+            }
+            progress?(2 * si * L, total, "sample \(si + 1)/\(samples.count) bf16")
+            let pa = try runPass(bf16, s, greedyTokens: options.greedyTokens, onBlock: progress == nil ? nil : report(0, "bf16"))
+            progress?((2 * si + 1) * L, total, "sample \(si + 1)/\(samples.count) int4")
+            let pb = try runPass(int4, s, greedyTokens: options.greedyTokens, onBlock: progress == nil ? nil : report(1, "int4"))
             forwardSeconds += pa.forwardSeconds + pb.forwardSeconds
             let S = s.ids.count
             // Per-block drift over every position.

@@ -64,7 +64,7 @@ struct Validate: ParsableCommand {
             let a = try LoadedModel(folder: bf16, vocab: vocab)
             let b = try LoadedModel(folder: int4, vocab: vocab ?? a.vocabularyPath)
             let samples = try ValidationSample.load(pairs: eval, tokenizer: a.tokenizer, limit: limit)
-            let bar = ProgressBar(label: "validate", unit: .items("passes"))
+            let bar = ProgressBar(label: "validate", unit: .items("blocks"))
             let tok = a.tokenizer
             let r = try Validator.run(bf16: a.model, int4: b.model, bf16Name: bf16, int4Name: int4, samples: samples,
                                       options: ValidateOptions(greedyTokens: greedyTokens, worstCount: worst, maxKL: maxKL, minTop1: minTop1),

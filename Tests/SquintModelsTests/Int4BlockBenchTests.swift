@@ -45,6 +45,14 @@ final class Int4BlockBenchTests: XCTestCase {
         print(String(format: "block: %.1f M params, BF16 %.1f MB, Int4 %.1f MB streamed per token", Double(params) / 1e6,
                      Double(bfBytes) / 1e6, Double(q4Bytes) / 1e6))
         let ids: [Int32] = (0..<512).map { Int32($0 % 1000) }
+        // validate on this block: a 340-token sample (287 context + 53 caption, like a calibration
+        // pair, without the image), 16 greedy tokens per model; cost over the two teacher-forced passes.
+        let sample = ValidationSample(label: "synthetic", ids: Array(ids.prefix(340)), contextLength: 287, pixelValues: nil)
+        for greedy in [16, 0] {
+            let r = try Validator.run(bf16: bf16, int4: int4, samples: [sample], options: ValidateOptions(greedyTokens: greedy))
+            print(String(format: "validate, one block, 340 tokens, greedy %d: %.2f s = %.2fx the two teacher-forced passes (%.2f s)",
+                         greedy, r.seconds, r.seconds / r.forwardSeconds, r.forwardSeconds))
+        }
         for (label, model, bytes) in [("bf16", bf16, bfBytes), ("int4", int4, q4Bytes), ("int4-q8", int4q8, q4Bytes),
                                       ("bf16", bf16, bfBytes), ("int4", int4, q4Bytes), ("int4-q8", int4q8, q4Bytes)] {
             // Decode: 32 steps after a 64-token prompt, 1 block + ln_f + a 1024-row lm_head.

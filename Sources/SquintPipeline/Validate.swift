@@ -171,9 +171,9 @@ public enum Validator {
     }
 
     /// Teacher-forced pass over the whole sample, then greedy decoding from the context: the context
-    /// and the caption are prefilled in two chunks on one cache (the same result as one prefill while
-    /// S <= seq_length, where dynamic NTK stays at alpha 1), so the cache can be cut back to the context
-    /// for the greedy continuation instead of prefilling the context twice.
+    /// and the caption are prefilled in two chunks on one cache (the same result as one prefill as long
+    /// as both lengths give the same dynamic-NTK alpha, i.e. up to seq_length), so the cache can be cut
+    /// back to the context for the greedy continuation instead of prefilling the context twice.
     static func runPass(_ m: QwenVLModel, _ s: ValidationSample, greedyTokens: Int,
                         onBlock: ((Int) -> Void)? = nil) throws -> Pass {
         // Progress inside the teacher-forced pass: the block hook fires before each block's first linear.
@@ -187,11 +187,18 @@ public enum Validator {
         // Embed once (an image span may straddle the split), then prefill the two chunks of rows.
         let emb = try m.language.embed(ids: s.ids, imageFeatures: features)    // [S, hidden]
         let h = m.config.hiddenSize
-        let a = try m.language.prefill(embeddings: FloatTensor(shape: [ctx, h], data: Array(emb.data[..<(ctx * h)])), cache: cache,
+        // Dynamic NTK fixes alpha from the length of the first prefill: when S and the context give
+        // different alphas (past seq_length), the teacher-forced pass must see all S tokens at once, and
+        // the greedy continuation gets its own context prefill (as generate() would).
+        let seq = m.config.seqLength
+        let split = !m.config.useDynamicNTK
+            || QwenLM.ntkAlpha(sequenceLength: S, trainedLength: seq) == QwenLM.ntkAlpha(sequenceLength: ctx, trainedLength: seq)
+        let first = split ? ctx : S
+        let a = try m.language.prefill(embeddings: FloatTensor(shape: [first, h], data: Array(emb.data[..<(first * h)])), cache: cache,
                                        allLogits: true, keepHiddenStates: true)
         var logits = a.logits.data
         var hidden = a.hiddenStates.map(\.data)
-        if S > ctx {
+        if split && S > ctx {
             let b = try m.language.prefill(embeddings: FloatTensor(shape: [S - ctx, h], data: Array(emb.data[(ctx * h)...])), cache: cache,
                                            allLogits: true, keepHiddenStates: true)
             logits += b.logits.data
@@ -201,9 +208,15 @@ public enum Validator {
         m.language.linearInputObserver = saved     // greedy steps are not counted in blocks
         var greedy: [Int] = []
         if greedyTokens > 0 {
-            cache.truncate(to: ctx)
             let v = m.config.vocabSize
-            var row = Array(a.logits.data[((ctx - 1) * v)..<(ctx * v)])
+            var row = Array(logits[((ctx - 1) * v)..<(ctx * v)])
+            if split {
+                cache.truncate(to: ctx)
+            } else {
+                cache.reset()
+                row = try m.language.prefill(embeddings: FloatTensor(shape: [ctx, h], data: Array(emb.data[..<(ctx * h)])), cache: cache,
+                                             allLogits: false).logits.data
+            }
             for k in 0..<greedyTokens {
                 let next = argmax(row)
                 greedy.append(next)
@@ -214,7 +227,7 @@ public enum Validator {
     }
 
     /// log-softmax of a row in float64.
-    static func logSoftmax(_ r: ArraySlice<Float>) -> [Double] {
+    public static func logSoftmax(_ r: ArraySlice<Float>) -> [Double] {
         var m = -Double.infinity
         for x in r { m = max(m, Double(x)) }
         var sum = 0.0

@@ -25,11 +25,12 @@ final class ValidateTests: XCTestCase {
         let ids: [Int32], pixels: FloatTensor
         let expected: [String: Any]
         let refBF16: FixtureSafetensors, refInt4: FixtureSafetensors
+        let folder: String
         init() throws {
             let config = try QwenVLConfig.load(path: fixturePath("qwen-vl-tiny/config.json"))
             let synthetic = syntheticCheckpoint(config: config, seed: 20240611)
             bf16 = try QwenVLModel(config: config, weights: synthetic)
-            let folder = Fixtures.temporaryFolder("validate-int4")
+            folder = Fixtures.temporaryFolder("validate-int4")
             try TinyInt4.writeAutoGPTQFolder(synthetic: synthetic, to: folder)
             let opened = try CheckpointOpener.open(folder)
             int4 = try QwenVLModel(config: opened.config!, weights: opened.file)
@@ -135,6 +136,40 @@ final class ValidateTests: XCTestCase {
         // Nothing scored: the statistics are NaN, and a gate cannot pass on them.
         XCTAssert(r.klMean.isNaN && r.top1Agreement.isNaN && r.pplRatio.isNaN)
         XCTAssertFalse(Validator.gate(r, maxKL: 1, minTop1: nil).passed)
+    }
+
+    func testLongSequencesPastSeqLengthAreScoredInOnePass() throws {
+        // seq_length 280: the 292-token prompt gets dynamic-NTK alpha 3 and logn scaling, its first 278
+        // tokens alpha 1. Teacher forcing must then equal one whole-sequence prefill (not context +
+        // caption chunks), and the greedy continuation a fresh prefill of the context, as generate() does.
+        var config = m.bf16.config
+        config.seqLength = 280
+        let a = try QwenVLModel(config: config, weights: syntheticCheckpoint(config: config, seed: 20240611))
+        let opened = try CheckpointOpener.open(m.folder)
+        var c4 = opened.config!
+        c4.seqLength = 280
+        let b = try QwenVLModel(config: c4, weights: opened.file)
+        let ctx = 278
+        let sample = ValidationSample(label: "long", ids: m.ids, contextLength: ctx, pixelValues: m.pixels)
+        let r = try Validator.run(bf16: a, int4: b, samples: [sample], options: ValidateOptions(greedyTokens: 3, worstCount: 1000))
+        var expectedKL: [Double] = []
+        var full: [[Float]] = []
+        for model in [a, b] {
+            let f = try model.vision.encode(pixelValues: m.pixels)
+            let cache = KVCache(config: config, capacity: m.ids.count)
+            full.append(try model.language.prefill(ids: m.ids, imageFeatures: f, cache: cache, allLogits: true).logits.data)
+        }
+        let v = config.vocabSize
+        for p in (ctx - 1)..<(m.ids.count - 1) {
+            expectedKL.append(Validator.kl(Validator.logSoftmax(full[0][(p * v)..<((p + 1) * v)]), Validator.logSoftmax(full[1][(p * v)..<((p + 1) * v)])))
+        }
+        let got = r.worst.sorted { $0.position < $1.position }.map(\.kl)
+        XCTAssertEqual(got.count, expectedKL.count)
+        for (x, y) in zip(got, expectedKL) { XCTAssertEqual(x, y, accuracy: 1e-9) }
+        for (model, ids) in [(a, r.greedy[0].bf16Ids), (b, r.greedy[0].int4Ids)] {
+            let g = try model.generateGreedy(ids: Array(m.ids.prefix(ctx)), pixelValues: m.pixels, steps: 3)
+            XCTAssertEqual(ids, g.ids.map(Int.init))
+        }
     }
 
     func testIdenticalModelsHaveNoDrift() throws {

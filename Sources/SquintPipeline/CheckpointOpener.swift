@@ -81,10 +81,10 @@ public enum CheckpointOpener {
         let (file, format) = try openFile(weights)
         var config: QwenVLConfig?
         let cfgPath = "\(folder)/config.json"
-        if fm.fileExists(atPath: cfgPath) {
+        if let sq4 = file as? SquintInt4File {
+            config = try configFromHeader(sq4)      // the file's own; a config.json beside it may be another model's
+        } else if fm.fileExists(atPath: cfgPath) {
             config = try QwenVLConfig.load(path: cfgPath)
-        } else if let sq4 = file as? SquintInt4File {
-            config = try configFromHeader(sq4)
         }
         var quant: QuantizationConfig?
         let qPath = "\(folder)/quantize_config.json"

@@ -45,37 +45,19 @@ static inline __m256 ld_bf16(const uint16_t *p) {
 __attribute__((target("avx2,fma,f16c")))
 static inline __m256 ld_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
-/* Two rows per pass so each x load feeds two FMAs; four accumulators per row hide FMA latency. */
+/* One row at a time, 16 weights per step into two accumulators, with a software prefetch 8 KB
+ * ahead of the row (decode streams the weights from DRAM). Measured on the dev machine for an
+ * 11008x4096 BF16 matrix, 1 thread: 20-21 GB/s, against 10.7-11.5 GB/s for a two-rows-per-pass
+ * variant with four accumulators per row (scripts/bench/matvec.c). */
 #define MATVEC_AVX2(NAME, LOAD, SCALAR)                                                                  \
 __attribute__((target("avx2,fma,f16c")))                                                                 \
 static void NAME(const uint16_t *W, const float *x, const float *bias, float *y, size_t in, size_t r0, size_t r1) { \
-    size_t r = r0;                                                                                        \
-    for (; r + 2 <= r1; r += 2) {                                                                         \
-        const uint16_t *a = W + r * in, *b = a + in;                                                      \
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;   \
-        size_t k = 0;                                                                                     \
-        for (; k + 32 <= in; k += 32) {                                                                   \
-            __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);                          \
-            __m256 x2 = _mm256_loadu_ps(x + k + 16), x3 = _mm256_loadu_ps(x + k + 24);                    \
-            a0 = _mm256_fmadd_ps(LOAD(a + k), x0, a0); a1 = _mm256_fmadd_ps(LOAD(a + k + 8), x1, a1);     \
-            a2 = _mm256_fmadd_ps(LOAD(a + k + 16), x2, a2); a3 = _mm256_fmadd_ps(LOAD(a + k + 24), x3, a3); \
-            b0 = _mm256_fmadd_ps(LOAD(b + k), x0, b0); b1 = _mm256_fmadd_ps(LOAD(b + k + 8), x1, b1);     \
-            b2 = _mm256_fmadd_ps(LOAD(b + k + 16), x2, b2); b3 = _mm256_fmadd_ps(LOAD(b + k + 24), x3, b3); \
-        }                                                                                                 \
-        for (; k + 8 <= in; k += 8) {                                                                     \
-            __m256 x0 = _mm256_loadu_ps(x + k);                                                           \
-            a0 = _mm256_fmadd_ps(LOAD(a + k), x0, a0); b0 = _mm256_fmadd_ps(LOAD(b + k), x0, b0);         \
-        }                                                                                                 \
-        float sa = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));                  \
-        float sb = hsum256(_mm256_add_ps(_mm256_add_ps(b0, b1), _mm256_add_ps(b2, b3)));                  \
-        for (; k < in; k++) { sa += SCALAR(a[k]) * x[k]; sb += SCALAR(b[k]) * x[k]; }                    \
-        y[r] = sa + (bias ? bias[r] : 0.0f); y[r + 1] = sb + (bias ? bias[r + 1] : 0.0f);               \
-    }                                                                                                     \
-    for (; r < r1; r++) {                                                                                 \
+    for (size_t r = r0; r < r1; r++) {                                                                    \
         const uint16_t *a = W + r * in;                                                                   \
         __m256 a0 = _mm256_setzero_ps(), a1 = a0;                                                         \
         size_t k = 0;                                                                                     \
         for (; k + 16 <= in; k += 16) {                                                                   \
+            if ((k & 31) == 0) _mm_prefetch((const char *)(a + k) + 8192, _MM_HINT_T0);                   \
             a0 = _mm256_fmadd_ps(LOAD(a + k), _mm256_loadu_ps(x + k), a0);                                \
             a1 = _mm256_fmadd_ps(LOAD(a + k + 8), _mm256_loadu_ps(x + k + 8), a1);                        \
         }                                                                                                 \

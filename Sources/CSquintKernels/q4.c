@@ -84,17 +84,6 @@ void sq_q4_matvec_q8_ref(const sq_q4_matrix *w, const int8_t *xq, const float *d
     }
 }
 
-void sq_bf16_matvec_f32_ref(const uint16_t *w, int64_t in, const float *x, float *y, int64_t row0, int64_t row1) {
-    for (int64_t o = row0; o < row1; o++) {
-        double acc = 0;
-        for (int64_t k = 0; k < in; k++) {
-            uint32_t u = (uint32_t)w[o * in + k] << 16; float f; memcpy(&f, &u, 4);
-            acc += (double)f * x[k];
-        }
-        y[o] = (float)acc;
-    }
-}
-
 // ---------------------------------------------------------------- AVX2 / FMA
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -230,25 +219,6 @@ AVX2 static void matvec_q8_avx2(const sq_q4_matrix *w, const int8_t *xq, const f
     if (gz != stack) free(gz);
 }
 
-AVX2 static void bf16_matvec_avx2(const uint16_t *w, int64_t in, const float *x, float *y, int64_t row0, int64_t row1) {
-    for (int64_t o = row0; o < row1; o++) {
-        const uint16_t *r = w + o * in;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        int64_t k = 0;
-        for (; k + 16 <= in; k += 16) {
-            if ((k & 31) == 0) _mm_prefetch((const char *)(r + k) + SQ_PF_DISTANCE, _MM_HINT_T0);
-            __m256i v = _mm256_loadu_si256((const __m256i *)(r + k));
-            __m256 f0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(v)), 16));
-            __m256 f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(v, 1)), 16));
-            a0 = _mm256_fmadd_ps(f0, _mm256_loadu_ps(x + k), a0);
-            a1 = _mm256_fmadd_ps(f1, _mm256_loadu_ps(x + k + 8), a1);
-        }
-        float t = hsum256(_mm256_add_ps(a0, a1));
-        for (; k < in; k++) { uint32_t u = (uint32_t)r[k] << 16; float f; memcpy(&f, &u, 4); t += f * x[k]; }
-        y[o] = t;
-    }
-}
-
 AVX2 static uint64_t read_probe_avx2(const void *p, size_t n) {
     const uint8_t *b = (const uint8_t *)p;
     __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
@@ -277,9 +247,6 @@ void sq_q4_matvec_q8(const sq_q4_matrix *w, const int8_t *xq, const float *d8, c
                      float *y, int64_t row0, int64_t row1) {
     if (sq_has_avx2_fma()) matvec_q8_avx2(w, xq, d8, bsum, y, row0, row1);
     else sq_q4_matvec_q8_ref(w, xq, d8, bsum, y, row0, row1);
-}
-void sq_bf16_matvec_f32(const uint16_t *w, int64_t in, const float *x, float *y, int64_t row0, int64_t row1) {
-    if (sq_has_avx2_fma()) bf16_matvec_avx2(w, in, x, y, row0, row1); else sq_bf16_matvec_f32_ref(w, in, x, y, row0, row1);
 }
 uint64_t sq_read_bandwidth_probe(const void *p, size_t n) {
     if (sq_has_avx2_fma()) return read_probe_avx2(p, n);

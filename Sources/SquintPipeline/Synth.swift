@@ -140,8 +140,11 @@ public enum Synth {
                     let next = s + m
                     let ahead = DispatchGroup()
                     if next < n {
-                        let target = buffers[(k + 1) % 2], count = min(chunkElems, n - next)
-                        DispatchQueue.global().async(group: ahead) { gen.generate(spec, start: next, count: count, bf16: target) }
+                        // The address crosses threads as an integer; the buffer outlives the wait below.
+                        let target = UInt(bitPattern: buffers[(k + 1) % 2]), count = min(chunkElems, n - next)
+                        DispatchQueue.global().async(group: ahead) {
+                            gen.generate(spec, start: next, count: count, bf16: UnsafeMutablePointer(bitPattern: target))
+                        }
                     }
                     defer { ahead.wait() }
                     try sink(UnsafeRawBufferPointer(start: buffers[k % 2], count: m * 2))

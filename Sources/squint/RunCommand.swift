@@ -108,6 +108,7 @@ struct Run: ParsableCommand {
                     result.promptTokens, result.visionSeconds, result.prefillSeconds,
                     Double(result.promptTokens) / max(result.prefillSeconds, 1e-9), tokens, result.decodeSeconds,
                     Double(tokens) / max(result.decodeSeconds, 1e-9)).utf8))
+                FileHandle.standardError.write(Data("[\(MemoryUsage.current().summary)]\n".utf8))
             }
         }
     }

@@ -70,7 +70,7 @@ final class QuantKernelBenchTests: XCTestCase {
                         y.withUnsafeMutableBufferPointer { yb in
                             let wp = wb.baseAddress!, yp = yb.baseAddress!
                             DispatchQueue.concurrentPerform(iterations: threads) { i in
-                                sq_bf16_matvec_f32(wp, Int64(inF), x, yp, Int64(out * i / threads), Int64(out * (i + 1) / threads))
+                                sq_matvec_bf16(wp, x, nil, yp, inF, out * i / threads, out * (i + 1) / threads)
                             }
                         }
                     }

@@ -55,10 +55,6 @@ void sq_q4_matvec_q8(const sq_q4_matrix *w, const int8_t *xq, const float *d8, c
 void sq_q4_matvec_q8_ref(const sq_q4_matrix *w, const int8_t *xq, const float *d8, const int32_t *bsum,
                          float *y, int64_t row0, int64_t row1);
 
-/// Dense BF16 matrix-vector product (baseline for the Int4 kernels): w [out][in] bf16, x [in],
-/// y[o] for o in [row0, row1). The ref accumulates in double.
-void sq_bf16_matvec_f32(const uint16_t *w, int64_t in, const float *x, float *y, int64_t row0, int64_t row1);
-void sq_bf16_matvec_f32_ref(const uint16_t *w, int64_t in, const float *x, float *y, int64_t row0, int64_t row1);
 
 /// Reads n bytes with 32-byte AVX2 loads and returns their sum as 64-bit lanes (a read-bandwidth
 /// probe for benchmarks: what one core can stream when no work is done per byte).

@@ -1,0 +1,40 @@
+import Foundation
+
+/// This process's memory from /proc/self/status. Mapped checkpoint pages count in RSS but are
+/// clean page cache the kernel can drop at any time, so reports separate them from anonymous
+/// memory (what Squint itself allocated).
+public struct MemoryUsage: Codable, Sendable {
+    /// Peak resident set (VmHWM), bytes.
+    public var peakRSS: Int
+    /// Current anonymous resident memory (RssAnon), bytes.
+    public var anonymous: Int
+    /// Current file-backed resident memory (RssFile: mapped weights), bytes.
+    public var fileBacked: Int
+
+    enum CodingKeys: String, CodingKey {
+        case peakRSS = "peak_rss"
+        case anonymous
+        case fileBacked = "file_backed"
+    }
+
+    public static func current() -> MemoryUsage {
+        var v = MemoryUsage(peakRSS: 0, anonymous: 0, fileBacked: 0)
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return v }
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            let kb = (Int(parts[1].trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "") ?? 0) * 1024
+            switch parts[0] {
+            case "VmHWM": v.peakRSS = kb
+            case "RssAnon": v.anonymous = kb
+            case "RssFile": v.fileBacked = kb
+            default: break
+            }
+        }
+        return v
+    }
+
+    public var summary: String {
+        "peak RSS \(InspectText.bytes(peakRSS)) (now: \(InspectText.bytes(anonymous)) anonymous, \(InspectText.bytes(fileBacked)) mapped weights)"
+    }
+}

@@ -44,6 +44,9 @@ final class Int4ParityTests: XCTestCase {
 
     var fx: Fixture!
     override func setUpWithError() throws { fx = try Fixture.shared.get() }
+    override class func tearDown() {
+        if let f = try? Fixture.shared.get() { try? FileManager.default.removeItem(atPath: f.folder) }   // 78 MB + the SQ4 file
+    }
 
     func testRebuiltAutoGPTQCheckpointIsTheOfficialFileByteForByte() throws {
         XCTAssertEqual(fx.size, TinyInt4.manifestBytes)

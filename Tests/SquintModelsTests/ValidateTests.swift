@@ -45,6 +45,9 @@ final class ValidateTests: XCTestCase {
 
     var m: Models!
     override func setUpWithError() throws { m = try Models.shared.get() }
+    override class func tearDown() {
+        if let m = try? Models.shared.get() { try? FileManager.default.removeItem(atPath: m.folder) }
+    }
 
     func testKLTopAgreementAndPerplexityOnTheRowsBothReferencesStoreInFull() throws {
         // Context = the first 277 tokens: scored positions 276...290 (each predicts the next prompt

@@ -26,6 +26,9 @@ public final class KVCache {
 
     /// Forgets all tokens (the buffers are kept for the next prompt).
     public func reset() { count = 0; ntkAlpha = 1 }
+    /// Forgets every token after the first `n` (keeps the NTK alpha): lets a caller score a
+    /// continuation with teacher forcing, then decode a different one from the same prefix.
+    public func truncate(to n: Int) { precondition(n >= 0 && n <= count); count = n }
     func advance(by n: Int) { count += n }
 }
 
@@ -86,10 +89,10 @@ public final class QwenLM {
         blocks = try (0..<config.numHiddenLayers).map { i in
             let p = "transformer.h.\(i)."
             return Block(ln1: try b.floats(p + "ln_1.weight"), ln2: try b.floats(p + "ln_2.weight"),
-                         cAttn: try b.linear(p + "attn.c_attn.weight", bias: p + "attn.c_attn.bias"),
-                         cProj: try b.linear(p + "attn.c_proj.weight"),
-                         w1: try b.linear(p + "mlp.w1.weight"), w2: try b.linear(p + "mlp.w2.weight"),
-                         mlpProj: try b.linear(p + "mlp.c_proj.weight"))
+                         cAttn: try b.blockLinear(p + "attn.c_attn", bias: true),
+                         cProj: try b.blockLinear(p + "attn.c_proj", bias: false),
+                         w1: try b.blockLinear(p + "mlp.w1", bias: false), w2: try b.blockLinear(p + "mlp.w2", bias: false),
+                         mlpProj: try b.blockLinear(p + "mlp.c_proj", bias: false))
         }
         lnF = try b.floats("transformer.ln_f.weight")
         lmHead = try b.linear("lm_head.weight")

@@ -8,6 +8,8 @@ public final class QwenVLModel {
     public let config: QwenVLConfig
     public let vision: VisionEncoder
     public let language: QwenLM
+    /// How the checkpoint stores the block linears: dense, SQ4 records or AutoGPTQ tensors.
+    public let quantization: Int4Binding.Layout
 
     /// The declared binding table: every tensor the model reads, with its shape. It is the BF16
     /// checkpoint's state_dict (QwenVLConfig.bf16TensorSpecs), so a checkpoint binds only if it
@@ -16,6 +18,8 @@ public final class QwenVLModel {
         config.bf16TensorSpecs().map { ($0.name, $0.shape) }
     }
 
+    /// An SQ4 file or an AutoGPTQ checkpoint binds its quantized block linears as `QuantizedLinear`
+    /// (see `Int4Binding`); everything else binds as dense layers.
     /// Validates `config`, checks the whole checkpoint against the binding table (throws
     /// `ModelError.binding` listing every missing / unexpected / wrong-shape / wrong-dtype tensor),
     /// then binds. Weights stay where the file keeps them (zero copy for mapped files); only norm
@@ -23,7 +27,10 @@ public final class QwenVLModel {
     public init(config: QwenVLConfig, weights: TensorFile) throws {
         try config.validate()
         self.config = config
-        let binder = try WeightBinder(file: weights, expected: Self.expectedTensors(config))
+        let int4 = try Int4Binding(file: weights, config: config)
+        quantization = int4.layout
+        let binder = try WeightBinder(file: weights, expected: int4.expected(Self.expectedTensors(config)),
+                                      owned: int4.ownedTensors, quantized: int4.layers, extraProblems: int4.problems)
         vision = try VisionEncoder(config: config, binder: binder)
         language = try QwenLM(config: config, binder: binder)
     }

@@ -18,7 +18,7 @@ public struct OpenedCheckpoint {
 
 public enum CheckpointOpener {
     /// What a file is, from its first bytes (never from its name alone).
-    enum Kind { case safetensors, torchZip, torchLegacy, index }
+    enum Kind { case safetensors, torchZip, torchLegacy, index, squintInt4 }
 
     static func sniff(_ path: String) throws -> Kind {
         if path.hasSuffix(".json") { return .index }
@@ -27,6 +27,7 @@ public enum CheckpointOpener {
         }
         defer { try? h.close() }
         let head = [UInt8](h.readData(ofLength: 16))
+        if head.count >= 8, Array(head.prefix(8)) == SQ4.magic { return .squintInt4 }
         if head.count >= 4, head[0] == 0x50, head[1] == 0x4B, head[2] == 0x03, head[3] == 0x04 { return .torchZip }
         if head.count >= 2, head[0] == 0x80, head[1] <= 5 { return .torchLegacy }
         if head.count >= 9, head[8] == UInt8(ascii: "{") { return .safetensors }
@@ -40,6 +41,7 @@ public enum CheckpointOpener {
         switch try sniff(path) {
         case .safetensors: return (try SafetensorsFile(path: path), "safetensors")
         case .torchZip, .torchLegacy: return (try TorchCheckpoint(path: path), "pytorch")
+        case .squintInt4: return (try SquintInt4File(path: path), "squint-int4")
         case .index:
             let sharded = try ShardedCheckpoint(indexPath: path) { shard in try openFile(shard).0 }
             let inner = path.contains(".bin.") ? "pytorch" : "safetensors"
@@ -61,14 +63,14 @@ public enum CheckpointOpener {
             folder = path
             let names = (try? fm.contentsOfDirectory(atPath: path)) ?? []
             let preferred = ["model.safetensors.index.json", "pytorch_model.bin.index.json",
-                             "model.safetensors", "pytorch_model.bin"]
+                             "model.safetensors", "pytorch_model.bin", "model.sq4"]
             if let p = preferred.first(where: names.contains) {
                 weights = "\(path)/\(p)"
             } else {
-                let candidates = names.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".bin") || $0.hasSuffix(".pt") || $0.hasSuffix(".pth") }.sorted()
+                let candidates = names.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".sq4") || $0.hasSuffix(".bin") || $0.hasSuffix(".pt") || $0.hasSuffix(".pth") }.sorted()
                 guard candidates.count == 1 else {
                     throw FormatError.invalid(path: path, what: candidates.isEmpty
-                        ? "no checkpoint in this folder (looked for *.safetensors, *.bin, *.pt, *.pth and index files)"
+                        ? "no checkpoint in this folder (looked for *.safetensors, *.sq4, *.bin, *.pt, *.pth and index files)"
                         : "several weight files and no index (\(candidates.prefix(4).joined(separator: ", "))): name one")
                 }
                 weights = "\(path)/\(candidates[0])"
@@ -79,7 +81,11 @@ public enum CheckpointOpener {
         let (file, format) = try openFile(weights)
         var config: QwenVLConfig?
         let cfgPath = "\(folder)/config.json"
-        if fm.fileExists(atPath: cfgPath) { config = try QwenVLConfig.load(path: cfgPath) }
+        if let sq4 = file as? SquintInt4File {
+            config = try configFromHeader(sq4)      // the file's own; a config.json beside it may be another model's
+        } else if fm.fileExists(atPath: cfgPath) {
+            config = try QwenVLConfig.load(path: cfgPath)
+        }
         var quant: QuantizationConfig?
         let qPath = "\(folder)/quantize_config.json"
         if let d = fm.contents(atPath: qPath) {
@@ -88,6 +94,18 @@ public enum CheckpointOpener {
             }
         }
         return OpenedCheckpoint(file: file, format: format, config: config, quantization: quant,
-                                isSquintInt4: false, folder: folder)
+                                isSquintInt4: file is SquintInt4File, folder: folder)
+    }
+
+    /// An SQ4 file carries its model's whole config.json in the header (Formats/SQUINT_INT4.md §2),
+    /// so a lone `.sq4` file runs without a folder around it.
+    static func configFromHeader(_ f: SquintInt4File) throws -> QwenVLConfig {
+        let what = "\(f.path) (header config)"
+        let cfg: QwenVLConfig
+        do { cfg = try JSONDecoder().decode(QwenVLConfig.self, from: Data(f.header.config.compactText.utf8)) } catch {
+            throw ModelError.config(path: what, message: "not a valid Qwen-VL config (\(error))")
+        }
+        try cfg.validate(path: what)
+        return cfg
     }
 }

@@ -14,6 +14,8 @@ public final class LoadedModel {
     public let tokenizer: QwenTokenizer
     /// top_p etc. from generation_config.json (official defaults when absent).
     public let generation: SamplingOptions
+    /// The qwen.tiktoken the tokenizer was read from (an Int4 file or folder without one can reuse it).
+    public let vocabularyPath: String
 
     /// - Parameter vocab: qwen.tiktoken; default: the folder's, then $SQUINT_VOCAB.
     public init(folder: String, vocab: String? = nil) throws {
@@ -29,6 +31,7 @@ public final class LoadedModel {
                                     message: "no tokenizer vocabulary: put qwen.tiktoken in the model folder, pass --vocab FILE or set SQUINT_VOCAB")
         }
         tokenizer = try QwenTokenizer(vocabularyFile: v)
+        vocabularyPath = v
         var g = SamplingOptions(doSample: true, temperature: 1, topK: 0, topP: 0.3, seed: 0)
         if let d = FileManager.default.contents(atPath: "\(checkpoint.folder)/generation_config.json"),
            let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] {

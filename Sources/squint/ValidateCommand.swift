@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import SquintModels
+import SquintPipeline
+
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure how far an Int4 model drifts from its BF16 original on image-caption pairs.",
+        discussion: """
+        Both models run on the same inputs with teacher forcing over each pair's prompt and caption \
+        (the calibration rendering rule). Reported: KL(BF16 || Int4) per caption position (mean, \
+        median, p99, max), top-1 / top-5 agreement, perplexity of each on the caption tokens, the \
+        worst positions, the drift of the hidden state after every block and of the image features, \
+        and how long the greedy continuations of the two models agree. See docs/VALIDATING.md.
+
+        Exit codes: 0 success (gate passed or no gate), 1 error (unreadable model or pairs file, \
+        incompatible models), 4 gate failed (--max-kl / --min-top1), 64 bad command line.
+        """)
+
+    @Argument(help: "The BF16 model folder (config.json, weights, qwen.tiktoken).")
+    var bf16: String
+
+    @Argument(help: "The Int4 model: an SQ4 file, or a folder with an SQ4 file or an AutoGPTQ checkpoint.")
+    var int4: String
+
+    @Option(help: "Image-caption pairs, one JSON object a line: {\"image\", \"prompt\", \"caption\"}; image paths relative to this file.")
+    var eval: String
+
+    @Option(help: "Use only the first N pairs.")
+    var limit: Int?
+
+    @Option(name: .customLong("greedy-tokens"), help: "Greedy tokens each model generates after each prompt (0: skip).")
+    var greedyTokens = 16
+
+    @Option(help: "How many worst positions (by KL) to list.")
+    var worst = 10
+
+    @Option(name: .customLong("max-kl"), help: "Gate: exit 4 when kl_mean (nats) exceeds this.")
+    var maxKL: Double?
+
+    @Option(name: .customLong("min-top1"), help: "Gate: exit 4 when top1_agreement (0...1) is below this.")
+    var minTop1: Double?
+
+    @Option(help: "Write an HTML page with plots to DIR/index.html (self-contained, opens offline).")
+    var report: String?
+
+    @Option(help: "qwen.tiktoken (default: the BF16 folder's, then $SQUINT_VOCAB).")
+    var vocab: String?
+
+    @Flag(help: "Print the result as JSON (keys: docs/VALIDATE_JSON.md).")
+    var json = false
+
+    func validate() throws {
+        if let maxKL, !(maxKL >= 0) { throw ValidationError("--max-kl must be >= 0") }
+        if let minTop1, !(minTop1 >= 0 && minTop1 <= 1) { throw ValidationError("--min-top1 must be in [0, 1]") }
+        if let limit, limit < 1 { throw ValidationError("--limit must be >= 1") }
+        if greedyTokens < 0 { throw ValidationError("--greedy-tokens must be >= 0") }
+        if worst < 0 { throw ValidationError("--worst must be >= 0") }
+    }
+
+    func run() throws {
+        var gateFailed = false
+        try runReportingErrors {
+            let a = try LoadedModel(folder: bf16, vocab: vocab)
+            let b = try LoadedModel(folder: int4, vocab: vocab ?? a.vocabularyPath)
+            let samples = try ValidationSample.load(pairs: eval, tokenizer: a.tokenizer, limit: limit)
+            let bar = ProgressBar(label: "validate", unit: .items("blocks"))
+            let tok = a.tokenizer
+            let r = try Validator.run(bf16: a.model, int4: b.model, bf16Name: bf16, int4Name: int4, samples: samples,
+                                      options: ValidateOptions(greedyTokens: greedyTokens, worstCount: worst, maxKL: maxKL, minTop1: minTop1),
+                                      decode: { (try? tok.decode($0)) ?? $0.map(String.init).joined(separator: " ") },
+                                      progress: { bar.update($0, $1, detail: $2) })
+            bar.finish()
+            if let report { FileHandle.standardError.write(Data("report: \(try ValidateText.writeHTML(r, folder: report))\n".utf8)) }
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+                print(String(decoding: try enc.encode(r), as: UTF8.self))
+            } else {
+                print(ValidateText.table(r), terminator: "")
+            }
+            gateFailed = !r.gate.passed
+        }
+        if gateFailed { throw ExitCode(4) }
+    }
+}

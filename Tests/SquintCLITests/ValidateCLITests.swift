@@ -1,0 +1,123 @@
+import Foundation
+import XCTest
+import SquintFormats
+import TestSupport
+
+/// `squint validate`, `run` and `--dump` with Int4 models, end to end: the BF16 tiny model written by
+/// `synth`, the official AutoGPTQ Int4 tiny model rebuilt byte for byte (TestSupport.TinyInt4), and an
+/// SQ4 file converted from it.
+final class ValidateCLITests: XCTestCase {
+    static var tmp = ""
+    let squint = Fixtures.squintExecutable()
+    var bf16: String { Self.tmp + "/bf16" }
+    var int4: String { Self.tmp + "/int4" }
+    var sq4: String { Self.tmp + "/tiny.sq4" }
+    let pairs = Fixtures.path("calibration/pairs.jsonl")
+
+    override class func setUp() {
+        tmp = Fixtures.temporaryFolder("validate-cli")
+        let r = try! Fixtures.run(Fixtures.squintExecutable(), ["synth", "--config", Fixtures.path("qwen-vl-tiny/config.json"),
+                                                                "--vocab", Fixtures.path("tokenizer/qwen.tiktoken"), "-o", tmp + "/bf16"])
+        precondition(r.status == 0, r.err)
+        try! TinyInt4.writeAutoGPTQFolder(synthetic: try! SafetensorsFile(path: tmp + "/bf16/model.safetensors"), to: tmp + "/int4")
+        precondition(try! TinyInt4.sha256(ofFile: tmp + "/int4/model.safetensors") == TinyInt4.manifestSHA256)
+        try! FileManager.default.copyItem(atPath: Fixtures.path("tokenizer/qwen.tiktoken"), toPath: tmp + "/int4/qwen.tiktoken")
+        try! TinyInt4.writeSQ4(fromAutoGPTQ: try! SafetensorsFile(path: tmp + "/int4/model.safetensors"),
+                               configPath: tmp + "/int4/config.json", to: tmp + "/tiny.sq4")
+        try! FileManager.default.copyItem(atPath: Fixtures.path("images/photos/skimage_chelsea.png"), toPath: tmp + "/image.png")
+    }
+    override class func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
+
+    func json(_ s: String) throws -> [String: Any] { try JSONSerialization.jsonObject(with: Data(s.utf8)) as! [String: Any] }
+
+    func testJSONHasTheDocumentedKeys() throws {
+        let r = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "4", "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let o = try json(r.out)
+        for k in ["kl_mean", "kl_median", "kl_p99", "kl_max", "top1_agreement", "top5_agreement", "ppl_bf16", "ppl_int4", "ppl_ratio",
+                  "per_block", "image_features", "worst", "greedy", "greedy_tokens", "greedy_agreement", "greedy_prefix_agreement",
+                  "kl_histogram", "gate", "samples", "positions", "seconds", "forward_seconds", "bf16_model", "int4_model"] {
+            XCTAssertNotNil(o[k], "missing key \(k)")
+        }
+        // Documented: every key above appears in docs/VALIDATE_JSON.md.
+        let doc = try String(contentsOfFile: Fixtures.packageRoot() + "/docs/VALIDATE_JSON.md", encoding: .utf8)
+        for k in o.keys { XCTAssert(doc.contains("`\(k)`"), "docs/VALIDATE_JSON.md does not document \(k)") }
+        XCTAssertEqual((o["per_block"] as! [Any]).count, 3)   // embeddings, block 0, block 1 + ln_f
+        XCTAssertEqual(o["samples"] as? Int, 1)
+        // Pair 0 renders to 338 tokens, 287 of them context (fixtures/calibration/RENDERING.md): 51 caption predictions.
+        XCTAssertEqual(o["positions"] as? Int, 51)
+        XCTAssertEqual(((o["greedy"] as! [[String: Any]])[0]["bf16_ids"] as! [Int]).count, 4)
+        XCTAssertGreaterThan(o["kl_mean"] as! Double, 0)
+        XCTAssertEqual((o["gate"] as! [String: Any])["passed"] as? Bool, true)
+    }
+
+    func testAModelAgainstItselfHasNoDriftAndSQ4EqualsAutoGPTQ() throws {
+        // The SQ4 file holds the same codes and scales as the AutoGPTQ folder, so the two Int4 models
+        // compute the same function; only the GEMM tiling can differ in summation order.
+        let r = try Fixtures.run(squint, ["validate", int4, sq4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "4",
+                                          "--max-kl", "1e-6", "--min-top1", "1", "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let o = try json(r.out)
+        XCTAssertLessThan(o["kl_max"] as! Double, 1e-6)
+        XCTAssertEqual(o["top1_agreement"] as? Double, 1)
+        XCTAssertEqual(o["greedy_prefix_agreement"] as? Double, 1)
+    }
+
+    func testGateExitCodes() throws {
+        let fail = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "0", "--max-kl", "0"])
+        XCTAssertEqual(fail.status, 4, fail.err)
+        XCTAssert(fail.out.contains("gate: FAILED: kl_mean"), fail.out)
+        let top1 = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "0",
+                                             "--min-top1", "1", "--json"])
+        let o = try json(top1.out)
+        XCTAssertEqual(top1.status, (o["top1_agreement"] as! Double) < 1 ? 4 : 0)
+        let pass = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "0",
+                                             "--max-kl", "10", "--min-top1", "0"])
+        XCTAssertEqual(pass.status, 0, pass.err)
+        XCTAssert(pass.out.contains("gate: PASSED"), pass.out)
+        let usage = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", pairs, "--min-top1", "1.5"])
+        XCTAssertEqual(usage.status, 64)
+        let missing = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", Self.tmp + "/nope.jsonl"])
+        XCTAssertEqual(missing.status, 1)
+        XCTAssert(missing.err.contains("nope.jsonl"), missing.err)
+    }
+
+    func testHTMLReportIsSelfContained() throws {
+        let dir = Self.tmp + "/report"
+        let r = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "2", "--report", dir])
+        XCTAssertEqual(r.status, 0, r.err)
+        let html = try String(contentsOfFile: dir + "/index.html", encoding: .utf8)
+        XCTAssert(html.hasPrefix("<!DOCTYPE html>"))
+        XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, 2, "per-block drift and KL histogram plots")
+        for banned in ["http:", "https:", "//", "src=", "href=", "<script", "<link", "@import", "url("] {
+            XCTAssertFalse(html.lowercased().contains(banned), "the report must not reference \(banned)")
+        }
+        XCTAssert(html.contains("block 1 + ln_f"))
+    }
+
+    func testInspectRecognisesTheSQ4File() throws {
+        let r = try Fixtures.run(squint, ["inspect", sq4, "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let o = try json(r.out)
+        XCTAssertEqual(o["format"] as? String, "squint-int4")
+        XCTAssertEqual(o["layout"] as? String, "squint-int4")
+    }
+
+    func testRunAndDumpAcceptInt4FolderAndSQ4File() throws {
+        let ref = try FixtureSafetensors(path: Fixtures.path("qwen-vl-tiny/int4/reference_trimmed.safetensors"))
+        let want = try ref.ints("greedy_ids").values.map(Int.init)
+        for model in [int4, sq4] {
+            let r = try Fixtures.run(squint, ["run", model, "--image", "image.png", "--prompt", "What is in this picture? Answer briefly.",
+                                              "--greedy", "--max-new-tokens", "8", "--vocab", Fixtures.path("tokenizer/qwen.tiktoken"),
+                                              "--dump", "dump.safetensors", "--force", "--json"], cwd: Self.tmp)
+            XCTAssertEqual(r.status, 0, r.err)
+            XCTAssertEqual(try json(r.out)["generated_ids"] as? [Int], want, model)
+            let dump = try FixtureSafetensors(path: Self.tmp + "/dump.safetensors")
+            XCTAssertEqual(try dump.ints("input_ids").values, try ref.ints("input_ids").values)
+            let logits = try dump.floats("logits"), topk = try ref.ints("topk_ids").values
+            let v = logits.shape[1], last = logits.shape[0] - 1
+            let row = logits.values[(last * v)..<((last + 1) * v)]
+            XCTAssertEqual(row.indices.max { row[$0] < row[$1] }! - last * v, Int(topk[last * 20]))
+        }
+    }
+}

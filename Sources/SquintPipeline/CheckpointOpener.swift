@@ -88,7 +88,12 @@ public enum CheckpointOpener {
         }
         var quant: QuantizationConfig?
         let qPath = "\(folder)/quantize_config.json"
-        if let d = fm.contents(atPath: qPath) {
+        if let sq4 = file as? SquintInt4File {
+            let q = sq4.header.quantization
+            quant = QuantizationConfig(bits: q.bits, groupSize: q.groupSize, dampPercent: q.dampPercent, descAct: q.descAct,
+                                       staticGroups: q.staticGroups, sym: q.sym, trueSequential: q.trueSequential,
+                                       modelNameOrPath: nil, modelFileBaseName: nil, quantMethod: q.method.rawValue)
+        } else if let d = fm.contents(atPath: qPath) {
             do { quant = try JSONDecoder().decode(QuantizationConfig.self, from: d) } catch {
                 throw ModelError.config(path: qPath, message: "not a valid quantize_config.json (\(error))")
             }

@@ -35,7 +35,7 @@ public enum InspectText {
             for k in ["llm", "vision", "resampler", "torch_dtype"] { if let v = c[k] { out.append("  \(pad(k + ":", 12)) \(v)") } }
         }
         if let q = r.quantization {
-            out.append("  quantization: \(q.bits)-bit, group \(q.groupSize), \(q.sym ? "sym" : "asym"), damp \(q.dampPercent), desc_act \(q.descAct), static_groups \(q.staticGroups), true_sequential \(q.trueSequential)")
+            out.append("  quantization: \(q.quantMethod.map { $0 + ", " } ?? "")\(q.bits)-bit, group \(q.groupSize), \(q.sym ? "sym" : "asym"), damp \(q.dampPercent), desc_act \(q.descAct), static_groups \(q.staticGroups), true_sequential \(q.trueSequential)")
         }
         if !r.metadata.isEmpty {
             out.append("  metadata: " + r.metadata.keys.sorted().map { "\($0)=\(r.metadata[$0]!)" }.joined(separator: ", "))

@@ -29,7 +29,7 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
 
         // Small C targets: SIMD kernels, and the setjmp-based error handling libjpeg/libpng need.
-        .target(name: "CSquintKernels", cSettings: cOptimize),
+        .target(name: "CSquintKernels", cSettings: cOptimize, linkerSettings: [.linkedLibrary("z")]),
         .target(name: "CSquintImageIO", dependencies: ["CJPEG", "CPNG"], cSettings: cOptimize),
 
         // Bytes in, bytes out: safetensors, torch zip/pickle, indexes, our Int4 file. No model code.

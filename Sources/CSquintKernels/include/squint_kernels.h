@@ -115,3 +115,16 @@ void sq_rotary_neox(float *x, size_t tokens, size_t heads, size_t dim, size_t st
 }
 #endif
 #endif
+
+#ifndef SQUINT_IO_H
+#define SQUINT_IO_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+/// Starts asynchronous writeback of [offset, offset+count) of a file (Linux sync_file_range with
+/// SYNC_FILE_RANGE_WRITE; a no-op elsewhere). Returns 0 or -1 with errno; failures are harmless.
+int sq_start_writeback(int fd, int64_t offset, int64_t count);
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -63,7 +63,7 @@ public enum Converter {
 
         let vocabPath = try findVocab(o.vocab, folder: opened.folder)
         let tokenizer = try QwenTokenizer(vocabularyFile: vocabPath)
-        let tiktokenSHA = try convertSHA256(file: vocabPath)
+        let tiktokenSHA = try sha256Hex(file: vocabPath)
         let sourceSHA = try sourceChecksum(opened)
         let calib = o.method == .gptq ? try CalibrationSet(path: o.calibration!, tokenizer: tokenizer, maxSamples: o.maxSamples) : nil
 
@@ -361,10 +361,10 @@ public enum Converter {
     static func sourceChecksum(_ c: OpenedCheckpoint) throws -> String {
         let fm = FileManager.default
         for index in ["model.safetensors.index.json", "pytorch_model.bin.index.json"] where fm.fileExists(atPath: "\(c.folder)/\(index)") {
-            return try convertSHA256(file: "\(c.folder)/\(index)")
+            return try sha256Hex(file: "\(c.folder)/\(index)")
         }
-        if let first = c.file.tensors.first { return try convertSHA256(file: first.file) }
-        return try convertSHA256(file: c.folder)
+        if let first = c.file.tensors.first { return try sha256Hex(file: first.file) }
+        return try sha256Hex(file: c.folder)
     }
 
     /// The five packed modules of one block, AutoGPTQ names and layout (bias always present, zeros

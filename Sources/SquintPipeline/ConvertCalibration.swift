@@ -37,7 +37,7 @@ public struct CalibrationSet {
             throw FormatError.io(path: path, message: FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file")
         }
         self.path = path
-        sha256 = data.withUnsafeBytes { convertSHA256($0) }
+        sha256 = data.withUnsafeBytes { sha256Hex($0) }
         let folder = (path as NSString).deletingLastPathComponent
         var samples: [Sample] = []
         let lines = data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)

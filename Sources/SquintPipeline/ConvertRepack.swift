@@ -37,7 +37,7 @@ enum ConvertRepack {
             throw ConvertError.source(path: file.path, problem: "tensors this model does not have: \(extra.prefix(5).joined(separator: ", "))")
         }
         var tiktokenSHA: String? = nil
-        if let v = try? Converter.findVocab(o.vocab, folder: opened.folder) { tiktokenSHA = try convertSHA256(file: v) }
+        if let v = try? Converter.findVocab(o.vocab, folder: opened.folder) { tiktokenSHA = try sha256Hex(file: v) }
         let header = SQ4Header(config: configJSON,
                                quantization: SQ4Quantization(bits: q.bits, groupSize: q.groupSize, sym: q.sym, descAct: q.descAct,
                                                              staticGroups: q.staticGroups, dampPercent: q.dampPercent,

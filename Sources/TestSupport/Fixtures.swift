@@ -60,3 +60,7 @@ public enum Fixtures {
         return (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
     }
 }
+
+// Tests hash with the library's SHA-256 (SquintFormats.sha256Hex); re-exported for test targets.
+@_exported import struct SquintFormats.SHA256
+@_exported import func SquintFormats.sha256Hex

@@ -1,10 +1,9 @@
 import Foundation
-import SquintFormats
 
-/// SHA-256 (FIPS 180-4) for the checksums `convert` records (tokenizer file, source index,
-/// calibration set). CryptoKit does not exist on Linux. The same algorithm as TestSupport's, with
-/// whole 64-byte blocks taken straight from the buffer.
-struct ConvertSHA256 {
+/// SHA-256 (FIPS 180-4): the checksums `convert` records (tokenizer file, source, calibration set)
+/// and the tests' comparisons with reference hashes. CryptoKit does not exist on Linux.
+public struct SHA256 {
+
     private var h: [UInt32] = [
         0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
     ]
@@ -22,9 +21,9 @@ struct ConvertSHA256 {
         0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
     ]
 
-    init() { block.reserveCapacity(64) }
+    public init() { block.reserveCapacity(64) }
 
-    mutating func update<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
+    public mutating func update<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
         for b in bytes {
             block.append(b)
             length &+= 1
@@ -32,7 +31,7 @@ struct ConvertSHA256 {
         }
     }
 
-    mutating func update(_ buffer: UnsafeRawBufferPointer) {
+    public mutating func update(_ buffer: UnsafeRawBufferPointer) {
         var i = 0
         if block.isEmpty {
             while i + 64 <= buffer.count {
@@ -48,7 +47,7 @@ struct ConvertSHA256 {
     }
 
     /// The digest as 64 lowercase hex digits. The hasher must not be used afterwards.
-    mutating func finalizeHex() -> String {
+    public mutating func finalizeHex() -> String {
         let bits = length &* 8
         block.append(0x80)
         if block.count > 56 {
@@ -67,7 +66,10 @@ struct ConvertSHA256 {
     }
 
     private mutating func compress() {
-        var w = [UInt32](repeating: 0, count: 64)
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { w in compress(w) }
+    }
+
+    private mutating func compress(_ w: UnsafeMutableBufferPointer<UInt32>) {
         for i in 0..<16 {
             w[i] = UInt32(block[4 * i]) << 24 | UInt32(block[4 * i + 1]) << 16
                 | UInt32(block[4 * i + 2]) << 8 | UInt32(block[4 * i + 3])
@@ -82,7 +84,7 @@ struct ConvertSHA256 {
         for i in 0..<64 {
             let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
             let ch = (e & f) ^ (~e & g)
-            let t1 = hh &+ s1 &+ ch &+ ConvertSHA256.k[i] &+ w[i]
+            let t1 = hh &+ s1 &+ ch &+ SHA256.k[i] &+ w[i]
             let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
             let maj = (a & b) ^ (a & c) ^ (b & c)
             let t2 = s0 &+ maj
@@ -92,22 +94,29 @@ struct ConvertSHA256 {
     }
 }
 
-/// SHA-256 of a file's bytes as lowercase hex, read in 8 MiB pieces.
-func convertSHA256(file path: String) throws -> String {
+/// SHA-256 of raw memory as 64 lowercase hex digits.
+public func sha256Hex(_ buffer: UnsafeRawBufferPointer) -> String {
+    var s = SHA256()
+    s.update(buffer)
+    return s.finalizeHex()
+}
+
+/// SHA-256 of a byte sequence as 64 lowercase hex digits.
+public func sha256Hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
+    var s = SHA256()
+    s.update(bytes)
+    return s.finalizeHex()
+}
+
+/// SHA-256 of a file's bytes, read in 8 MiB pieces.
+public func sha256Hex(file path: String) throws -> String {
     guard let h = FileHandle(forReadingAtPath: path) else { throw FormatError.io(path: path, message: "cannot open the file") }
     defer { try? h.close() }
-    var s = ConvertSHA256()
+    var s = SHA256()
     while true {
         let d = h.readData(ofLength: 8 << 20)
         if d.isEmpty { break }
         d.withUnsafeBytes { s.update($0) }
     }
-    return s.finalizeHex()
-}
-
-/// SHA-256 of raw memory as lowercase hex.
-func convertSHA256(_ buffer: UnsafeRawBufferPointer) -> String {
-    var s = ConvertSHA256()
-    s.update(buffer)
     return s.finalizeHex()
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SquintModels
 import SquintPipeline
+import SquintTensor
 import SquintTokenizer
 
 /// Options shared by `run` and `chat`.
@@ -27,11 +28,26 @@ struct GenerationOptions: ParsableArguments {
     @Option(help: "qwen.tiktoken (default: the model folder's, then $SQUINT_VOCAB).")
     var vocab: String?
 
+    @Flag(name: .customLong("int8-activations"), help: "Int4 models: decode with 8-bit activations (Q4 x Q8 integer products, ~2x faster, ~4e-3 relative error per product).")
+    var int8Activations = false
+
+    @Option(help: "Threads for Squint's kernels and OpenBLAS (default: every core, or $SQUINT_THREADS).")
+    var threads: Int?
+
     func validate() throws {
         if let topP, !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
         if let topK, topK < 0 { throw ValidationError("--top-k must be >= 0") }
         if let temperature, !(temperature > 0) { throw ValidationError("--temperature must be > 0") }
         if maxNewTokens < 1 { throw ValidationError("--max-new-tokens must be >= 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be >= 1") }
+    }
+
+    /// Loads the model with these options' vocabulary, threads and Int4 decode path.
+    func load(_ folder: String) throws -> LoadedModel {
+        if let threads { Threads.count = threads }
+        let m = try LoadedModel(folder: folder, vocab: vocab)
+        m.useInt8Activations(int8Activations)
+        return m
     }
 
     func sampling(_ defaults: SamplingOptions) -> SamplingOptions {
@@ -87,7 +103,7 @@ struct Run: ParsableCommand {
             for f in [dump, draw].compactMap({ $0 }) where !force && FileManager.default.fileExists(atPath: f) {
                 throw ValidationError("\(f) exists; pass --force to replace it")
             }
-            let m = try LoadedModel(folder: model, vocab: generation.vocab)
+            let m = try generation.load(model)
             let query = QwenTokenizer.fromListFormat(images.map { .image($0) } + [.text(prompt)])
             let result = try Runner.answer(
                 m, query: query, maxNewTokens: generation.maxNewTokens, sampling: generation.sampling(m.generation),
@@ -130,7 +146,7 @@ struct Chat: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            let m = try LoadedModel(folder: model, vocab: generation.vocab)
+            let m = try generation.load(model)
             var history: [ChatTurn] = []
             var pending: [String] = []
             var lastBoxes: [RunResult.Box] = []

@@ -120,4 +120,14 @@ final class ValidateCLITests: XCTestCase {
             XCTAssertEqual(row.indices.max { row[$0] < row[$1] }! - last * v, Int(topk[last * 20]))
         }
     }
+
+    /// `--int8-activations` (Q4 x Q8 decode) keeps the official Int4 greedy answer on the tiny model.
+    func testInt8ActivationsKeepTheGreedyIds() throws {
+        let ref = try FixtureSafetensors(path: Fixtures.path("qwen-vl-tiny/int4/reference_trimmed.safetensors"))
+        let r = try Fixtures.run(squint, ["run", sq4, "--image", "image.png", "--prompt", "What is in this picture? Answer briefly.",
+                                          "--greedy", "--max-new-tokens", "8", "--vocab", Fixtures.path("tokenizer/qwen.tiktoken"),
+                                          "--int8-activations", "--threads", "1", "--json"], cwd: Self.tmp)
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(try json(r.out)["generated_ids"] as? [Int], try ref.ints("greedy_ids").values.map(Int.init))
+    }
 }

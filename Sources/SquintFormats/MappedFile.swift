@@ -60,12 +60,4 @@ public final class MappedFile {
         let b = try slice(offset, MemoryLayout<T>.size, what: what())
         return T(littleEndian: b.loadUnaligned(as: T.self))
     }
-
-    /// Advises the kernel that the range will be read sequentially (used by streaming passes).
-    public func adviseSequential(_ offset: Int, _ count: Int) {
-        guard let base, count > 0 else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = (offset / page) * page
-        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), count + (offset - start), MADV_SEQUENTIAL)
-    }
 }

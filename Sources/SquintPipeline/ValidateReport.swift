@@ -80,7 +80,8 @@ public enum ValidateText {
 
     /// Per-block relative error (log scale) and cosine as an inline SVG line chart.
     static func driftSVG(_ stages: [ValidationReport.Drift]) -> String {
-        let w = 640.0, h = 260.0, left = 60.0, right = 20.0, top = 20.0, bottom = 70.0
+        // Room on the right and below for the last stage name, drawn at 45 degrees.
+        let w = 720.0, h = 280.0, left = 60.0, right = 100.0, top = 20.0, bottom = 90.0
         let n = max(stages.count, 1)
         let errs = stages.map { max($0.relativeError, 1e-9) }
         let lo = floor(log10(errs.min() ?? 1e-6)), hi = max(ceil(log10(errs.max() ?? 1)), lo + 1)
@@ -141,14 +142,18 @@ public enum ValidateText {
                 : "<p class=\"fail\"><b>Gate failed:</b> \(esc(r.gate.failures.joined(separator: "; ")))</p>\n"
         }
         p += "<h2>Summary</h2><table>"
-        let rows: [(String, String)] = [
+        var rows: [(String, String)] = [
             ("KL mean (nats)", f(r.klMean)), ("KL median", f(r.klMedian)), ("KL p99", f(r.klP99)), ("KL max", f(r.klMax)),
             ("top-1 agreement", String(format: "%.2f %%", r.top1Agreement * 100)),
             ("top-5 agreement (BF16 top-1 in Int4 top-5)", String(format: "%.2f %%", r.top5Agreement * 100)),
             ("perplexity BF16", f(r.pplBF16)), ("perplexity Int4", f(r.pplInt4)), ("perplexity ratio", f(r.pplRatio)),
-            ("greedy: same token", String(format: "%.1f %% of %d tokens", r.greedyAgreement * 100, r.greedyTokens)),
-            ("greedy: shared prefix", String(format: "%.1f %%", r.greedyPrefixAgreement * 100)),
         ]
+        if r.greedyTokens > 0 {
+            rows += [("greedy: same token", String(format: "%.1f %% of %d tokens", r.greedyAgreement * 100, r.greedyTokens)),
+                     ("greedy: shared prefix", String(format: "%.1f %%", r.greedyPrefixAgreement * 100))]
+        } else {
+            rows.append(("greedy continuations", "not run (--greedy-tokens 0)"))
+        }
         for (k, v) in rows { p += "<tr><th>\(esc(k))</th><td>\(esc(v))</td></tr>" }
         p += "</table>\n<h2>Where drift enters</h2><p>Relative error ‖Int4 − BF16‖ / ‖BF16‖ of the hidden state after each block "
         p += "(all positions of all samples; the last point includes ln_f).</p>\n"

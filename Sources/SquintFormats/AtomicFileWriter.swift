@@ -125,4 +125,11 @@ public final class AtomicFileWriter {
         unlink(temporaryPath)
         finished = true
     }
+
+    /// Writes a small file (configs, logs) atomically in one call.
+    public static func write(_ data: [UInt8], to path: String, overwrite: Bool) throws {
+        let w = try AtomicFileWriter(destination: path, overwrite: overwrite)
+        try w.write(data)
+        try w.commit()
+    }
 }

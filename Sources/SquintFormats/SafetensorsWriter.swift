@@ -149,30 +149,17 @@ public final class TensorSink {
 }
 
 /// JSON string literals, escaped the way the writers we imitate do.
-enum JSONText {
+public enum JSONText {
     /// serde_json style (the Rust safetensors library): only `"`, `\` and control bytes are escaped,
     /// non-ASCII stays raw UTF-8.
-    static func quoted(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            default:
-                if u.value < 0x20 { out += "\\u00" + hex2(u.value) } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out + "\""
-    }
+    public static func quoted(_ s: String) -> String { escape(s, asciiOnly: false) }
 
-    /// Python `json.dumps` style with `ensure_ascii=True` (transformers' index files): as above, but
-    /// every non-ASCII scalar is written as `\uXXXX` (a surrogate pair above U+FFFF), lowercase hex.
-    static func quotedASCII(_ s: String) -> String {
+    /// Python `json.dumps` style with `ensure_ascii=True` (transformers' index files, AutoGPTQ's
+    /// configs): as above, but every scalar outside 0x20...0x7E is written as `\uXXXX` (a surrogate
+    /// pair above U+FFFF), lowercase hex.
+    public static func quotedASCII(_ s: String) -> String { escape(s, asciiOnly: true) }
+
+    static func escape(_ s: String, asciiOnly: Bool) -> String {
         var out = "\""
         for u in s.unicodeScalars {
             switch u {
@@ -184,7 +171,7 @@ enum JSONText {
             case "\u{08}": out += "\\b"
             case "\u{0C}": out += "\\f"
             default:
-                if u.value < 0x20 || u.value > 0x7E {
+                if u.value < 0x20 || (asciiOnly && u.value > 0x7E) {
                     for unit in String(u).utf16 { out += "\\u" + hex4(UInt32(unit)) }
                 } else {
                     out.unicodeScalars.append(u)
@@ -194,6 +181,5 @@ enum JSONText {
         return out + "\""
     }
 
-    private static func hex2(_ v: UInt32) -> String { let h = String(v, radix: 16); return String(repeating: "0", count: 2 - h.count) + h }
     private static func hex4(_ v: UInt32) -> String { let h = String(v, radix: 16); return String(repeating: "0", count: 4 - h.count) + h }
 }

@@ -180,9 +180,9 @@ public enum Converter {
             var files = try ConvertOutput.writeAutoGPTQ(folder: staging, options: o, config: config, configJSON: configJSON,
                                                         source: opened.file, blockFiles: blockFiles)
             if let g = fm.contents(atPath: "\(opened.folder)/generation_config.json") {
-                try ConvertOutput.writeSmall("\(staging)/generation_config.json", g); files.append("generation_config.json")
+                try AtomicFileWriter.write(Array(g), to: "\(staging)/generation_config.json", overwrite: false); files.append("generation_config.json")
             }
-            try ConvertOutput.writeSmall("\(staging)/qwen.tiktoken", try Data(contentsOf: URL(fileURLWithPath: vocabPath)))
+            try AtomicFileWriter.write(Array(try Data(contentsOf: URL(fileURLWithPath: vocabPath))), to: "\(staging)/qwen.tiktoken", overwrite: false)
             files.append("qwen.tiktoken")
             if fm.fileExists(atPath: dest) { try fm.removeItem(atPath: dest) }   // only with --force (checked above)
             guard rename(staging, dest) == 0 else {
@@ -390,6 +390,6 @@ public enum Converter {
     static func writeLog(_ r: ConvertResult, calibration: String, to path: String, overwrite: Bool) throws {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try ConvertOutput.writeSmall(path, try e.encode(r), overwrite: overwrite)
+        try AtomicFileWriter.write(Array(try e.encode(r)), to: path, overwrite: overwrite)
     }
 }

@@ -122,8 +122,8 @@ public enum ConvertOutput {
                 Converter.releasePages(v)
             }
         }
-        try writeSmall("\(folder)/config.json", Data(int4ConfigText(configJSON, quantization: o.quantizeConfig).utf8))
-        try writeSmall("\(folder)/quantize_config.json", Data(quantizeConfigText(o.quantizeConfig).utf8))
+        try AtomicFileWriter.write(Array(int4ConfigText(configJSON, quantization: o.quantizeConfig).utf8), to: "\(folder)/config.json", overwrite: false)
+        try AtomicFileWriter.write(Array(quantizeConfigText(o.quantizeConfig).utf8), to: "\(folder)/quantize_config.json", overwrite: false)
         return written.map { ($0 as NSString).lastPathComponent } + ["config.json", "quantize_config.json"]
     }
 
@@ -223,27 +223,7 @@ public enum ConvertOutput {
         }
     }
 
-    static func quote(_ s: String) -> String {
-        var o = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": o += "\\\""
-            case "\\": o += "\\\\"
-            case "\n": o += "\\n"
-            case "\r": o += "\\r"
-            case "\t": o += "\\t"
-            default:
-                if u.value < 0x20 || u.value > 0x7e {
-                    for cu in String(u).utf16 { o += String(format: "\\u%04x", cu) }
-                } else { o.unicodeScalars.append(u) }
-            }
-        }
-        return o + "\""
-    }
+    /// Python's `json.dumps` string form (ensure_ascii), as AutoGPTQ and transformers write configs.
+    static func quote(_ s: String) -> String { JSONText.quotedASCII(s) }
 
-    static func writeSmall(_ path: String, _ data: Data, overwrite: Bool = false) throws {
-        let w = try AtomicFileWriter(destination: path, overwrite: overwrite)
-        try data.withUnsafeBytes { try w.write($0) }
-        try w.commit()
-    }
 }

@@ -177,12 +177,12 @@ public enum Synth {
                     files.append(p)
                 }
             }
-            try writeSmall("\(work)/config.json", configBytes)
-            try writeSmall("\(work)/generation_config.json", Data((generationConfig + "\n").utf8))
+            try AtomicFileWriter.write(Array(configBytes), to: "\(work)/config.json", overwrite: false)
+            try AtomicFileWriter.write(Array((generationConfig + "\n").utf8), to: "\(work)/generation_config.json", overwrite: false)
             files += ["\(work)/config.json", "\(work)/generation_config.json"]
             if let v = o.vocabPath {
                 guard let d = fm.contents(atPath: v) else { throw FormatError.io(path: v, message: "cannot read the vocabulary") }
-                try writeSmall("\(work)/qwen.tiktoken", d)
+                try AtomicFileWriter.write(Array(d), to: "\(work)/qwen.tiktoken", overwrite: false)
                 files.append("\(work)/qwen.tiktoken")
             }
             if fm.fileExists(atPath: dest) { try fm.removeItem(atPath: dest) }   // only with overwrite
@@ -198,9 +198,4 @@ public enum Synth {
                       tensors: specs.count, bytes: total, seconds: Date().timeIntervalSince(t0))
     }
 
-    static func writeSmall(_ path: String, _ data: Data) throws {
-        let w = try AtomicFileWriter(destination: path, overwrite: false)
-        try data.withUnsafeBytes { try w.write($0) }
-        try w.commit()
-    }
 }

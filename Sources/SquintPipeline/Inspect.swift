@@ -183,7 +183,7 @@ public enum Inspector {
             if fileAcc[t.file] == nil {
                 fileOrder.append(t.file)
                 let size = (try? FileManager.default.attributesOfItem(atPath: t.file)[.size] as? Int) ?? 0
-                fileAcc[t.file] = FileSummary(file: t.file, bytes: size ?? 0, tensors: 0)
+                fileAcc[t.file] = FileSummary(file: t.file, bytes: size, tensors: 0)
             }
             fileAcc[t.file]!.tensors += 1
         }

@@ -131,6 +131,14 @@ public enum Synth {
                            UnsafeMutablePointer<UInt16>.allocate(capacity: chunkElems)]
             defer { buffers.forEach { $0.deallocate() } }
             var done = 0
+            // The next chunk is cut into 16 pieces that a background worker takes in order while the
+            // writer CRCs and copies the current chunk; when the writer is done it takes the pieces that
+            // are left, so both cores stay busy whichever side is slower.
+            final class Pieces: @unchecked Sendable {
+                let lock = NSLock(); var next = 0; let count: Int
+                init(count: Int) { self.count = count }
+                func take() -> Int? { lock.lock(); defer { lock.unlock() }; guard next < count else { return nil }; next += 1; return next - 1 }
+            }
             func stream(_ spec: QwenVLTensorSpec, _ sink: (UnsafeRawBufferPointer) throws -> Void) throws {
                 let n = spec.shape.reduce(1, *)
                 var s = 0, k = 0
@@ -139,15 +147,21 @@ public enum Synth {
                     let m = min(chunkElems, n - s)
                     let next = s + m
                     let ahead = DispatchGroup()
-                    if next < n {
-                        // The address crosses threads as an integer; the buffer outlives the wait below.
-                        let target = UInt(bitPattern: buffers[(k + 1) % 2]), count = min(chunkElems, n - next)
-                        DispatchQueue.global().async(group: ahead) {
-                            gen.generate(spec, start: next, count: count, bf16: UnsafeMutablePointer(bitPattern: target))
+                    let count = min(chunkElems, n - next)
+                    let pieces = Pieces(count: next < n ? 16 : 0)
+                    // The address crosses threads as an integer; the buffer outlives the wait below.
+                    let target = UInt(bitPattern: buffers[(k + 1) % 2])
+                    let work: @Sendable () -> Void = {
+                        while let p = pieces.take() {
+                            let lo = count * p / 16, hi = count * (p + 1) / 16
+                            gen.generate(spec, start: next + lo, count: hi - lo,
+                                         bf16: UnsafeMutablePointer<UInt16>(bitPattern: target)! + lo)
                         }
                     }
+                    if next < n { DispatchQueue.global().async(group: ahead, execute: work) }
                     defer { ahead.wait() }
                     try sink(UnsafeRawBufferPointer(start: buffers[k % 2], count: m * 2))
+                    work()
                     s = next; k += 1; done += m * 2
                     progress?.update(done, total, detail: spec.name)
                 }

@@ -58,14 +58,20 @@ static void acc_flush(acc8 *a, sq_stats *s, size_t count) {
     a->nan = _mm256_setzero_si256(); a->inf = _mm256_setzero_si256();
 }
 
-#define BLOCK 2048  /* elements per float32 partial sum (256 per lane) */
-
-__attribute__((target("avx2,fma,f16c")))
-static void stats16_avx2(const uint16_t *x, size_t n, sq_stats *s, int is_bf16) {
+__attribute__((target("avx2,fma")))
+static inline acc8 acc_new(void) {
     acc8 a;
     a.sum = _mm256_setzero_ps(); a.sumsq = _mm256_setzero_ps();
     a.mn = _mm256_set1_ps(INFINITY); a.mx = _mm256_set1_ps(-INFINITY);
     a.nan = _mm256_setzero_si256(); a.inf = _mm256_setzero_si256();
+    return a;
+}
+
+#define BLOCK 2048  /* elements per float32 partial sum (256 per lane) */
+
+__attribute__((target("avx2,fma,f16c")))
+static void stats16_avx2(const uint16_t *x, size_t n, sq_stats *s, int is_bf16) {
+    acc8 a = acc_new();
     size_t i = 0;
     while (i + 8 <= n) {
         size_t end = i + BLOCK; if (end > n) end = n;
@@ -85,10 +91,7 @@ static void stats16_avx2(const uint16_t *x, size_t n, sq_stats *s, int is_bf16) 
 
 __attribute__((target("avx2,fma")))
 static void stats32_avx2(const float *x, size_t n, sq_stats *s) {
-    acc8 a;
-    a.sum = _mm256_setzero_ps(); a.sumsq = _mm256_setzero_ps();
-    a.mn = _mm256_set1_ps(INFINITY); a.mx = _mm256_set1_ps(-INFINITY);
-    a.nan = _mm256_setzero_si256(); a.inf = _mm256_setzero_si256();
+    acc8 a = acc_new();
     size_t i = 0;
     while (i + 8 <= n) {
         size_t end = i + BLOCK; if (end > n) end = n;

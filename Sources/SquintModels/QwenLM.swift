@@ -280,17 +280,7 @@ public final class QwenLM {
     /// Runs block `layer` alone on a fresh sequence x [S, hidden] in place (positions 0..<S, NTK
     /// alpha from S, no cache kept): the layer-by-layer pass of GPTQ (use_cache off).
     public func block(_ layer: Int, _ x: inout FloatTensor) {
-        let h = config.hiddenSize, S = x.shape[0]
-        precondition(layer >= 0 && layer < blocks.count && x.shape == [S, h] && S > 0)
-        let alpha = config.useDynamicNTK ? Self.ntkAlpha(sequenceLength: S, trainedLength: config.seqLength) : 1
-        let (cosT, sinT) = rotaryTables(past: 0, count: S, alpha: alpha)
-        let logn: [Float]? = config.useLognAttn && S > config.seqLength
-            ? (0..<S).map { Self.lognScale(position: $0, trainedLength: config.seqLength) } : nil
-        let kc = UnsafeMutablePointer<Float>.allocate(capacity: S * h), vc = UnsafeMutablePointer<Float>.allocate(capacity: S * h)
-        defer { kc.deallocate(); vc.deallocate() }
-        x.data.withUnsafeMutableBufferPointer {
-            runBlock(layer, $0.baseAddress!, tokens: S, past: 0, keys: kc, values: vc, cos: cosT, sin: sinT, logn: logn)
-        }
+        runFresh(layer, &x, stop: nil)
     }
 
     /// Runs block `layer` on a fresh sequence x [S, hidden] only as far as the input of `module`:
@@ -298,6 +288,12 @@ public final class QwenLM {
     /// block stops (x is left partly updated). A GPTQ pass that needs the inputs of one sequential
     /// group skips the rest of the block this way; the inputs are those a full run would observe.
     public func blockInputs(_ layer: Int, _ x: inout FloatTensor, upTo module: BlockLinear) {
+        runFresh(layer, &x, stop: module)
+    }
+
+    /// Block `layer` on a fresh sequence (positions 0..<S, NTK alpha and logn from S, a throwaway
+    /// KV buffer), optionally stopping after the input of `stop` was observed.
+    private func runFresh(_ layer: Int, _ x: inout FloatTensor, stop: BlockLinear?) {
         let h = config.hiddenSize, S = x.shape[0]
         precondition(layer >= 0 && layer < blocks.count && x.shape == [S, h] && S > 0)
         let alpha = config.useDynamicNTK ? Self.ntkAlpha(sequenceLength: S, trainedLength: config.seqLength) : 1
@@ -308,7 +304,7 @@ public final class QwenLM {
         defer { kc.deallocate(); vc.deallocate() }
         x.data.withUnsafeMutableBufferPointer {
             runBlock(layer, $0.baseAddress!, tokens: S, past: 0, keys: kc, values: vc, cos: cosT, sin: sinT, logn: logn,
-                     stopAfterObserving: module)
+                     stopAfterObserving: stop)
         }
     }
 

@@ -59,7 +59,7 @@ let package = Package(
         .testTarget(name: "SquintTokenizerTests", dependencies: ["SquintTokenizer", "TestSupport"]),
         .testTarget(name: "SquintModelsTests",
                     dependencies: ["SquintModels", "SquintPipeline", "TestSupport"]),
-        .testTarget(name: "SquintPipelineTests", dependencies: ["SquintPipeline", "TestSupport"]),
+        .testTarget(name: "SquintPipelineTests", dependencies: ["SquintPipeline", "SquintQuant", "TestSupport"]),
         .testTarget(name: "SquintCLITests", dependencies: ["SquintPipeline", "SquintFormats", "TestSupport"]),
         .testTarget(name: "SquintQuantTests", dependencies: ["SquintQuant", "SquintFormats", "TestSupport"]),
     ]

@@ -219,6 +219,11 @@ public enum Converter {
         var originals: [QwenLM.BlockLinear: any LinearLayer] = [:]
         var packed: [(QwenLM.BlockLinear, AutoGPTQPacking.Packed)] = []
         var logs: [ConvertModuleLog] = []
+        // Debugging aid for parity work (docs/QUANTIZING.md): SQUINT_DEBUG_DUMP=DIR writes each block's
+        // calibration inputs as raw little-endian float32 files DIR/block<l>_sample<i>.f32 [tokens, hidden].
+        if let dir = ProcessInfo.processInfo.environment["SQUINT_DEBUG_DUMP"], let inputs {
+            for i in 0..<n { let d = try inputs.get(i); try d.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: "\(dir)/block\(l)_sample\(i).f32")) } }
+        }
         defer { for (m, lin) in originals { model.language.replaceLinear(layer: l, m, with: lin) } }
         for group in sequentialGroups {
             var hessians: [QwenLM.BlockLinear: Hessian] = [:]

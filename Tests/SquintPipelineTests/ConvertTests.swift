@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import SquintFormats
 import SquintModels
+import SquintQuant
 import SquintTensor
 @testable import SquintPipeline
 import TestSupport
@@ -156,6 +157,49 @@ final class ConvertTests: XCTestCase {
         // Measured 98.68%: block 0 is bit-identical; block 1 diverges through float32 noise in its
         // inputs (GPTQ's error feedback amplifies it; see docs/QUANTIZING.md "Agreement").
         XCTAssertGreaterThanOrEqual(pct, 98.5)
+    }
+
+    /// The block loop alone (per-group Hessians over the samples, fasterquant, fake-quantized re-runs
+    /// feeding the next group and block) against the official code on the same activations: the
+    /// fixture holds block-0 calibration inputs and the codes that a torch transcription of the
+    /// official QWenBlock + AutoGPTQ (scripts/parity/official_gptq.py, run with the reference's AVX2
+    /// kernels on one thread; provenance in fixtures/qwen-vl-tiny/int4/README.md) computes from them.
+    /// Every code of both blocks must agree: from equal inputs, nothing in our quantization path
+    /// departs from AutoGPTQ.
+    func testFromTheSameActivationsEveryCodeMatchesTheOfficialCode() throws {
+        let s = try Self.shared()
+        let fixture = try SafetensorsFile(path: Fixtures.path("qwen-vl-tiny/int4/official_codes_from_block0_inputs.safetensors"))
+        let opened = try CheckpointOpener.open(s.model)
+        let model = try QwenVLModel(config: opened.config!, weights: opened.file)
+        let h = model.config.hiddenSize
+        let tokens = try (0..<8).map { try fixture.view("sample.\($0)").info.shape[0] }
+        XCTAssertEqual(tokens.reduce(0, +), s.result.tokens)
+        var inputs = try ActivationStore(folder: "\(tmp)/acts-0", hidden: h, tokens: tokens, budget: 1 << 30)
+        for i in 0..<8 { try inputs.put(i, Kernels.floats(try fixture.view("sample.\(i)"))) }
+        let o = ConvertOptions(model: s.model, calibration: Self.pairs, output: "\(tmp)/unused")
+        let qconfig = try QuantizerConfig(bits: 4, symmetric: true, perChannel: true)
+        let gopts = GPTQOptions(quantizer: qconfig, blockSize: 128, percDamp: 0.01, groupSize: 128, actOrder: false, staticGroups: false)
+        var same = 0, total = 0
+        for l in 0..<2 {
+            let outputs = try ActivationStore(folder: "\(tmp)/acts-\(l + 1)", hidden: h, tokens: tokens, budget: 1 << 30)
+            var seconds: [String: Double] = [:]
+            let (packed, _) = try Converter.quantizeBlock(l, model: model, weights: opened.file, inputs: inputs, outputs: outputs, options: o,
+                                                          gptq: gopts, quantizer: qconfig, stageSeconds: &seconds, tick: { _ in })
+            XCTAssertEqual(packed.count, 5)
+            for (m, p) in packed {
+                let name = "transformer.h.\(l).\(m.rawValue)"
+                let expected = try fixture.view(name + ".codes")        // [out, in] U8
+                let (rows, cols) = (expected.info.shape[0], expected.info.shape[1])
+                let ours = Self.codes(p.qweight.map { UInt32(bitPattern: $0) })   // word (c/8, r), nibble c%8
+                var k = 0
+                for r in 0..<rows { for c in 0..<cols where ours[((c / 8) * rows + r) * 8 + c % 8] == expected.bytes[r * cols + c] { k += 1 } }
+                XCTAssertEqual(k, rows * cols, "\(name): \(rows * cols - k) codes differ from the official code")
+                same += k; total += rows * cols
+            }
+            inputs = outputs
+        }
+        XCTAssertEqual(total, 425_984)
+        XCTAssertEqual(same, total)
     }
 
     func testZerosGroupIndexAndBiasIdenticalScalesWithinTolerance() throws {

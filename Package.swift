@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "SquintModels",
                 dependencies: ["SquintFormats", "SquintTensor", "SquintImage", "SquintTokenizer"]),
         // GPTQ / RTN, quantizer, packing.
-        .target(name: "SquintQuant", dependencies: ["SquintFormats", "SquintTensor", "COpenBLAS"]),
+        .target(name: "SquintQuant", dependencies: ["SquintFormats", "SquintTensor", "COpenBLAS", "CSquintKernels"]),
         // synth, inspect, convert, validate: the jobs the CLI runs.
         .target(name: "SquintPipeline",
                 dependencies: ["SquintFormats", "SquintTensor", "SquintImage", "SquintTokenizer", "SquintModels",

@@ -1,4 +1,6 @@
 import COpenBLAS
+import CSquintKernels
+import Foundation
 
 /// Precision of the inverse-Hessian factorisation in `fasterquant`.
 ///
@@ -27,55 +29,99 @@ public enum HinvPrecision: String, Sendable, CaseIterable {
 /// uniqueness of the Cholesky factor U = Ũ⁻¹ (one potrf + one trtri = 2n³/3 flops instead of 4n³/3).
 ///
 /// Layout: our matrices are row-major, LAPACK's column-major; element (i, j) of a column-major
-/// n×n array is at i + j·n.
+/// n×n array is at i + j·n. J H J of a symmetric H is H's array reversed, and Ũ(i, j) = L̃(n-1-i, n-1-j)
+/// is L̃'s array reversed (its upper part; trtri never reads the rest), so both copies stream memory;
+/// the final column- to row-major transposition of U swaps pairs in place in cache-sized tiles. No n×n
+/// array is allocated per call (CSquintKernels/linalg.c; `Workspace` for the float64 factor).
+///
+/// (Factoring J H J with potrf("U") and inverting the reversed lower factor with trtri("L") would give
+/// row-major U directly, with no transposition, but trtri("L") rounds differently in float32 and
+/// flipped 0.2 % of the codes of one AutoGPTQ reference case; this order keeps them all.)
 enum LinearAlgebra {
     /// `h` [n, n] row-major symmetric positive definite (already damped) -> U [n, n] row-major upper
     /// triangular with zeros below the diagonal.
     static func upperCholeskyOfInverse(_ h: inout [Float], n: Int, precision: HinvPrecision = .mixed) throws {
+        let nn = n * n
+        precondition(h.count == nn)
         switch precision {
         case .double:
-            var a = [Double](repeating: 0, count: n * n)
-            // a = J H J (symmetric, so row/column-major agree).
-            for i in 0..<n { for j in 0..<n { a[i * n + j] = Double(h[(n - 1 - i) * n + (n - 1 - j)]) } }
-            try factor(&a, n: n, potrf: { dpotrf_($0, $1, $2, $3, $4, 1) }, trtri: { dtrtri_($0, $1, $2, $3, $4, $5, 1, 1) })
-            for r in 0..<n { for c in 0..<n { h[r * n + c] = c >= r ? Float(a[r + c * n]) : 0 } }
+            try Workspace.shared.withDoubles(nn) { a in
+                h.withUnsafeBufferPointer { sq_reverse_f32_to_f64($0.baseAddress!, a, nn) }     // J H J
+                try potrfLower(a, n: n, dpotrf_)
+                sq_reverse_f64_inplace(a, nn)                                                    // Ũ (upper part)
+                try trtriUpper(a, n: n, dtrtri_)
+                h.withUnsafeMutableBufferPointer { sq_upper_col_to_row_f64_to_f32(a, $0.baseAddress!, n) }
+            }
         case .mixed:
             // Cholesky in float64 (the ill-conditioned step), triangular inverse in float32.
-            var a = [Double](repeating: 0, count: n * n)
-            for i in 0..<n { for j in 0..<n { a[i * n + j] = Double(h[(n - 1 - i) * n + (n - 1 - j)]) } }
-            var nn = Int32(n), info: Int32 = 0
-            var lower = CChar(UInt8(ascii: "L")), upper = CChar(UInt8(ascii: "U")), nonUnit = CChar(UInt8(ascii: "N"))
-            a.withUnsafeMutableBufferPointer { dpotrf_(&lower, &nn, $0.baseAddress!, &nn, &info, 1) }
-            if info != 0 { throw QuantError.notPositiveDefinite(stage: "cholesky(H)", info: Int(info)) }
-            var b = [Float](repeating: 0, count: n * n)
-            for j in 0..<n { for i in 0...j { b[i + j * n] = Float(a[(n - 1 - i) + (n - 1 - j) * n]) } }
-            b.withUnsafeMutableBufferPointer { strtri_(&upper, &nonUnit, &nn, $0.baseAddress!, &nn, &info, 1, 1) }
-            if info != 0 { throw QuantError.notPositiveDefinite(stage: "inverse of the Cholesky factor", info: Int(info)) }
-            for r in 0..<n { for c in 0..<n { h[r * n + c] = c >= r ? b[r + c * n] : 0 } }
+            try Workspace.shared.withDoubles(nn) { a in
+                h.withUnsafeBufferPointer { sq_reverse_f32_to_f64($0.baseAddress!, a, nn) }
+                try potrfLower(a, n: n, dpotrf_)
+                try h.withUnsafeMutableBufferPointer { hp in
+                    let p = hp.baseAddress!
+                    sq_reverse_f64_to_f32(a, p, nn)
+                    try trtriUpper(p, n: n, strtri_)
+                    sq_upper_col_to_row_f32_inplace(p, n)
+                }
+            }
         case .float:
-            var a = [Float](repeating: 0, count: n * n)
-            for i in 0..<n { for j in 0..<n { a[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)] } }
-            try factor(&a, n: n, potrf: { spotrf_($0, $1, $2, $3, $4, 1) }, trtri: { strtri_($0, $1, $2, $3, $4, $5, 1, 1) })
-            for r in 0..<n { for c in 0..<n { h[r * n + c] = c >= r ? a[r + c * n] : 0 } }
+            try h.withUnsafeMutableBufferPointer { hp in
+                let p = hp.baseAddress!
+                sq_reverse_f32_inplace(p, nn)
+                try potrfLower(p, n: n, spotrf_)
+                sq_reverse_f32_inplace(p, nn)
+                try trtriUpper(p, n: n, strtri_)
+                sq_upper_col_to_row_f32_inplace(p, n)
+            }
         }
     }
 
-    /// In: a = J H J (column-major). Out: a holds U = Ũ⁻¹ in its column-major upper triangle.
-    private static func factor<T: BinaryFloatingPoint>(
-        _ a: inout [T], n: Int,
-        potrf: (UnsafePointer<CChar>, UnsafePointer<Int32>, UnsafeMutablePointer<T>, UnsafePointer<Int32>, UnsafeMutablePointer<Int32>) -> Void,
-        trtri: (UnsafePointer<CChar>, UnsafePointer<CChar>, UnsafePointer<Int32>, UnsafeMutablePointer<T>, UnsafePointer<Int32>, UnsafeMutablePointer<Int32>) -> Void
+    /// The float64 n x n scratch of `.double`/`.mixed`, kept between calls: a conversion factors a
+    /// 968 MB matrix per block, and touching fresh anonymous memory costs ~1-2.5 s per GB on this
+    /// machine kind (page faults), more than the copies themselves. Grows to the largest n seen;
+    /// `release()` gives it back.
+    final class Workspace: @unchecked Sendable {
+        static let shared = Workspace()
+        private let lock = NSLock()
+        private var buffer: UnsafeMutablePointer<Double>?
+        private var capacity = 0
+
+        func withDoubles<R>(_ count: Int, _ body: (UnsafeMutablePointer<Double>) throws -> R) rethrows -> R {
+            lock.lock()
+            defer { lock.unlock() }
+            if capacity < count {
+                buffer?.deallocate()
+                buffer = UnsafeMutablePointer<Double>.allocate(capacity: count)
+                capacity = count
+            }
+            return try body(buffer!)
+        }
+
+        func release() {
+            lock.lock()
+            defer { lock.unlock() }
+            buffer?.deallocate(); buffer = nil; capacity = 0
+        }
+    }
+
+    private static func potrfLower<T>(
+        _ a: UnsafeMutablePointer<T>, n: Int,
+        _ potrf: (UnsafePointer<CChar>, UnsafePointer<Int32>, UnsafeMutablePointer<T>, UnsafePointer<Int32>, UnsafeMutablePointer<Int32>, Int) -> Void
     ) throws {
         var nn = Int32(n), info: Int32 = 0
-        var lower = CChar(UInt8(ascii: "L")), upper = CChar(UInt8(ascii: "U")), nonUnit = CChar(UInt8(ascii: "N"))
-        // J H J = L̃ L̃ᵀ, L̃ in the column-major lower triangle.
-        a.withUnsafeMutableBufferPointer { potrf(&lower, &nn, $0.baseAddress!, &nn, &info) }
+        var lower = CChar(UInt8(ascii: "L"))
+        potrf(&lower, &nn, a, &nn, &info, 1)
         if info != 0 { throw QuantError.notPositiveDefinite(stage: "cholesky(H)", info: Int(info)) }
-        // Ũ(i, j) = L̃(n-1-i, n-1-j), upper; stored column-major in b.
-        var b = [T](repeating: 0, count: n * n)
-        for j in 0..<n { for i in 0...j { b[i + j * n] = a[(n - 1 - i) + (n - 1 - j) * n] } }
-        b.withUnsafeMutableBufferPointer { trtri(&upper, &nonUnit, &nn, $0.baseAddress!, &nn, &info) }
+    }
+
+    /// trtri on the upper triangle of column-major u (the strictly lower part is neither read nor written).
+    private static func trtriUpper<T>(
+        _ u: UnsafeMutablePointer<T>, n: Int,
+        _ trtri: (UnsafePointer<CChar>, UnsafePointer<CChar>, UnsafePointer<Int32>, UnsafeMutablePointer<T>, UnsafePointer<Int32>, UnsafeMutablePointer<Int32>, Int, Int) -> Void
+    ) throws {
+        var nn = Int32(n), info: Int32 = 0
+        var upper = CChar(UInt8(ascii: "U")), nonUnit = CChar(UInt8(ascii: "N"))
+        trtri(&upper, &nonUnit, &nn, u, &nn, &info, 1, 1)
         if info != 0 { throw QuantError.notPositiveDefinite(stage: "inverse of the Cholesky factor", info: Int(info)) }
-        a = b
     }
 }

@@ -268,9 +268,10 @@ public enum Converter {
                 let tq = Date()
                 let q: QuantizedWeight
                 var damp = 0.0
-                if let H = hessians[m] {
-                    q = try GPTQ.fasterquant(weight: W, rows: rows, columns: cols, hessian: H.matrix, options: gopts)
+                if let H = hessians.removeValue(forKey: m) {
                     damp = absoluteDamp(H.matrix, n: cols, percent: gopts.percDamp)
+                    // Handed over without copies where nothing else holds them (w1 shares its Hessian with w2).
+                    q = try GPTQ.fasterquant(weight: consume W, rows: rows, columns: cols, hessian: H.takeMatrix(), options: gopts)
                 } else {
                     q = try RTN.quantize(weight: W, rows: rows, columns: cols, groupSize: o.groupSize, quantizer: qconfig)
                     tick("block \(l + 1)/\(L) \(m.rawValue) rtn")

@@ -17,6 +17,9 @@ public struct Hessian: Sendable {
     /// Sequences seen so far (AutoGPTQ's `nsamples`).
     public private(set) var nsamples: Int
 
+    /// The matrix, handed over without a copy (the Hessian is consumed).
+    public consuming func takeMatrix() -> [Float] { matrix }
+
     public init(columns: Int) {
         precondition(columns > 0)
         self.columns = columns

@@ -32,7 +32,7 @@ final class GPTQBenchmarkTests: XCTestCase {
             var opts = GPTQOptions(quantizer: try QuantizerConfig(bits: 4, symmetric: true))
             opts.hinvPrecision = precision
             opts.threads = Int(ProcessInfo.processInfo.environment["SQUINT_BENCH_THREADS"] ?? "1") ?? 1
-            let r = try GPTQ.fasterquant(weight: W, rows: rows, columns: cols, hessian: h.matrix, options: opts)
+            let r = try GPTQ.fasterquant(weight: consume W, rows: rows, columns: cols, hessian: h.takeMatrix(), options: opts)
             let tQ = Date().timeIntervalSince(t1)
             print(String(format: "[bench] fasterquant %dx%d (hinv %@): %.2f s [prepare %.2f, column loop %.2f, trailing sgemm %.2f] (H from %d tokens: %.2f s), avg loss %.4f",
                          rows, cols, precision.rawValue, tQ, r.timings.prepare, r.timings.columnLoop, r.timings.trailingUpdate,

@@ -237,44 +237,61 @@ public final class QwenLM {
     }
 
     /// Block `l` in place on x [S, hidden], with `past` tokens already in keys/values [capacity, hidden].
+    /// `start` skips the part of the block before a linear layer whose input is given (`startInput`):
+    /// `.cProj` (x = the block input, startInput = the attention output [S, hidden]), `.w1`/`.w2`
+    /// (x = the residual after attention; nothing else needed), `.mlpProj` (x = that residual,
+    /// startInput = w1(m)·silu(w2(m)) [S, mlp]). The observer sees only the inputs computed here.
     func runBlock(_ l: Int, _ x: UnsafeMutablePointer<Float>, tokens S: Int, past: Int,
                   keys kc: UnsafeMutablePointer<Float>, values vc: UnsafeMutablePointer<Float>,
-                  cos cosT: [Float], sin sinT: [Float], logn: [Float]?, stopAfterObserving stop: BlockLinear? = nil) {
+                  cos cosT: [Float], sin sinT: [Float], logn: [Float]?, stopAfterObserving stop: BlockLinear? = nil,
+                  start: BlockLinear = .cAttn, startInput: UnsafePointer<Float>? = nil) {
         let h = config.hiddenSize, H = config.numAttentionHeads, d = config.headDim, f = config.mlpWidth
         let T = past + S, blk = blocks[l], observe = linearInputObserver
         let a = bufA.reserve(S * h), qkv = bufQKV.reserve(S * 3 * h), o = bufO.reserve(S * h)
         let g1 = bufG1.reserve(S * f), g2 = bufG2.reserve(S * f)
-        Kernels.rmsNorm(x, weight: blk.ln1, a, rows: S, dim: h, eps: eps)
-        observe?(l, .cAttn, a, S)
-        if stop == .cAttn { return }
-        blk.cAttn.forward(a, tokens: S, qkv, scratch: scratch)                 // [S, 3h] = q | k | v
-        Kernels.rotary(qkv, tokens: S, heads: H, dim: d, stride: 3 * h, cos: cosT, sin: sinT, scale: logn)
-        Kernels.rotary(qkv + h, tokens: S, heads: H, dim: d, stride: 3 * h, cos: cosT, sin: sinT, scale: nil)
-        for t in 0..<S {
-            (kc + (past + t) * h).update(from: qkv + t * 3 * h + h, count: h)
-            (vc + (past + t) * h).update(from: qkv + t * 3 * h + 2 * h, count: h)
+        precondition(start == .cAttn || start == .w1 || start == .w2 || startInput != nil, "runBlock: start \(start) needs its input")
+        switch start {
+        case .cAttn:
+            Kernels.rmsNorm(x, weight: blk.ln1, a, rows: S, dim: h, eps: eps)
+            observe?(l, .cAttn, a, S)
+            if stop == .cAttn { return }
+            blk.cAttn.forward(a, tokens: S, qkv, scratch: scratch)                 // [S, 3h] = q | k | v
+            Kernels.rotary(qkv, tokens: S, heads: H, dim: d, stride: 3 * h, cos: cosT, sin: sinT, scale: logn)
+            Kernels.rotary(qkv + h, tokens: S, heads: H, dim: d, stride: 3 * h, cos: cosT, sin: sinT, scale: nil)
+            for t in 0..<S {
+                (kc + (past + t) * h).update(from: qkv + t * 3 * h + h, count: h)
+                (vc + (past + t) * h).update(from: qkv + t * 3 * h + 2 * h, count: h)
+            }
+            Attention.forward(q: HeadLayout(base: qkv, rowStride: 3 * h, headStep: d),
+                              k: HeadLayout(base: kc, rowStride: h, headStep: d),
+                              v: HeadLayout(base: vc, rowStride: h, headStep: d),
+                              nq: S, nk: T, heads: H, headDim: d, scaling: .divideScores(Float(Double(d).squareRoot())),
+                              causalPast: past, out: a, outStride: h, scores: scores, qScratch: qScratch)
+            observe?(l, .cProj, a, S)
+            if stop == .cProj { return }
+            fallthrough
+        case .cProj:
+            if start == .cProj { a.update(from: startInput!, count: S * h) }
+            blk.cProj.forward(a, tokens: S, o, scratch: scratch)
+            Kernels.add(x, o, count: S * h)
+            fallthrough
+        case .w1, .w2:
+            Kernels.rmsNorm(x, weight: blk.ln2, a, rows: S, dim: h, eps: eps)
+            observe?(l, .w1, a, S)
+            if stop == .w1 { return }
+            blk.w1.forward(a, tokens: S, g1, scratch: scratch)                     // [S, f]
+            observe?(l, .w2, a, S)
+            if stop == .w2 { return }
+            blk.w2.forward(a, tokens: S, g2, scratch: scratch)                     // [S, f] (gate)
+            Kernels.siluMul(g1, gate: g2, g1, count: S * f)
+            observe?(l, .mlpProj, g1, S)
+            if stop == .mlpProj { return }
+            fallthrough
+        case .mlpProj:
+            if start == .mlpProj { g1.update(from: startInput!, count: S * f) }
+            blk.mlpProj.forward(g1, tokens: S, o, scratch: scratch)
+            Kernels.add(x, o, count: S * h)
         }
-        Attention.forward(q: HeadLayout(base: qkv, rowStride: 3 * h, headStep: d),
-                          k: HeadLayout(base: kc, rowStride: h, headStep: d),
-                          v: HeadLayout(base: vc, rowStride: h, headStep: d),
-                          nq: S, nk: T, heads: H, headDim: d, scaling: .divideScores(Float(Double(d).squareRoot())),
-                          causalPast: past, out: a, outStride: h, scores: scores, qScratch: qScratch)
-        observe?(l, .cProj, a, S)
-        if stop == .cProj { return }
-        blk.cProj.forward(a, tokens: S, o, scratch: scratch)
-        Kernels.add(x, o, count: S * h)
-        Kernels.rmsNorm(x, weight: blk.ln2, a, rows: S, dim: h, eps: eps)
-        observe?(l, .w1, a, S)
-        if stop == .w1 { return }
-        blk.w1.forward(a, tokens: S, g1, scratch: scratch)                     // [S, f]
-        observe?(l, .w2, a, S)
-        if stop == .w2 { return }
-        blk.w2.forward(a, tokens: S, g2, scratch: scratch)                     // [S, f] (gate)
-        Kernels.siluMul(g1, gate: g2, g1, count: S * f)
-        observe?(l, .mlpProj, g1, S)
-        if stop == .mlpProj { return }
-        blk.mlpProj.forward(g1, tokens: S, o, scratch: scratch)
-        Kernels.add(x, o, count: S * h)
     }
 
     /// Runs block `layer` alone on a fresh sequence x [S, hidden] in place (positions 0..<S, NTK
@@ -291,9 +308,25 @@ public final class QwenLM {
         runFresh(layer, &x, stop: module)
     }
 
+    /// The rest of block `layer` on a fresh sequence from a cut before linear layer `start`, as far as
+    /// the input of `stop` (nil: to the end). GPTQ's sequential groups resume each pass where the
+    /// previous group's pass stopped instead of rerunning the block from its input:
+    /// - `start: .cProj`: x = the block input, `input` = the attention output (c_proj's input) [S, hidden];
+    /// - `start: .w1`: x = the residual after attention (x + c_proj(attention)), `input` nil;
+    /// - `start: .mlpProj`: x = that residual, `input` = mlp.c_proj's input [S, mlp].
+    /// x ends as a full run from the block input would leave it (bit for bit: same kernels, same order).
+    public func blockFrom(_ layer: Int, _ x: inout FloatTensor, start: BlockLinear, input: [Float]?, upTo stop: BlockLinear?) {
+        if let input {
+            input.withUnsafeBufferPointer { runFresh(layer, &x, stop: stop, start: start, startInput: $0.baseAddress!) }
+        } else {
+            runFresh(layer, &x, stop: stop, start: start, startInput: nil)
+        }
+    }
+
     /// Block `layer` on a fresh sequence (positions 0..<S, NTK alpha and logn from S, a throwaway
     /// KV buffer), optionally stopping after the input of `stop` was observed.
-    private func runFresh(_ layer: Int, _ x: inout FloatTensor, stop: BlockLinear?) {
+    private func runFresh(_ layer: Int, _ x: inout FloatTensor, stop: BlockLinear?, start: BlockLinear = .cAttn,
+                          startInput: UnsafePointer<Float>? = nil) {
         let h = config.hiddenSize, S = x.shape[0]
         precondition(layer >= 0 && layer < blocks.count && x.shape == [S, h] && S > 0)
         let alpha = config.useDynamicNTK ? Self.ntkAlpha(sequenceLength: S, trainedLength: config.seqLength) : 1
@@ -304,7 +337,7 @@ public final class QwenLM {
         defer { kc.deallocate(); vc.deallocate() }
         x.data.withUnsafeMutableBufferPointer {
             runBlock(layer, $0.baseAddress!, tokens: S, past: 0, keys: kc, values: vc, cos: cosT, sin: sinT, logn: logn,
-                     stopAfterObserving: stop)
+                     stopAfterObserving: stop, start: start, startInput: startInput)
         }
     }
 

@@ -18,9 +18,13 @@ final class ActivationStore {
     /// Bytes of activations that live only on disk.
     private(set) var spilledBytes = 0
 
+    /// Whether every sample goes to disk (resume state) or only those beyond the budget (scratch
+    /// between the passes of one block).
+    let persistent: Bool
+
     /// A store over `folder` (created if missing) for samples of `tokens[i]` x `hidden` floats.
-    init(folder: String, hidden: Int, tokens: [Int], budget: Int) throws {
-        self.folder = folder; self.hidden = hidden; self.tokens = tokens; self.budget = budget
+    init(folder: String, hidden: Int, tokens: [Int], budget: Int, persistent: Bool = true) throws {
+        self.folder = folder; self.hidden = hidden; self.tokens = tokens; self.budget = budget; self.persistent = persistent
         do { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) } catch {
             throw FormatError.io(path: folder, message: "cannot create folder: \(error.localizedDescription)")
         }
@@ -31,6 +35,11 @@ final class ActivationStore {
     /// Stores sample i ([tokens[i], hidden] float32): compressed to disk, and in RAM if it fits.
     func put(_ i: Int, _ x: [Float]) throws {
         precondition(x.count == tokens[i] * hidden)
+        let bytes = x.count * 4
+        if !persistent && cachedBytes + bytes <= budget {
+            cache[i] = x; cachedBytes += bytes
+            return
+        }
         let compressed: [UInt8] = x.withUnsafeBytes { src in
             let cap = ZSTD_compressBound(src.count)
             var out = [UInt8](repeating: 0, count: cap)
@@ -42,8 +51,7 @@ final class ActivationStore {
         let w = try AtomicFileWriter(destination: file(i), overwrite: true)
         try w.write(compressed)
         try w.commit()
-        let bytes = x.count * 4
-        if cachedBytes + bytes <= budget {
+        if persistent && cachedBytes + bytes <= budget {
             cache[i] = x; cachedBytes += bytes
         } else {
             spilledBytes += bytes
@@ -70,6 +78,11 @@ final class ActivationStore {
 
     /// Frees the RAM copies (the files stay until the folder is removed).
     func dropCache() { cache = [:]; cachedBytes = 0 }
+
+    /// Frees sample i's RAM copy once no later pass needs it.
+    func drop(_ i: Int) {
+        if let x = cache.removeValue(forKey: i) { cachedBytes -= x.count * 4 }
+    }
 }
 
 /// The resume record of a run (`state.json` in the work folder), rewritten atomically after the

@@ -18,6 +18,41 @@ final class BlockTests: XCTestCase {
         assertClose(x.data, Array(hs[per..<(2 * per)]), Tol.hidden, "block(0)(hidden_states[0])")
     }
 
+    /// GPTQ's staged passes (blockInputs to c_proj, then blockFrom c_proj / w1 / mlp.c_proj with the
+    /// activations kept from the previous stage) end exactly where one full run does, bit for bit, and
+    /// each stage observes the same linear inputs as the full run.
+    func testStagedBlockPassesEqualOneFullRunBitForBit() throws {
+        let (shape, hs) = try run.reference.floats("hidden_states")
+        let S = shape[1], h = shape[2], f = run.config.mlpWidth
+        let input = Array(hs[(S * h)..<(2 * S * h)])     // block 1's input, through block 1
+        let lm = run.model.language
+        var seen: [QwenLM.BlockLinear: [Float]] = [:]
+        lm.linearInputObserver = { l, m, p, n in
+            if l == 1 { seen[m] = Array(UnsafeBufferPointer(start: p, count: n * (m == .mlpProj ? f : h))) }
+        }
+        defer { lm.linearInputObserver = nil }
+        var full = FloatTensor(shape: [S, h], data: input)
+        lm.block(1, &full)
+        let fullSeen = seen
+        XCTAssertEqual(Set(fullSeen.keys), Set(QwenLM.BlockLinear.allCases))
+
+        seen = [:]
+        var x = FloatTensor(shape: [S, h], data: input)
+        lm.blockInputs(1, &x, upTo: .cProj)
+        let attention = try XCTUnwrap(seen[.cProj])
+        XCTAssertEqual(x.data, input, "stopping at c_proj's input leaves the residual untouched")
+        lm.blockFrom(1, &x, start: .cProj, input: attention, upTo: .w1)
+        let residual = x.data
+        XCTAssertNotEqual(residual, input)
+        x = FloatTensor(shape: [S, h], data: residual)
+        lm.blockFrom(1, &x, start: .w1, input: nil, upTo: .mlpProj)
+        let mlpInput = try XCTUnwrap(seen[.mlpProj])
+        x = FloatTensor(shape: [S, h], data: residual)
+        lm.blockFrom(1, &x, start: .mlpProj, input: mlpInput, upTo: nil)
+        XCTAssertEqual(x.data, full.data, "staged passes must reproduce the full block exactly")
+        for m in QwenLM.BlockLinear.allCases { XCTAssertEqual(seen[m], fullSeen[m], "\(m.rawValue) input") }
+    }
+
     func testSingleViTBlockMapsReferenceEmbeddingToBlockOutput() throws {
         var x = FloatTensor(shape: [1024, 64], data: try run.reference.floats("vit_embed").values)
         run.model.vision.block(0, &x)

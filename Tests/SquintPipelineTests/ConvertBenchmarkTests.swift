@@ -47,7 +47,7 @@ final class ConvertBenchmarkTests: XCTestCase {
         gopts.hinvPrecision = .mixed
         var stages: [String: Double] = [:]
         let tb = Date()
-        let (_, logs) = try Converter.quantizeBlock(0, model: model, weights: weights, inputs: inputs, outputs: outputs, options: o,
+        let (_, logs, _) = try Converter.quantizeBlock(0, model: model, weights: weights, inputs: inputs, outputs: outputs, options: o,
                                                     gptq: gopts, quantizer: qc, stageSeconds: &stages, tick: { _ in })
         let total = Date().timeIntervalSince(tb)
         for m in logs { print(String(format: "bench: %@ fasterquant %.2f s", m.module, m.quantSeconds)) }

@@ -183,7 +183,7 @@ final class ConvertTests: XCTestCase {
         for l in 0..<2 {
             let outputs = try ActivationStore(folder: "\(tmp)/acts-\(l + 1)", hidden: h, tokens: tokens, budget: 1 << 30)
             var seconds: [String: Double] = [:]
-            let (packed, _) = try Converter.quantizeBlock(l, model: model, weights: opened.file, inputs: inputs, outputs: outputs, options: o,
+            let (packed, _, _) = try Converter.quantizeBlock(l, model: model, weights: opened.file, inputs: inputs, outputs: outputs, options: o,
                                                           gptq: gopts, quantizer: qconfig, stageSeconds: &seconds, tick: { _ in })
             XCTAssertEqual(packed.count, 5)
             for (m, p) in packed {

@@ -303,7 +303,7 @@ public enum Converter {
                 let q: QuantizedWeight
                 var damp = 0.0
                 if let H = hessians.removeValue(forKey: m) {
-                    damp = absoluteDamp(H.matrix, n: cols, percent: gopts.percDamp)
+                    damp = absoluteDamp(diagonal: H.diagonal, percent: gopts.percDamp)
                     // Handed over without copies where nothing else holds them (w1 shares its Hessian with w2).
                     q = try GPTQ.fasterquant(weight: consume W, rows: rows, columns: cols, hessian: H.takeMatrix(), options: gopts)
                 } else {
@@ -385,10 +385,10 @@ public enum Converter {
     }
 
     /// percdamp · mean(diag H) after the dead-column fix, as `fasterquant` adds it (for the log).
-    static func absoluteDamp(_ H: [Float], n: Int, percent: Float) -> Double {
+    static func absoluteDamp(diagonal: [Float], percent: Float) -> Double {
         var s = 0.0
-        for i in 0..<n { let d = H[i * n + i]; s += Double(d == 0 ? 1 : d) }
-        return Double(percent * (Float(s) / Float(n)))
+        for d in diagonal { s += Double(d == 0 ? 1 : d) }
+        return Double(percent * (Float(s) / Float(diagonal.count)))
     }
 
     static func findVocab(_ given: String?, folder: String) throws -> String {

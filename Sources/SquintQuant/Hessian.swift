@@ -12,18 +12,34 @@ import COpenBLAS
 public struct Hessian: Sendable {
     /// Input features (the width of the linear layer's input).
     public let columns: Int
-    /// [columns, columns] row-major, symmetric (both triangles filled after every call).
-    public private(set) var matrix: [Float]
+    /// [columns, columns] row-major; while accumulating only the upper triangle is kept (ssyrk
+    /// writes it; scaling and mirroring the lower half on every call cost more than the product at
+    /// 11008 wide), and the lower one is filled from it when the matrix is read.
+    private var storage: [Float]
+    private var mirrored = true
     /// Sequences seen so far (AutoGPTQ's `nsamples`).
     public private(set) var nsamples: Int
 
-    /// The matrix, handed over without a copy (the Hessian is consumed).
-    public consuming func takeMatrix() -> [Float] { matrix }
+    /// [columns, columns] row-major, symmetric: a copy (use `takeMatrix()` to hand it over instead).
+    public var matrix: [Float] {
+        var m = storage
+        if !mirrored { Self.mirrorUpper(&m, n: columns) }
+        return m
+    }
+
+    /// The symmetric matrix, handed over without a copy (the Hessian is consumed).
+    public consuming func takeMatrix() -> [Float] {
+        if !mirrored { Self.mirrorUpper(&storage, n: columns); mirrored = true }
+        return storage
+    }
+
+    /// H[i, i] for every i.
+    public var diagonal: [Float] { (0..<columns).map { storage[$0 * columns + $0] } }
 
     public init(columns: Int) {
         precondition(columns > 0)
         self.columns = columns
-        self.matrix = [Float](repeating: 0, count: columns * columns)
+        self.storage = [Float](repeating: 0, count: columns * columns)
         self.nsamples = 0
     }
 
@@ -41,14 +57,19 @@ public struct Hessian: Sendable {
         let n = columns
         // torch: `self.H *= nsamples / (nsamples + tmp)`: a Python float applied as a float32 scalar.
         let shrink = Float(Double(nsamples) / Double(nsamples + sequences))
-        for i in 0..<matrix.count { matrix[i] *= shrink }
         nsamples += sequences
         // torch: `inp = math.sqrt(2 / nsamples) * inp.float()`: each element rounded to float32.
         let factor = Float((2.0 / Double(nsamples)).squareRoot())
         var xs = x
         for i in 0..<xs.count { xs[i] *= factor }
-        if tokens > 0 {
-            matrix.withUnsafeMutableBufferPointer { h in
+        mirrored = false
+        storage.withUnsafeMutableBufferPointer { h in
+            // H *= shrink (upper triangle, row by row: the same float32 products as torch's in-place scale).
+            for i in 0..<n {
+                let row = h.baseAddress! + i * n
+                for j in i..<n { row[j] *= shrink }
+            }
+            if tokens > 0 {
                 xs.withUnsafeBufferPointer { a in
                     // Upper triangle of H += Xsᵀ Xs, with Xs [tokens, n] row-major.
                     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(tokens),
@@ -56,9 +77,19 @@ public struct Hessian: Sendable {
                 }
             }
         }
-        // Mirror the upper triangle into the lower one.
-        matrix.withUnsafeMutableBufferPointer { h in
-            for i in 0..<n { for j in (i + 1)..<max(n, i + 1) { h[j * n + i] = h[i * n + j] } }
+    }
+
+    /// Lower triangle = upper triangle, in cache-sized tiles.
+    static func mirrorUpper(_ m: inout [Float], n: Int) {
+        let tile = 64
+        m.withUnsafeMutableBufferPointer { h in
+            for i0 in stride(from: 0, to: n, by: tile) {
+                for j0 in stride(from: i0, to: n, by: tile) {
+                    for i in i0..<min(i0 + tile, n) {
+                        for j in max(j0, i + 1)..<max(min(j0 + tile, n), max(j0, i + 1)) { h[j * n + i] = h[i * n + j] }
+                    }
+                }
+            }
         }
     }
 }

@@ -11,7 +11,8 @@ import TestSupport
 /// the normal suite (timings are not assertions).
 ///
 ///     SQUINT_BENCH=1 swift test -c release --filter ConvertBenchmarkTests
-///     (SQUINT_BENCH_SAMPLES=8, SQUINT_BENCH_TOKENS=512; OPENBLAS_NUM_THREADS to pin BLAS threads)
+///     (SQUINT_BENCH_SAMPLES=8, SQUINT_BENCH_TOKENS=512, SQUINT_BENCH_BUDGET=4GB as --memory-budget;
+///     OPENBLAS_NUM_THREADS to pin BLAS threads)
 final class ConvertBenchmarkTests: XCTestCase {
     func testOneRealSizeBlock() throws {
         let env = ProcessInfo.processInfo.environment
@@ -33,15 +34,18 @@ final class ConvertBenchmarkTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: tmp) }
         let h = config.hiddenSize
         let lengths = [Int](repeating: tokens, count: samples)
-        let inputs = try ActivationStore(folder: "\(tmp)/acts-0", hidden: h, tokens: lengths, budget: 8 << 30)
-        let outputs = try ActivationStore(folder: "\(tmp)/acts-1", hidden: h, tokens: lengths, budget: 8 << 30)
+        // The driver's budget split (`--memory-budget`, default 4 GB): a quarter each for the block's
+        // inputs and outputs, the rest for the activations kept between group passes.
+        let budget = env["SQUINT_BENCH_BUDGET"].flatMap { Synth.parseSize($0) } ?? (4 << 30)
+        let inputs = try ActivationStore(folder: "\(tmp)/acts-0", hidden: h, tokens: lengths, budget: budget / 4)
+        let outputs = try ActivationStore(folder: "\(tmp)/acts-1", hidden: h, tokens: lengths, budget: budget / 4)
         var g = SystemRandomNumberGenerator()
         for i in 0..<samples {
             // Residual-stream-like values: N(0, 1)-ish from a sum of uniforms.
             try inputs.put(i, (0..<(tokens * h)).map { _ in Float.random(in: -1...1, using: &g) + Float.random(in: -1...1, using: &g) })
         }
         var o = ConvertOptions(model: "<bench>", calibration: "<bench>", output: "\(tmp)/out")
-        o.memoryBudget = 16 << 30
+        o.memoryBudget = budget
         let qc = try QuantizerConfig(bits: 4, symmetric: true, perChannel: true)
         var gopts = GPTQOptions(quantizer: qc)
         gopts.hinvPrecision = .mixed

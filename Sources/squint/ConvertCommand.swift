@@ -51,7 +51,7 @@ struct Convert: ParsableCommand {
     @Option(name: .customLong("max-samples"), help: "Use only the first N calibration pairs.")
     var maxSamples: Int?
 
-    @Option(name: .customLong("memory-budget"), help: "RAM for calibration activations (e.g. 4GB); the rest waits on disk, zstd-compressed.")
+    @Option(name: .customLong("memory-budget"), help: "RAM for calibration activations (e.g. 4GB): a quarter each for a block's inputs and outputs, half for those kept between its passes; the rest waits on disk, zstd-compressed.")
     var memoryBudget: String = "4GB"
 
     @Option(help: "qwen.tiktoken (default: the model folder's, then $SQUINT_VOCAB).")

@@ -48,9 +48,17 @@ final class ActivationStore {
             out.removeSubrange(n...)
             return out
         }
-        let w = try AtomicFileWriter(destination: file(i), overwrite: true)
-        try w.write(compressed)
-        try w.commit()
+        if persistent {
+            // Resume state: atomic and fsynced.
+            let w = try AtomicFileWriter(destination: file(i), overwrite: true)
+            try w.write(compressed)
+            try w.commit()
+        } else {
+            // Scratch that no later run reads: neither atomicity nor durability needed.
+            do { try Data(compressed).write(to: URL(fileURLWithPath: file(i))) } catch {
+                throw FormatError.io(path: file(i), message: "cannot write spilled activations: \(error.localizedDescription)")
+            }
+        }
         if persistent && cachedBytes + bytes <= budget {
             cache[i] = x; cachedBytes += bytes
         } else {

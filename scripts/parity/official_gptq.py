@@ -23,6 +23,9 @@ import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from autogptq_ref import fasterquant  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CALIB = os.path.join(ROOT, "fixtures/calibration")
 torch.set_num_threads(int(os.environ.get("TH", "1")))
@@ -81,46 +84,6 @@ def block_forward(L, x):  # x [1,S,H]
     m = rms(h1, L["ln_2"])
     y = L["w1"](m) * F.silu(L["w2"](m))
     return h1 + L["mlp.c_proj"](y)
-
-def find_params(x, maxq=15):
-    tmp = torch.zeros(x.shape[0])
-    xmin = torch.minimum(x.min(1)[0], tmp); xmax = torch.maximum(x.max(1)[0], tmp)
-    xmax = torch.maximum(torch.abs(xmin), xmax)
-    t = xmin < 0
-    if torch.any(t): xmin[t] = -xmax[t]
-    t = (xmin == 0) & (xmax == 0); xmin[t] = -1; xmax[t] = 1
-    scale = (xmax - xmin) / maxq
-    zero = torch.full_like(scale, (maxq + 1) / 2)
-    return scale.reshape(-1, 1), zero.reshape(-1, 1)
-
-def quantize(x, scale, zero, maxq=15):
-    q = torch.clamp(torch.round(x / scale) + zero, 0, maxq)
-    return scale * (q - zero)
-
-def fasterquant(W, H, gs=128, bs=128, percdamp=0.01):
-    W = W.clone().float(); cols = W.shape[1]
-    dead = torch.diag(H) == 0; H[dead, dead] = 1; W[:, dead] = 0
-    Losses = torch.zeros_like(W); Q = torch.zeros_like(W)
-    damp = percdamp * torch.mean(torch.diag(H)); d = torch.arange(cols); H[d, d] += damp
-    H = torch.linalg.cholesky(H); H = torch.cholesky_inverse(H); H = torch.linalg.cholesky(H, upper=True)
-    Hinv = H; scale = zero = None; codes = torch.zeros_like(W)
-    for i1 in range(0, cols, bs):
-        i2 = min(i1 + bs, cols); count = i2 - i1
-        W1 = W[:, i1:i2].clone(); Q1 = torch.zeros_like(W1); Err1 = torch.zeros_like(W1); L1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        for i in range(count):
-            w = W1[:, i]; dd = Hinv1[i, i]
-            if (i1 + i) % gs == 0:
-                scale, zero = find_params(W[:, (i1 + i):(i1 + i + gs)])
-            q = quantize(w.unsqueeze(1), scale, zero).flatten()
-            codes[:, i1 + i] = torch.clamp(torch.round(w.unsqueeze(1) / scale) + zero, 0, 15).flatten()
-            Q1[:, i] = q; L1[:, i] = (w - q) ** 2 / dd ** 2
-            err1 = (w - q) / dd
-            W1[:, i:] -= err1.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
-            Err1[:, i] = err1
-        Q[:, i1:i2] = Q1; Losses[:, i1:i2] = L1 / 2
-        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
-    return Q, codes, torch.sum(Losses).item()
 
 def ref_codes(name):
     qw = REF[name + ".qweight"].numpy().view(np.uint32)  # [in/8, out]

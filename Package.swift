@@ -29,7 +29,8 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
 
         // Small C targets: SIMD kernels, and the setjmp-based error handling libjpeg/libpng need.
-        .target(name: "CSquintKernels", cSettings: cOptimize, linkerSettings: [.linkedLibrary("z")]),
+        .target(name: "CSquintKernels", cSettings: cOptimize,
+                linkerSettings: [.linkedLibrary("z"), .linkedLibrary("openblas"), .linkedLibrary("pthread")]),
         .target(name: "CSquintImageIO", dependencies: ["CJPEG", "CPNG"], cSettings: cOptimize),
 
         // Bytes in, bytes out: safetensors, torch zip/pickle, indexes, our Int4 file. No model code.
@@ -61,6 +62,6 @@ let package = Package(
                     dependencies: ["SquintModels", "SquintPipeline", "TestSupport"]),
         .testTarget(name: "SquintPipelineTests", dependencies: ["SquintPipeline", "SquintQuant", "TestSupport"]),
         .testTarget(name: "SquintCLITests", dependencies: ["SquintPipeline", "SquintFormats", "TestSupport"]),
-        .testTarget(name: "SquintQuantTests", dependencies: ["SquintQuant", "SquintFormats", "TestSupport"]),
+        .testTarget(name: "SquintQuantTests", dependencies: ["SquintQuant", "SquintFormats", "TestSupport", "CSquintKernels", "COpenBLAS"]),
     ]
 )

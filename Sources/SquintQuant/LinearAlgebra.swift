@@ -1,6 +1,7 @@
 import COpenBLAS
 import CSquintKernels
 import Foundation
+import SquintTensor
 
 /// Precision of the inverse-Hessian factorisation in `fasterquant`.
 ///
@@ -47,7 +48,7 @@ enum LinearAlgebra {
         case .double:
             try Workspace.shared.withDoubles(nn) { a in
                 h.withUnsafeBufferPointer { sq_reverse_f32_to_f64($0.baseAddress!, a, nn) }     // J H J
-                try potrfLower(a, n: n, dpotrf_)
+                try choleskyLowerDouble(a, n: n)
                 sq_reverse_f64_inplace(a, nn)                                                    // Ũ (upper part)
                 try trtriUpper(a, n: n, dtrtri_)
                 h.withUnsafeMutableBufferPointer { sq_upper_col_to_row_f64_to_f32(a, $0.baseAddress!, n) }
@@ -56,7 +57,7 @@ enum LinearAlgebra {
             // Cholesky in float64 (the ill-conditioned step), triangular inverse in float32.
             try Workspace.shared.withDoubles(nn) { a in
                 h.withUnsafeBufferPointer { sq_reverse_f32_to_f64($0.baseAddress!, a, nn) }
-                try potrfLower(a, n: n, dpotrf_)
+                try choleskyLowerDouble(a, n: n)
                 try h.withUnsafeMutableBufferPointer { hp in
                     let p = hp.baseAddress!
                     sq_reverse_f64_to_f32(a, p, nn)
@@ -102,6 +103,24 @@ enum LinearAlgebra {
             defer { lock.unlock() }
             buffer?.deallocate(); buffer = nil; capacity = 0
         }
+    }
+
+    /// Whether the float64 Cholesky runs its trailing updates on AVX-512 (`sq_dpotrf_lower_avx512`,
+    /// bit-identical to dpotrf, ~1.6x faster on a CPU that executes 512-bit FMAs at full width): when the
+    /// CPU has AVX-512F and `$SQUINT_NO_AVX512` is unset. Elsewhere OpenBLAS's dpotrf runs.
+    static let avx512Cholesky: Bool = {
+        ProcessInfo.processInfo.environment["SQUINT_NO_AVX512"] == nil && sq_cpu_has_avx512f() != 0
+    }()
+
+    /// dpotrf("L") of the column-major float64 n x n `a`: the AVX-512 blocked factorisation where
+    /// available, LAPACK's otherwise (same bits either way).
+    static func choleskyLowerDouble(_ a: UnsafeMutablePointer<Double>, n: Int, avx512: Bool = avx512Cholesky) throws {
+        if avx512 {
+            let info = sq_dpotrf_lower_avx512(a, n, Int32(Threads.count))
+            if info > 0 { throw QuantError.notPositiveDefinite(stage: "cholesky(H)", info: Int(info)) }
+            if info == 0 { return }
+        }
+        try potrfLower(a, n: n, dpotrf_)
     }
 
     private static func potrfLower<T>(

@@ -22,6 +22,16 @@ void sq_upper_col_to_row_f32_inplace(float *x, size_t n);
 /// The same from a float64 column-major U into a float32 row-major h (h and u distinct).
 void sq_upper_col_to_row_f64_to_f32(const double *u, float *h, size_t n);
 
+/// Non-zero when this CPU runs AVX-512F.
+int sq_cpu_has_avx512f(void);
+
+/// LAPACK dpotrf("L") of the n x n column-major a (lda = n) with the trailing updates on AVX-512 and up
+/// to `threads` threads; the diagonal blocks and panel solves are OpenBLAS's dpotrf/dtrsm. The factor is
+/// bit-identical to dpotrf's (OpenBLAS 0.3.21). Returns 0, or k > 0 when the leading minor of order k is
+/// not positive definite (as LAPACK's info), or -1 when it cannot run (no AVX-512, no memory): the
+/// caller then uses dpotrf. The strictly upper triangle is not touched.
+int sq_dpotrf_lower_avx512(double *a, size_t n, int threads);
+
 #ifdef __cplusplus
 }
 #endif

@@ -76,7 +76,7 @@ public enum CheckpointOpener {
                 weights = "\(path)/\(candidates[0])"
             }
         } else {
-            folder = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+            folder = Paths.parent(of: path)
         }
         let (file, format) = try openFile(weights)
         var config: QwenVLConfig?

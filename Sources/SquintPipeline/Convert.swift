@@ -34,7 +34,7 @@ public enum Converter {
     /// Where a run keeps its resume state for output `output`.
     public static func workFolder(for output: String) -> String {
         let dest = (output as NSString).standardizingPath
-        let parent = (dest as NSString).deletingLastPathComponent.isEmpty ? "." : (dest as NSString).deletingLastPathComponent
+        let parent = Paths.parent(of: dest)
         return "\(parent)/.\((dest as NSString).lastPathComponent).squint-convert"
     }
 
@@ -45,7 +45,7 @@ public enum Converter {
         let fm = FileManager.default
         let dest = (o.output as NSString).standardizingPath
         if fm.fileExists(atPath: dest) && !o.force { throw FormatError.exists(path: dest) }
-        let parent = (dest as NSString).deletingLastPathComponent.isEmpty ? "." : (dest as NSString).deletingLastPathComponent
+        let parent = Paths.parent(of: dest)
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
             throw FormatError.io(path: dest, message: "parent folder \(parent) does not exist")
@@ -349,7 +349,7 @@ public enum Converter {
     /// the output; those of processes that no longer exist are removed when a run starts.
     static func removeStaleTemporaries(for dest: String) {
         let fm = FileManager.default
-        let parent = (dest as NSString).deletingLastPathComponent.isEmpty ? "." : (dest as NSString).deletingLastPathComponent
+        let parent = Paths.parent(of: dest)
         let prefix = ".\((dest as NSString).lastPathComponent).tmp-"
         for name in (try? fm.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix(prefix) {
             guard let pid = Int32(name.dropFirst(prefix.count).prefix { $0 != "-" }), pid != getpid() else { continue }

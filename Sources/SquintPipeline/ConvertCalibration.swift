@@ -38,7 +38,7 @@ public struct CalibrationSet {
         }
         self.path = path
         sha256 = data.withUnsafeBytes { sha256Hex($0) }
-        let folder = (path as NSString).deletingLastPathComponent
+        let folder = Paths.parent(of: path)
         var samples: [Sample] = []
         let lines = data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
         for (k, raw) in lines.enumerated() {

@@ -111,7 +111,7 @@ public enum Synth {
         if fm.fileExists(atPath: dest, isDirectory: &isDir) {
             if !o.overwrite { throw FormatError.exists(path: dest) }
         }
-        let parent = (dest as NSString).deletingLastPathComponent.isEmpty ? "." : (dest as NSString).deletingLastPathComponent
+        let parent = Paths.parent(of: dest)
         guard fm.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
             throw FormatError.io(path: dest, message: "parent folder \(parent) does not exist")
         }

@@ -1,4 +1,5 @@
 import Foundation
+import SquintFormats
 import SquintModels
 import SquintTensor
 import SquintTokenizer
@@ -35,7 +36,7 @@ public struct ValidationSample {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ValidateError.pairs(path: path, line: 0, message: FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file")
         }
-        let base = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        let base = Paths.parent(of: path)
         var out: [ValidationSample] = []
         for (n, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             if let limit, out.count >= limit { break }

@@ -107,6 +107,32 @@ final class ConvertTests: XCTestCase {
         XCTAssertLessThan((num / den).squareRoot(), 1e-5)
     }
 
+    /// One-character relative names (`squint convert m -o o`) used to crash in Foundation's path code
+    /// (SIGILL in `deletingLastPathComponent`); synth, convert and the calibration's relative images
+    /// must work from the current folder. The RTN file must equal the one written under full paths.
+    func testOneCharacterRelativeNames() throws {
+        let s = try Self.shared()
+        let fm = FileManager.default
+        let previous = fm.currentDirectoryPath
+        defer { fm.changeCurrentDirectoryPath(previous) }
+        XCTAssertTrue(fm.changeCurrentDirectoryPath(tmp))
+        _ = try Synth.run(.init(configPath: Fixtures.path("qwen-vl-tiny/config.json"), seed: 20240611, format: .safetensors,
+                                maxShardSize: 40_000_000, output: "m", vocabPath: Self.vocab))
+        try fm.copyItem(atPath: Fixtures.path("calibration/images"), toPath: "images")
+        try fm.copyItem(atPath: Self.pairs, toPath: "p")              // images named relative to "p"'s folder: "."
+        var o = ConvertOptions(model: "m", calibration: "p", output: "o")
+        o.format = .autogptq
+        o.maxShardSize = 40_000_000
+        let r = try Converter.run(o)
+        XCTAssertEqual(r.samples, s.result.samples)
+        let shards = try fm.contentsOfDirectory(atPath: s.autogptq).filter { $0.hasSuffix(".safetensors") }
+        XCTAssertFalse(shards.isEmpty)
+        for f in shards {
+            let (a, b) = (try MappedFile(path: "o/\(f)"), try MappedFile(path: "\(s.autogptq)/\(f)"))
+            XCTAssertEqual(sha256Hex(a.bytes), sha256Hex(b.bytes), f)
+        }
+    }
+
     /// RTN: one find_params per group of the original weight, no calibration. Against the official
     /// Quantizer's RTN of the same weights (fixtures/gptq-cases `rtn_sym_g128`).
     func testRTNMatchesTheOfficialQuantizer() throws {

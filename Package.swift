@@ -51,7 +51,7 @@ let package = Package(
                 dependencies: ["SquintFormats", "SquintTensor", "SquintImage", "SquintTokenizer", "SquintModels",
                                "SquintQuant", "CZstd"]),
         .executableTarget(name: "squint", dependencies: [
-            "SquintPipeline", "SquintModels", "SquintTokenizer",
+            "SquintPipeline", "SquintModels", "SquintTokenizer", "SquintFormats", "SquintTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["SquintFormats", "SquintTensor"]),

@@ -1,3 +1,4 @@
+import Foundation
 import CSquintKernels
 
 /// One tensor-table row of an SQ4 file (Formats/SQUINT_INT4.md §3). `offset` is relative to the data
@@ -146,17 +147,48 @@ public final class SquintInt4File: TensorFile {
         }
     }
 
-    /// Full verification: every tensor's checksum, and zero padding between tensors. Reads the file.
-    public func verify() throws {
+    /// Full verification: every tensor's checksum, and zero padding between tensors. Reads the file
+    /// once (CRC-32 runs at ~6 GB/s per core: about 1 s for the 4.6 GB Qwen-VL-Chat Int4 file on 2
+    /// threads, page cache permitting). Tensors are checked on up to `threads` threads, biggest first;
+    /// the first mismatch in table order is reported. `progress(bytesDone, bytesTotal)` may be called
+    /// from any thread.
+    public func verify(threads: Int = 1, progress: (@Sendable (Int, Int) -> Void)? = nil) throws {
         var end = 0
         for e in table {
             let gap = try mapping.slice(dataSectionOffset + end, e.offset - end, what: "padding before '\(e.name)'")
             guard gap.allSatisfy({ $0 == 0 }) else {
                 throw FormatError.invalid(path: path, what: "the alignment padding before tensor '\(e.name)' is not zero")
             }
-            try verify(tensor: e.name)
             end = e.offset + e.length
         }
+        let order = table.indices.sorted { table[$0].length > table[$1].length }
+        let total = table.reduce(0) { $0 + $1.length }
+        final class State: @unchecked Sendable {
+            let lock = NSLock()
+            var next = 0, done = 0
+            var failures: [Int: Error] = [:]
+        }
+        let state = State()
+        let workers = max(1, min(threads, order.count))
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            while true {
+                state.lock.lock()
+                let k = state.next
+                state.next += 1
+                state.lock.unlock()
+                if k >= order.count { return }
+                let i = order[k]
+                do { try verify(tensor: table[i].name) } catch {
+                    state.lock.lock(); state.failures[i] = error; state.lock.unlock()
+                }
+                state.lock.lock()
+                state.done += table[i].length
+                let d = state.done
+                state.lock.unlock()
+                progress?(d, total)
+            }
+        }
+        if let first = state.failures.keys.min() { throw state.failures[first]! }
     }
 }
 

@@ -66,9 +66,12 @@ public struct InspectReport: Codable, Sendable {
     public var quantization: QuantizationConfig?
     public var metadata: [String: String]
     public var tensors: [TensorRow]
+    /// With `--verify`: what was checked ("verified: ..." for a Squint Int4 file; "none: ..." for
+    /// formats without checksums). Absent otherwise.
+    public var checksums: String?
 
     enum CodingKeys: String, CodingKey {
-        case path, format, layout, files, tensors, modules, config, quantization, metadata
+        case path, format, layout, files, tensors, modules, config, quantization, metadata, checksums
         case layoutNotes = "layout_notes"
         case tensorCount = "tensor_count"
         case totalBytes = "total_bytes"

@@ -18,9 +18,12 @@ public final class LoadedModel {
     public let vocabularyPath: String
 
     /// - Parameter vocab: qwen.tiktoken; default: the folder's, then $SQUINT_VOCAB.
-    public init(folder: String, vocab: String? = nil) throws {
+    /// - Parameter verifyChecksums: check every tensor's CRC-32 of a Squint Int4 file before use (one
+    ///   read of the file; other formats carry no checksums).
+    public init(folder: String, vocab: String? = nil, verifyChecksums: Bool = true) throws {
         self.folder = folder
         checkpoint = try CheckpointOpener.open(folder)
+        if verifyChecksums, let sq4 = checkpoint.file as? SquintInt4File { try sq4.verify(threads: Threads.count) }
         guard let config = checkpoint.config else {
             throw ModelError.config(path: "\(checkpoint.folder)/config.json", message: "no config.json next to the weights")
         }

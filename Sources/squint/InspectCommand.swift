@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import SquintPipeline
+import SquintFormats
+import SquintTensor
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,7 +14,10 @@ struct Inspect: ParsableCommand {
         Int4, Squint Int4) and the config. Accepts safetensors files, torch .bin/.pt/.pth files (zip \
         and legacy), sharded folders with an index, and Squint Int4 files.
 
-        Exit codes: 0 ok; 1 the checkpoint is invalid or unreadable; 64 bad arguments; \
+        --verify reads a Squint Int4 file once and checks every tensor's CRC-32.
+
+        Exit codes: 0 ok; 1 the checkpoint is invalid or unreadable (or, with --verify, corrupt); \
+        64 bad arguments; \
         3 (--diff) the checkpoints differ.
         """)
 
@@ -34,11 +39,15 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Summaries only: leave out the per-tensor table.")
     var summary = false
 
+    @Flag(help: "Squint Int4 files: check the CRC-32 of every tensor (the header's is always checked); exit 1 on a mismatch. Other formats carry no checksums.")
+    var verify = false
+
     func validate() throws {
         if let filter, (try? NSRegularExpression(pattern: filter)) == nil {
             throw ValidationError("--filter '\(filter)' is not a valid regular expression")
         }
         if diff != nil && stats { throw ValidationError("--stats cannot be combined with --diff") }
+        if diff != nil && verify { throw ValidationError("--verify cannot be combined with --diff") }
     }
 
     func run() throws {
@@ -60,15 +69,26 @@ struct Inspect: ParsableCommand {
             }
             let regex = try filter.map { try NSRegularExpression(pattern: $0) }
             let bar = stats && !json ? ProgressBar(label: "stats", unit: .bytes) : nil
-            let report = try Inspector.inspect(
+            var report = try Inspector.inspect(
                 a.file, format: a.format, config: a.config, quantization: a.quantization,
                 squintInt4: a.isSquintInt4, filter: regex, stats: stats,
                 progress: bar.map { b in { done, total in b.update(done, total) } })
             bar?.finish()
+            if verify {
+                if let sq4 = a.file as? SquintInt4File {
+                    let vbar = json ? nil : ProgressBar(label: "verify", unit: .bytes)
+                    try sq4.verify(threads: Threads.count, progress: vbar.map { b in { done, total in b.update(done, total) } })
+                    vbar?.finish()
+                    report.checksums = "verified: the header and all \(sq4.tensors.count) tensor CRC-32s match"
+                } else {
+                    report.checksums = "none: \(a.format) files carry no checksums (headers, sizes and offsets were checked)"
+                }
+            }
             if json {
                 print(try jsonString(report))
             } else {
                 print(InspectText.render(report, showTensors: !summary))
+                if let c = report.checksums { print("checksums: \(c)") }
             }
         }
     }

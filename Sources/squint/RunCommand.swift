@@ -34,6 +34,9 @@ struct GenerationOptions: ParsableArguments {
     @Option(help: "Threads for Squint's kernels and OpenBLAS (default: every core, or $SQUINT_THREADS).")
     var threads: Int?
 
+    @Flag(name: .customLong("no-verify"), help: "Skip the CRC-32 check of a Squint Int4 file's tensors (checked by default: one read of the file, about 1 s for the 4.6 GB Qwen-VL-Chat Int4).")
+    var noVerify = false
+
     func validate() throws {
         if let topP, !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
         if let topK, topK < 0 { throw ValidationError("--top-k must be >= 0") }
@@ -45,7 +48,7 @@ struct GenerationOptions: ParsableArguments {
     /// Loads the model with these options' vocabulary, threads and Int4 decode path.
     func load(_ folder: String) throws -> LoadedModel {
         if let threads { Threads.count = threads }
-        let m = try LoadedModel(folder: folder, vocab: vocab)
+        let m = try LoadedModel(folder: folder, vocab: vocab, verifyChecksums: !noVerify)
         m.useInt8Activations(int8Activations)
         return m
     }

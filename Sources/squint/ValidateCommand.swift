@@ -50,6 +50,9 @@ struct Validate: ParsableCommand {
     @Flag(help: "Print the result as JSON (keys: docs/VALIDATE_JSON.md).")
     var json = false
 
+    @Flag(name: .customLong("no-verify"), help: "Skip the CRC-32 check of a Squint Int4 file's tensors (checked by default before anything runs).")
+    var noVerify = false
+
     func validate() throws {
         if let maxKL, !(maxKL >= 0) { throw ValidationError("--max-kl must be >= 0") }
         if let minTop1, !(minTop1 >= 0 && minTop1 <= 1) { throw ValidationError("--min-top1 must be in [0, 1]") }
@@ -61,8 +64,8 @@ struct Validate: ParsableCommand {
     func run() throws {
         var gateFailed = false
         try runReportingErrors {
-            let a = try LoadedModel(folder: bf16, vocab: vocab)
-            let b = try LoadedModel(folder: int4, vocab: vocab ?? a.vocabularyPath)
+            let a = try LoadedModel(folder: bf16, vocab: vocab, verifyChecksums: !noVerify)
+            let b = try LoadedModel(folder: int4, vocab: vocab ?? a.vocabularyPath, verifyChecksums: !noVerify)
             let samples = try ValidationSample.load(pairs: eval, tokenizer: a.tokenizer, limit: limit)
             let bar = ProgressBar(label: "validate", unit: .items("blocks"))
             let tok = a.tokenizer

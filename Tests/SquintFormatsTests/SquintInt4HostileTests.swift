@@ -179,6 +179,31 @@ final class SquintInt4HostileTests: XCTestCase {
         XCTAssertNoThrow(try f.verify(tensor: "dense.small"))
     }
 
+    /// Two corrupt tensors, checked on several threads: the one first in the table is reported, every time.
+    func testParallelVerifyReportsTheFirstCorruptTensorInTableOrder() throws {
+        let (offSmall, _, iSmall) = try offsetOf("dense.small")
+        let (offLarge, _, iLarge) = try offsetOf("dense.large")
+        var b = valid
+        b[dataStart + offSmall] ^= 0x01
+        b[dataStart + offLarge + 7] ^= 0x80
+        let p = dir.write("two.sq4", b)
+        let first = iSmall < iLarge ? "dense.small" : "dense.large"
+        let f = try SquintInt4File(path: p)
+        for threads in [1, 2, 4] {
+            assertFormatError(try f.verify(threads: threads), "invalid", path: p, mentioning: "tensor '\(first)': checksum mismatch")
+        }
+        let seen = Counter()
+        XCTAssertNoThrow(try SquintInt4File(path: dir.write("ok2.sq4", valid)).verify(threads: 2) { done, total in seen.add(done, total) })
+        XCTAssertEqual(seen.last, seen.total)                 // progress reaches every tensor's bytes
+        XCTAssertGreaterThan(seen.total, 0)
+    }
+
+    final class Counter: @unchecked Sendable {
+        let lock = NSLock()
+        var last = 0, total = 0
+        func add(_ d: Int, _ t: Int) { lock.lock(); last = max(last, d); total = t; lock.unlock() }
+    }
+
     func testNonZeroGapBetweenTensorsIsFoundByVerify() throws {
         let (off, _, i) = try offsetOf("dense.large")
         XCTAssertGreaterThan(i, 0)

@@ -56,6 +56,11 @@ final class ConvertTests: XCTestCase {
     func official() throws -> SafetensorsFile { try SafetensorsFile(path: Fixtures.path("qwen-vl-tiny/int4/quantized_modules.safetensors")) }
     func ours(_ s: Shared) throws -> TensorFile { try CheckpointOpener.open(s.autogptq).file }
 
+    func fm(write data: Data, to path: String) throws {
+        try FileManager.default.createDirectory(atPath: Paths.parent(of: path), withIntermediateDirectories: true)
+        try data.write(to: URL(fileURLWithPath: path))
+    }
+
     static func words(_ v: TensorView) -> [UInt32] {
         (0..<(v.bytes.count / 4)).map { UInt32(littleEndian: v.bytes.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) }
     }
@@ -415,6 +420,19 @@ final class ConvertTests: XCTestCase {
         let f = try SquintInt4File(path: "\(tmp)/tiny.sq4")
         try f.verify()
         XCTAssertEqual(f.linears.count, 10)
+        // run/validate check the checksums before using the file: a flipped bit in a tensor is refused
+        // (unless verification is turned off), never run silently.
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: f.path))
+        let at = f.tensors.first { $0.name == "transformer.wte.weight" }!.offset + 1000     // absolute file offset
+        bytes[at] ^= 0x10
+        try fm(write: bytes, to: "\(tmp)/flipped/model.sq4")
+        for name in ["config.json", "qwen.tiktoken"] where FileManager.default.fileExists(atPath: "\(s.model)/\(name)") {
+            try FileManager.default.copyItem(atPath: "\(s.model)/\(name)", toPath: "\(tmp)/flipped/\(name)")
+        }
+        XCTAssertThrowsError(try LoadedModel(folder: "\(tmp)/flipped/model.sq4", vocab: Self.vocab)) { e in
+            XCTAssertTrue("\(e)".contains("transformer.wte.weight") && "\(e)".contains("checksum mismatch"), "\(e)")
+        }
+        XCTAssertNoThrow(try LoadedModel(folder: "\(tmp)/flipped/model.sq4", vocab: Self.vocab, verifyChecksums: false))
         XCTAssertEqual(f.header.tokenizer.qwenTiktokenSHA256, sha256Hex(try Data(contentsOf: URL(fileURLWithPath: Self.vocab))))
         XCTAssertEqual(f.header.quantization, SQ4Quantization())
         XCTAssertEqual(f.header.provenance.tool, Converter.toolVersion)

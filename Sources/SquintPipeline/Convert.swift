@@ -38,6 +38,16 @@ public enum Converter {
         return "\(parent)/.\((dest as NSString).lastPathComponent).squint-convert"
     }
 
+    /// After a failed run (disk full, a bad image found late, ...): what the work folder still holds
+    /// and how to continue, or nil when nothing was saved.
+    public static func resumeHint(for output: String) -> String? {
+        let work = workFolder(for: output)
+        guard let state = try? ConvertWorkState.read("\(work)/state.json") else { return nil }
+        let what = state.blocksDone == 1 ? "1 finished block is" : "\(state.blocksDone) finished blocks are"
+        return "\(state.blocksDone == 0 ? "the calibration activations are" : what) saved in \(work): "
+            + "fix the problem and run the same command with --resume to continue, or delete that folder to start over"
+    }
+
     /// Runs a conversion (or a repack of an AutoGPTQ checkpoint into SQ4). On error nothing is left
     /// at the output; the work folder keeps the blocks finished so far (for --resume).
     public static func run(_ o: ConvertOptions, progress: ProgressBar? = nil) throws -> ConvertResult {

@@ -89,7 +89,17 @@ struct Convert: ParsableCommand {
             o.memoryBudget = SquintPipeline.Synth.parseSize(memoryBudget)!
             guard o.setHinvPrecision(hinv) else { throw ValidationError("--hinv must be mixed, double or float") }
             o.vocab = vocab; o.resume = resume; o.force = force
-            let r = try Converter.run(o, progress: ProgressBar(label: "convert", unit: .items("passes")))
+            let r: ConvertResult
+            do {
+                r = try Converter.run(o, progress: ProgressBar(label: "convert", unit: .items("passes")))
+            } catch {
+                // Ctrl-C's message already says how to resume; for other failures say what was kept.
+                if case ConvertError.interrupted = error {} else if let hint = Converter.resumeHint(for: output) {
+                    FileHandle.standardError.write(Data("error: \(error)\nnote: \(hint)\n".utf8))
+                    throw ExitCode(1)
+                }
+                throw error
+            }
             if json {
                 print(try jsonString(r))
             } else {

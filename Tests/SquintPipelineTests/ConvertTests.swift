@@ -466,6 +466,10 @@ final class ConvertTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(tmp)/b.sq4"), "no partial output")
         let work = Converter.workFolder(for: "\(tmp)/b.sq4")
         XCTAssertTrue(FileManager.default.fileExists(atPath: "\(work)/block-0.safetensors"))
+        // What the CLI adds to any other failure (disk full, ...): what was kept and how to go on.
+        XCTAssertEqual(Converter.resumeHint(for: "\(tmp)/b.sq4"), "1 finished block is saved in \(work): fix the problem and "
+            + "run the same command with --resume to continue, or delete that folder to start over")
+        XCTAssertNil(Converter.resumeHint(for: "\(tmp)/never-run.sq4"))
         // Without --resume the saved state is neither lost nor silently reused.
         a.afterBlock = nil
         XCTAssertThrowsError(try Converter.run(a)) { guard case .workState = $0 as? ConvertError else { return XCTFail("\($0)") } }

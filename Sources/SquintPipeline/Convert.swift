@@ -431,9 +431,9 @@ public enum Converter {
             bytes[name] = v.withUnsafeBytes { Array($0) }
         }
         for (m, p) in packed {
-            let k = 32 / p.bits, n = prefix + m.rawValue
-            add(n + ".qweight", .i32, [p.inFeatures / k, p.outFeatures], p.qweight.map { $0.littleEndian })
-            add(n + ".qzeros", .i32, [p.groups, p.outFeatures / k], p.qzeros.map { $0.littleEndian })
+            let n = prefix + m.rawValue
+            add(n + ".qweight", .i32, [AutoGPTQPacking.packedCount(p.inFeatures, bits: p.bits), p.outFeatures], p.qweight.map { $0.littleEndian })
+            add(n + ".qzeros", .i32, [p.groups, AutoGPTQPacking.packedCount(p.outFeatures, bits: p.bits)], p.qzeros.map { $0.littleEndian })
             add(n + ".scales", .f16, [p.groups, p.outFeatures], p.scales.map { $0.littleEndian })
             add(n + ".g_idx", .i32, [p.inFeatures], p.gIdx.map { $0.littleEndian })
             add(n + ".bias", .f16, [p.outFeatures], p.bias.map { $0.littleEndian })

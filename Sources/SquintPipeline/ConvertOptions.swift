@@ -64,11 +64,14 @@ public struct ConvertOptions {
     public func validate(inFeatures: [Int]) throws {
         func bad(_ s: String) -> ConvertError { .invalidOption(s) }
         switch format {
-        case .squint: guard bits == 4 else { throw bad("--format squint stores 4-bit codes only (got --bits \(bits)); use --format autogptq for 2 or 8 bits") }
+        case .squint: guard bits == 4 else { throw bad("--format squint stores 4-bit codes only (got --bits \(bits)); use --format autogptq for 2, 3 or 8 bits") }
         case .autogptq:
             guard AutoGPTQPacking.supportedBits.contains(bits) else {
-                throw bad("--bits \(bits) is not supported: AutoGPTQ v1 packing here takes 2, 4 or 8 bits")
+                throw bad("--bits \(bits) is not supported: AutoGPTQ v1 packing takes 2, 3, 4 or 8 bits")
             }
+        }
+        if bits == 3, let n = inFeatures.first(where: { $0 % 32 != 0 }) {
+            throw bad("--bits 3 packs 32 codes into 3 words: every quantized layer's input width must be a multiple of 32, not \(n)")
         }
         guard groupSize == -1 || groupSize > 0 else { throw bad("--group-size must be -1 or positive, got \(groupSize)") }
         if groupSize > 0 {

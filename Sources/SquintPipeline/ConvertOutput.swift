@@ -13,10 +13,9 @@ public enum ConvertOutput {
 
     /// Names, dtypes and shapes of an AutoGPTQ v1 checkpoint of `config` (no weights needed): the
     /// BF16 state_dict order, each block linear's `.weight` (and c_attn's `.bias`) replaced by its
-    /// qweight I32 [in/k, out], qzeros I32 [groups, out/k], scales F16 [groups, out], g_idx I32 [in],
-    /// bias F16 [out] (k = 32/bits); every other tensor F16 (the official Int4 is an fp16 model).
+    /// qweight I32 [in·bits/32, out], qzeros I32 [groups, out·bits/32], scales F16 [groups, out], g_idx
+    /// I32 [in], bias F16 [out]; every other tensor F16 (the official Int4 is an fp16 model).
     public static func autogptqTensors(config: QwenVLConfig, bits: Int, groupSize: Int) -> [SafetensorsWriter.Tensor] {
-        let k = 32 / bits
         var out: [SafetensorsWriter.Tensor] = []
         let linears = Set(QwenLM.BlockLinear.allCases.map(\.rawValue))
         for spec in config.bf16TensorSpecs() {
@@ -25,8 +24,8 @@ public enum ConvertOutput {
                 _ = linears
                 let o = spec.shape[0], i = spec.shape[1]
                 let groups = groupSize == -1 ? 1 : i / groupSize
-                out.append(.init(name: prefix + ".qweight", dtype: .i32, shape: [i / k, o]))
-                out.append(.init(name: prefix + ".qzeros", dtype: .i32, shape: [groups, o / k]))
+                out.append(.init(name: prefix + ".qweight", dtype: .i32, shape: [AutoGPTQPacking.packedCount(i, bits: bits), o]))
+                out.append(.init(name: prefix + ".qzeros", dtype: .i32, shape: [groups, AutoGPTQPacking.packedCount(o, bits: bits)]))
                 out.append(.init(name: prefix + ".scales", dtype: .f16, shape: [groups, o]))
                 out.append(.init(name: prefix + ".g_idx", dtype: .i32, shape: [i]))
                 out.append(.init(name: prefix + ".bias", dtype: .f16, shape: [o]))

@@ -1,26 +1,32 @@
 /// The AutoGPTQ "v1" packed layout of a quantized linear layer (SPEC §5.4 / §5.5), as written by
 /// `qlinear_cuda_old.QuantLinear.pack` and read by every AutoGPTQ / optimum / exllama kernel.
 ///
-/// Bit layout, defined here once (b = bits, k = 32/b codes per 32-bit word):
+/// Bit layout, defined here once (b = bits): along the packed axis the codes form one little-endian
+/// bit stream, code i at bits [b·i, b·i + b) of the concatenated 32-bit words. For b = 2, 4, 8 that is
+/// k = 32/b whole codes per word; for b = 3 it is AutoGPTQ's 32-codes-in-3-words layout, where codes
+/// 10 and 21 of each 32 straddle two words.
 ///
-///     qweight [in/k, out]     Int32   qweight[r, o] = Σ_{j<k} code[k·r + j, o] << (b·j)
+///     qweight [in·b/32, out]   Int32  column o = the stream of code[0..<in, o]
 ///                                     (lowest input index in the lowest bits; stored as the int32 bit pattern)
-///     qzeros  [groups, out/k] Int32   qzeros[g, c]  = Σ_{j<k} (zero[g, k·c + j] − 1) << (b·j)
+///     qzeros  [groups, out·b/32] Int32  row g = the stream of (zero[g, 0..<out] − 1)
 ///                                     QUIRK: "zeros minus one". Readers add the 1 back.
 ///     scales  [groups, out]   F16
 ///     g_idx   [in]            Int32   group of each input row
 ///     bias    [out]           F16     (zeros when the layer has none)
 ///
 /// Dequantised weight: W[i, o] = scales[g_idx[i], o] · (code[i, o] − (zst[g_idx[i], o] + 1)), exact in
-/// float32 for 2/4/8 bits (an fp16 scale times a small integer).
+/// float32 (an fp16 scale times a small integer).
 ///
-/// Bits: 2, 4 and 8 only. AutoGPTQ's 3-bit layout packs codes across word boundaries (32 codes in
-/// three words) and is refused here with `QuantError.invalidSetting`; the quantizer itself supports 3.
+/// Bits: 2, 3, 4 and 8, as AutoGPTQ. in and out must be multiples of 32 for 3 bits (AutoGPTQ sizes
+/// the buffers as n // 32 · b), of 32/b otherwise.
 public enum AutoGPTQPacking {
-    public static let supportedBits: Set<Int> = [2, 4, 8]
+    public static let supportedBits: Set<Int> = [2, 3, 4, 8]
 
-    /// Codes per 32-bit word.
-    @inline(__always) public static func codesPerWord(bits: Int) -> Int { 32 / bits }
+    /// Words holding `count` codes along the packed axis (count·bits/32; AutoGPTQ: count // 32 · bits).
+    @inline(__always) public static func packedCount(_ count: Int, bits: Int) -> Int { count * bits / 32 }
+
+    /// What `count` must be a multiple of along a packed axis.
+    @inline(__always) static func packingUnit(bits: Int) -> Int { bits == 3 ? 32 : 32 / bits }
 
     /// A packed layer. Arrays are row-major with the shapes in the comments.
     public struct Packed: Sendable, Equatable {
@@ -28,8 +34,8 @@ public enum AutoGPTQPacking {
         public var inFeatures: Int
         public var outFeatures: Int
         public var groups: Int
-        public var qweight: [Int32]   // [in/k, out]
-        public var qzeros: [Int32]    // [groups, out/k]
+        public var qweight: [Int32]   // [in·bits/32, out]
+        public var qzeros: [Int32]    // [groups, out·bits/32]
         public var scales: [UInt16]   // [groups, out] IEEE fp16 bit patterns
         public var gIdx: [Int32]      // [in]
         public var bias: [UInt16]     // [out] fp16 bit patterns (zeros when the layer has no bias)
@@ -37,12 +43,12 @@ public enum AutoGPTQPacking {
         public init(bits: Int, inFeatures: Int, outFeatures: Int, groups: Int, qweight: [Int32], qzeros: [Int32],
                     scales: [UInt16], gIdx: [Int32], bias: [UInt16]) throws {
             try AutoGPTQPacking.checkLayout(bits: bits, inFeatures: inFeatures, outFeatures: outFeatures)
-            let k = 32 / bits
+            let pin = AutoGPTQPacking.packedCount(inFeatures, bits: bits), pout = AutoGPTQPacking.packedCount(outFeatures, bits: bits)
             func check<T>(_ a: [T], _ name: String, _ n: Int) throws {
                 guard a.count == n else { throw QuantError.shapeMismatch(what: name, expected: n, actual: a.count) }
             }
-            try check(qweight, "qweight [\(inFeatures / k), \(outFeatures)]", inFeatures / k * outFeatures)
-            try check(qzeros, "qzeros [\(groups), \(outFeatures / k)]", groups * outFeatures / k)
+            try check(qweight, "qweight [\(pin), \(outFeatures)]", pin * outFeatures)
+            try check(qzeros, "qzeros [\(groups), \(pout)]", groups * pout)
             try check(scales, "scales [\(groups), \(outFeatures)]", groups * outFeatures)
             try check(gIdx, "g_idx [\(inFeatures)]", inFeatures)
             try check(bias, "bias [\(outFeatures)]", outFeatures)
@@ -56,10 +62,9 @@ public enum AutoGPTQPacking {
 
     static func checkLayout(bits: Int, inFeatures: Int, outFeatures: Int) throws {
         guard supportedBits.contains(bits) else {
-            throw QuantError.invalidSetting("AutoGPTQ v1 packing supports 2, 4 and 8 bits here, not \(bits)"
-                + (bits == 3 ? " (the 3-bit layout straddles words and is not implemented)" : ""))
+            throw QuantError.invalidSetting("AutoGPTQ v1 packing supports 2, 3, 4 and 8 bits, not \(bits)")
         }
-        let k = 32 / bits
+        let k = packingUnit(bits: bits)
         guard inFeatures > 0, outFeatures > 0, inFeatures % k == 0, outFeatures % k == 0 else {
             throw QuantError.invalidSetting("in (\(inFeatures)) and out (\(outFeatures)) features must be positive multiples of \(k) for \(bits)-bit packing")
         }
@@ -137,58 +142,59 @@ public enum AutoGPTQPacking {
                           bias: bias.map { $0.map(f16Bits) } ?? [UInt16](repeating: 0, count: nOut))
     }
 
-    /// qweight packing: codes [rows, cols] -> words [rows/k, cols], k consecutive ROWS per word.
+    /// Code `i` of a little-endian stream of `bits`-bit codes: word i·b/32, shift i·b%32, and the
+    /// high part in the next word when the code straddles (3 bits only).
+    @inline(__always) static func streamPut(_ words: inout [UInt32], base: Int, stride: Int, index i: Int, bits: Int, _ v: UInt32) {
+        let bit = i * bits, w = bit >> 5, sh = UInt32(bit & 31)
+        words[base + w * stride] |= v << sh
+        if Int(sh) + bits > 32 { words[base + (w + 1) * stride] |= v >> (32 - sh) }
+    }
+
+    @inline(__always) static func streamGet(_ words: [Int32], base: Int, stride: Int, index i: Int, bits: Int) -> UInt8 {
+        let bit = i * bits, w = bit >> 5, sh = UInt32(bit & 31), mask = UInt32((1 << bits) - 1)
+        var v = UInt32(bitPattern: words[base + w * stride]) >> sh
+        if Int(sh) + bits > 32 { v |= UInt32(bitPattern: words[base + (w + 1) * stride]) << (32 - sh) }
+        return UInt8(v & mask)
+    }
+
+    /// qweight packing: codes [rows, cols] -> words [rows·b/32, cols]; each column is a code stream.
     public static func packRows(_ codes: [UInt8], rows: Int, cols: Int, bits: Int) -> [Int32] {
-        let k = 32 / bits
-        precondition(rows % k == 0 && codes.count == rows * cols)
-        var out = [Int32](repeating: 0, count: rows / k * cols)
-        for r in 0..<(rows / k) {
-            for c in 0..<cols {
-                var w: UInt32 = 0
-                for j in 0..<k { w |= UInt32(codes[(r * k + j) * cols + c]) << UInt32(bits * j) }
-                out[r * cols + c] = Int32(bitPattern: w)
-            }
+        precondition(rows % packingUnit(bits: bits) == 0 && codes.count == rows * cols)
+        var out = [UInt32](repeating: 0, count: packedCount(rows, bits: bits) * cols)
+        for i in 0..<rows {
+            for c in 0..<cols { streamPut(&out, base: c, stride: cols, index: i, bits: bits, UInt32(codes[i * cols + c])) }
         }
-        return out
+        return out.map { Int32(bitPattern: $0) }
     }
 
-    /// qzeros packing: values [rows, cols] -> words [rows, cols/k], k consecutive COLUMNS per word.
+    /// qzeros packing: values [rows, cols] -> words [rows, cols·b/32]; each row is a code stream.
     public static func packColumns(_ values: [UInt8], rows: Int, cols: Int, bits: Int) -> [Int32] {
-        let k = 32 / bits
-        precondition(cols % k == 0 && values.count == rows * cols)
-        var out = [Int32](repeating: 0, count: rows * cols / k)
+        precondition(cols % packingUnit(bits: bits) == 0 && values.count == rows * cols)
+        let pc = packedCount(cols, bits: bits)
+        var out = [UInt32](repeating: 0, count: rows * pc)
         for r in 0..<rows {
-            for c in 0..<(cols / k) {
-                var w: UInt32 = 0
-                for j in 0..<k { w |= UInt32(values[r * cols + c * k + j]) << UInt32(bits * j) }
-                out[r * (cols / k) + c] = Int32(bitPattern: w)
-            }
+            for c in 0..<cols { streamPut(&out, base: r * pc, stride: 1, index: c, bits: bits, UInt32(values[r * cols + c])) }
         }
-        return out
+        return out.map { Int32(bitPattern: $0) }
     }
 
-    /// Inverse of `packRows`: words [rows/k, cols] -> codes [rows, cols].
+    /// Inverse of `packRows`: words [rows·b/32, cols] -> codes [rows, cols].
     public static func unpackRows(_ words: [Int32], rows: Int, cols: Int, bits: Int) -> [UInt8] {
-        let k = 32 / bits, mask = UInt32((1 << bits) - 1)
-        precondition(rows % k == 0 && words.count == rows / k * cols)
+        precondition(rows % packingUnit(bits: bits) == 0 && words.count == packedCount(rows, bits: bits) * cols)
         var out = [UInt8](repeating: 0, count: rows * cols)
         for i in 0..<rows {
-            for c in 0..<cols {
-                out[i * cols + c] = UInt8((UInt32(bitPattern: words[(i / k) * cols + c]) >> UInt32(bits * (i % k))) & mask)
-            }
+            for c in 0..<cols { out[i * cols + c] = streamGet(words, base: c, stride: cols, index: i, bits: bits) }
         }
         return out
     }
 
-    /// Inverse of `packColumns`: words [rows, cols/k] -> values [rows, cols].
+    /// Inverse of `packColumns`: words [rows, cols·b/32] -> values [rows, cols].
     public static func unpackColumns(_ words: [Int32], rows: Int, cols: Int, bits: Int) -> [UInt8] {
-        let k = 32 / bits, mask = UInt32((1 << bits) - 1)
-        precondition(cols % k == 0 && words.count == rows * cols / k)
+        let pc = packedCount(cols, bits: bits)
+        precondition(cols % packingUnit(bits: bits) == 0 && words.count == rows * pc)
         var out = [UInt8](repeating: 0, count: rows * cols)
         for r in 0..<rows {
-            for c in 0..<cols {
-                out[r * cols + c] = UInt8((UInt32(bitPattern: words[r * (cols / k) + c / k]) >> UInt32(bits * (c % k))) & mask)
-            }
+            for c in 0..<cols { out[r * cols + c] = streamGet(words, base: r * pc, stride: 1, index: c, bits: bits) }
         }
         return out
     }

@@ -27,7 +27,7 @@ struct Convert: ParsableCommand {
     @Option(help: "squint (one SQ4 file) or autogptq (safetensors shards + configs, AutoGPTQ v1 layout).")
     var format: String = "squint"
 
-    @Option(help: "Bits per weight (AutoGPTQ bits). squint: 4; autogptq: 2, 4 or 8.")
+    @Option(help: "Bits per weight (AutoGPTQ bits). squint: 4; autogptq: 2, 3, 4 or 8 (Squint runs 4-bit files; others are for AutoGPTQ/transformers).")
     var bits: Int = 4
 
     @Option(name: .customLong("group-size"), help: "Inputs per scale group (AutoGPTQ group_size); -1 = one group per row.")

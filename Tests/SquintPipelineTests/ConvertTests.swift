@@ -138,6 +138,50 @@ final class ConvertTests: XCTestCase {
         }
     }
 
+    /// --bits 3 --format autogptq: AutoGPTQ's 3-bit layout (qweight [in·3/32, out], qzeros [groups, out·3/32],
+    /// zero − 1 = 3 in every field for sym), with RTN so that every code can be recomputed here from the
+    /// source weight by AutoGPTQ's min-max rule. The runtime refuses it by name instead of misreading it.
+    func testThreeBitAutoGPTQOutput() throws {
+        let s = try Self.shared()
+        var o = ConvertOptions(model: s.model, calibration: nil, output: "\(tmp)/ag3")
+        o.method = .rtn; o.format = .autogptq; o.bits = 3
+        _ = try Converter.run(o)
+        let f = try CheckpointOpener.open("\(tmp)/ag3")
+        XCTAssertEqual(f.quantization?.bits, 3)
+        let source = try CheckpointOpener.open(s.model).file
+        for m in ["transformer.h.0.mlp.c_proj", "transformer.h.1.attn.c_attn"] {
+            let w = Kernels.floats(try source.view(m + ".weight"))                   // [out, in]
+            let (out, inF) = (try source.view(m + ".weight").info.shape[0], try source.view(m + ".weight").info.shape[1])
+            XCTAssertEqual(try f.file.view(m + ".qweight").info.shape, [inF * 3 / 32, out])
+            XCTAssertEqual(try f.file.view(m + ".qzeros").info.shape, [inF / 128, out * 3 / 32])
+            let qw = Self.words(try f.file.view(m + ".qweight")).map { Int32(bitPattern: $0) }
+            let qz = Self.words(try f.file.view(m + ".qzeros")).map { Int32(bitPattern: $0) }
+            XCTAssertEqual(Set(AutoGPTQPacking.unpackColumns(qz, rows: inF / 128, cols: out, bits: 3)), [3])
+            let codes = AutoGPTQPacking.unpackRows(qw, rows: inF, cols: out, bits: 3)   // [in, out]
+            var mismatches = 0
+            for r in 0..<out {
+                for g in 0..<(inF / 128) {
+                    // AutoGPTQ's find_params (sym, per row-group, float32): xmin = min(x, 0), xmax = max(x, 0),
+                    // xmax = max(|xmin|, xmax), xmin = -xmax where xmin < 0; scale = (xmax - xmin) / 7, zero 4.
+                    let xs = w[(r * inF + g * 128)..<(r * inF + g * 128 + 128)]
+                    var lo = min(xs.min()!, 0), hi = max(xs.max()!, 0)
+                    hi = max(abs(lo), hi)
+                    if lo < 0 { lo = -hi }
+                    if lo == 0 && hi == 0 { lo = -1; hi = 1 }
+                    let scale = (hi - lo) / 7
+                    for i in (g * 128)..<(g * 128 + 128) {
+                        let expected = min(max((w[r * inF + i] / scale).rounded(.toNearestOrEven) + 4, 0), 7)
+                        if Float(codes[i * out + r]) != expected { mismatches += 1 }
+                    }
+                }
+            }
+            XCTAssertEqual(mismatches, 0, m)
+        }
+        XCTAssertThrowsError(try LoadedModel(folder: "\(tmp)/ag3", vocab: Self.vocab)) { e in
+            XCTAssertTrue("\(e)".contains("3-bit AutoGPTQ checkpoint"), "\(e)")
+        }
+    }
+
     /// RTN: one find_params per group of the original weight, no calibration. Against the official
     /// Quantizer's RTN of the same weights (fixtures/gptq-cases `rtn_sym_g128`).
     func testRTNMatchesTheOfficialQuantizer() throws {
@@ -556,7 +600,7 @@ final class ConvertTests: XCTestCase {
                                                                  problem: "no such file (looked at \(calib)/images/dog.png)"))
         }
         // Settings no format can hold.
-        for (format, bits, group) in [(ConvertOptions.OutputFormat.squint, 3, 128), (.squint, 8, 128), (.autogptq, 3, 128),
+        for (format, bits, group) in [(ConvertOptions.OutputFormat.squint, 3, 128), (.squint, 8, 128), (.autogptq, 5, 128),
                                       (.autogptq, 4, 100), (.squint, 4, 0)] {
             var o = ConvertOptions(model: s.model, calibration: Self.pairs, output: "\(tmp)/o-\(bits)-\(group)")
             o.format = format; o.bits = bits; o.groupSize = group

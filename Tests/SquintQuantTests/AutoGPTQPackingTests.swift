@@ -1,6 +1,8 @@
 import XCTest
 import SquintFormats
 import SquintQuant
+import SquintTensor
+import TestSupport
 
 /// The v1 layout, byte for byte: hand-built words from SPEC §5.4, and the official packed tensors of the
 /// qwen-vl-tiny Int4 checkpoint (fixtures/gptq-cases/packed_official.safetensors).
@@ -26,6 +28,61 @@ final class AutoGPTQPackingTests: XCTestCase {
         XCTAssertEqual(AutoGPTQPacking.unpackRows([Int32(bitPattern: 0xFF03_0201)], rows: 4, cols: 1, bits: 8), c8)
     }
 
+    /// 3 bits: AutoGPTQ's 32-codes-in-3-words layout (codes 10 and 21 straddle words), against the
+    /// words its packing loop produces (fixtures/gptq-cases/pack3_autogptq.safetensors, made by
+    /// scripts/fixtures/autogptq_pack3.py) for qweight (along inputs) and qzeros (zero - 1, along outputs).
+    func testThreeBitLayoutMatchesAutoGPTQsLoop() throws {
+        let f = try SafetensorsFile(path: Fixtures.path("gptq-cases/pack3_autogptq.safetensors"))
+        let codes = Array(try f.view("codes").bytes), zeros = Array(try f.view("zeros").bytes)
+        let (nIn, nOut) = (try f.view("codes").info.shape[0], try f.view("codes").info.shape[1])
+        let groups = try f.view("zeros").info.shape[0]
+        func words(_ name: String) throws -> [Int32] {
+            let v = try f.view(name)
+            return (0..<(v.bytes.count / 4)).map { Int32(littleEndian: v.bytes.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)) }
+        }
+        let qweight = try words("qweight"), qzeros = try words("qzeros")
+        XCTAssertEqual(try f.view("qweight").info.shape, [nIn / 32 * 3, nOut])
+        XCTAssertEqual(try f.view("qzeros").info.shape, [groups, nOut / 32 * 3])
+        XCTAssertEqual(AutoGPTQPacking.packRows(codes, rows: nIn, cols: nOut, bits: 3), qweight)
+        XCTAssertEqual(AutoGPTQPacking.packColumns(zeros.map { $0 - 1 }, rows: groups, cols: nOut, bits: 3), qzeros)
+        XCTAssertEqual(AutoGPTQPacking.unpackRows(qweight, rows: nIn, cols: nOut, bits: 3), codes)
+        XCTAssertEqual(AutoGPTQPacking.unpackColumns(qzeros, rows: groups, cols: nOut, bits: 3), zeros.map { $0 - 1 })
+        // Through pack(): Q on the grid of each code, sym zero 4 (stored 3), one group per 32 inputs.
+        let g = nIn / 32
+        var q = [Float](repeating: 0, count: nOut * nIn)
+        for o in 0..<nOut { for i in 0..<nIn { q[o * nIn + i] = 0.5 * (Float(codes[i * nOut + o]) - 4) } }
+        let p = try AutoGPTQPacking.pack(q: q, scale: [Float](repeating: 0.5, count: nOut * g), zero: [Float](repeating: 4, count: nOut * g),
+                                         gIdx: (0..<nIn).map { Int32($0 / 32) }, bias: nil, inFeatures: nIn, outFeatures: nOut, groups: g, bits: 3)
+        XCTAssertEqual(p.qweight, qweight)
+        XCTAssertEqual(Set(AutoGPTQPacking.unpackColumns(p.qzeros, rows: g, cols: nOut, bits: 3)), [3])
+        XCTAssertEqual(AutoGPTQPacking.dequantize(p), (0..<(nIn * nOut)).map { q[($0 % nOut) * nIn + $0 / nOut] })
+    }
+
+    /// Every width: the stream layout round-trips and agrees with the whole-code-per-word formula of
+    /// 2, 4 and 8 bits.
+    func testPackUnpackRoundTripForEveryWidth() {
+        var rng = SplitMix64(seed: 5)
+        for bits in [2, 3, 4, 8] {
+            let rows = 64, cols = 32
+            let codes = (0..<(rows * cols)).map { _ in UInt8(rng.next() % UInt64(1 << bits)) }
+            let w = AutoGPTQPacking.packRows(codes, rows: rows, cols: cols, bits: bits)
+            XCTAssertEqual(w.count, rows * bits / 32 * cols)
+            XCTAssertEqual(AutoGPTQPacking.unpackRows(w, rows: rows, cols: cols, bits: bits), codes, "bits \(bits)")
+            let z = AutoGPTQPacking.packColumns(codes, rows: rows, cols: cols, bits: bits)
+            XCTAssertEqual(AutoGPTQPacking.unpackColumns(z, rows: rows, cols: cols, bits: bits), codes, "bits \(bits)")
+            if bits != 3 {
+                let k = 32 / bits
+                for r in 0..<(rows / k) {
+                    for c in 0..<cols {
+                        var word: UInt32 = 0
+                        for j in 0..<k { word |= UInt32(codes[(r * k + j) * cols + c]) << UInt32(bits * j) }
+                        XCTAssertEqual(w[r * cols + c], Int32(bitPattern: word))
+                    }
+                }
+            }
+        }
+    }
+
     func testQzerosPackAlongOutputColumnsAndStoreZeroMinusOne() throws {
         // Sym 4-bit: zero 8 everywhere -> every stored nibble 7 -> 0x77777777 (SPEC §5.4).
         let out = 16, inF = 8
@@ -43,12 +100,12 @@ final class AutoGPTQPackingTests: XCTestCase {
 
     // MARK: refusals (AutoGPTQ would corrupt silently)
 
-    func testThreeBitPackingIsRefusedWithAClearError() {
-        XCTAssertThrowsError(try AutoGPTQPacking.pack(q: [Float](repeating: 0, count: 32 * 32), scale: [Float](repeating: 1, count: 32),
-                                                      zero: [Float](repeating: 4, count: 32), gIdx: [Int32](repeating: 0, count: 32),
-                                                      bias: nil, inFeatures: 32, outFeatures: 32, groups: 1, bits: 3)) { e in
+    func testThreeBitNeedsMultiplesOf32() {
+        XCTAssertThrowsError(try AutoGPTQPacking.pack(q: [Float](repeating: 0, count: 16 * 32), scale: [Float](repeating: 1, count: 32),
+                                                      zero: [Float](repeating: 4, count: 32), gIdx: [Int32](repeating: 0, count: 16),
+                                                      bias: nil, inFeatures: 16, outFeatures: 32, groups: 1, bits: 3)) { e in
             guard case QuantError.invalidSetting(let m) = e else { return XCTFail("\(e)") }
-            XCTAssertTrue(m.contains("3-bit"))
+            XCTAssertTrue(m.contains("multiples of 32 for 3-bit"), m)
         }
     }
 

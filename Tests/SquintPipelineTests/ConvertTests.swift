@@ -234,6 +234,29 @@ final class ConvertTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(pct, 98.5)
     }
 
+    /// The whole official pipeline (torch ViT + resampler, official QWenBlock, AutoGPTQ fasterquant;
+    /// scripts/parity/official_gptq.py, mode torchvit) run on this machine with 2 threads instead of the
+    /// reference's 1 lands on other codes than the reference in 1.32% of the weights, all in block 1,
+    /// where float32 noise is amplified. Squint's conversion equals that run on every code: the
+    /// end-to-end difference from the reference is the official code's own spread, not ours.
+    func testEveryCodeEqualsTheOfficialPipelineOnTwoThreads() throws {
+        let s = try Self.shared()
+        let a = try ours(s)
+        let official = try SafetensorsFile(path: Fixtures.path("qwen-vl-tiny/int4/official_codes_torchvit_2threads.safetensors"))
+        var same = 0, total = 0
+        for m in Self.allModules {
+            let expected = try official.view(m + ".codes")                 // [out, in] U8
+            let (rows, cols) = (expected.info.shape[0], expected.info.shape[1])
+            let codes = Self.codes(Self.words(try a.view(m + ".qweight")))   // word (c/8, r), nibble c%8
+            var k = 0
+            for r in 0..<rows { for c in 0..<cols where codes[((c / 8) * rows + r) * 8 + c % 8] == expected.bytes[r * cols + c] { k += 1 } }
+            XCTAssertEqual(k, rows * cols, "\(m): \(rows * cols - k) codes differ from the official pipeline's")
+            same += k; total += rows * cols
+        }
+        XCTAssertEqual(total, 425_984)
+        XCTAssertEqual(same, total)
+    }
+
     /// The block loop alone (per-group Hessians over the samples, fasterquant, fake-quantized re-runs
     /// feeding the next group and block) against the official code on the same activations: the
     /// fixture holds block-0 calibration inputs and the codes that a torch transcription of the

@@ -16,7 +16,8 @@ MODE: `ours` (GPTQ from Squint's inputs), `torchvit` (image rows replaced by thi
   Squint's inputs and the codes this official-code transcription computes from them as
   OUT.safetensors, for ConvertTests).
 The reference run used ATEN_CPU_CAPABILITY=avx2 kernels on one thread: set that variable (and leave
-TH unset) to reproduce its rounding; TH=2 or the AVX-512 kernels show the official code's own spread.
+TH unset) to reproduce its rounding; TH=2 or the AVX-512 kernels show the official code's own spread. CODES_OUT=FILE saves the codes
+[out, in] of any mode as safetensors (e.g. to compare them with a Squint AutoGPTQ output).
 """
 import json, math, os, sys
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -208,6 +209,12 @@ if __name__ == "__main__":
             x[0, IMG0:IMG0 + 256] = f
         xs.append(x)
     codes = run(0, xs)
+    if os.environ.get("CODES_OUT"):   # every mode: the codes [out, in] this run computed
+        save_file(codes, os.environ["CODES_OUT"], metadata={
+            "what": f"4-bit codes [out, in] of the official AutoGPTQ code (torch transcription, "
+                    f"scripts/parity/official_gptq.py, mode {mode}) on the qwen-vl-tiny calibration run",
+            "torch": torch.__version__, "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", "default"),
+            "threads": str(torch.get_num_threads())})
     if mode == "fixture":
         tensors = {f"sample.{i}": x[0].contiguous() for i, x in enumerate(xs)}
         tensors.update(codes)

@@ -23,11 +23,11 @@ public final class LoadedModel {
     public init(folder: String, vocab: String? = nil, verifyChecksums: Bool = true) throws {
         self.folder = folder
         checkpoint = try CheckpointOpener.open(folder)
-        if verifyChecksums, let sq4 = checkpoint.file as? SquintInt4File { try sq4.verify(threads: Threads.count) }
         if let q = checkpoint.quantization, q.bits != 4 {
             throw ModelError.config(path: checkpoint.file.path, message: "a \(q.bits)-bit AutoGPTQ checkpoint: Squint's runtime runs 4-bit "
                 + "ones (like the official Qwen-VL-Chat-Int4); `squint inspect` reads it, and transformers/AutoGPTQ can run it")
         }
+        if verifyChecksums, let sq4 = checkpoint.file as? SquintInt4File { try sq4.verify(threads: Threads.count) }
         guard let config = checkpoint.config else {
             throw ModelError.config(path: "\(checkpoint.folder)/config.json", message: "no config.json next to the weights")
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SquintPipeline
+import SquintFormats
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -93,8 +94,14 @@ struct Convert: ParsableCommand {
             do {
                 r = try Converter.run(o, progress: ProgressBar(label: "convert", unit: .items("passes")))
             } catch {
-                // Ctrl-C's message already says how to resume; for other failures say what was kept.
-                if case ConvertError.interrupted = error {} else if let hint = Converter.resumeHint(for: output) {
+                // A failure during the work (disk full, a file that turns out unreadable): say what was kept.
+                // Ctrl-C's message already says how to resume; refusals before any work get no note.
+                let refusal: Bool
+                switch error {
+                case ConvertError.interrupted, ConvertError.workState, ConvertError.invalidOption, FormatError.exists: refusal = true
+                default: refusal = false
+                }
+                if !refusal, let hint = Converter.resumeHint(for: output) {
                     FileHandle.standardError.write(Data("error: \(error)\nnote: \(hint)\n".utf8))
                     throw ExitCode(1)
                 }

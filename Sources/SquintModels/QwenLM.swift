@@ -250,11 +250,15 @@ public final class QwenLM {
         let a = bufA.reserve(S * h), qkv = bufQKV.reserve(S * 3 * h), o = bufO.reserve(S * h)
         let g1 = bufG1.reserve(S * f), g2 = bufG2.reserve(S * f)
         precondition(start == .cAttn || start == .w1 || start == .w2 || startInput != nil, "runBlock: start \(start) needs its input")
+        /// Shows the observer linear `m`'s input; true when the pass stops there.
+        func reached(_ m: BlockLinear, _ input: UnsafeMutablePointer<Float>) -> Bool {
+            observe?(l, m, input, S)
+            return stop == m
+        }
         switch start {
         case .cAttn:
             Kernels.rmsNorm(x, weight: blk.ln1, a, rows: S, dim: h, eps: eps)
-            observe?(l, .cAttn, a, S)
-            if stop == .cAttn { return }
+            if reached(.cAttn, a) { return }
             blk.cAttn.forward(a, tokens: S, qkv, scratch: scratch)                 // [S, 3h] = q | k | v
             Kernels.rotary(qkv, tokens: S, heads: H, dim: d, stride: 3 * h, cos: cosT, sin: sinT, scale: logn)
             Kernels.rotary(qkv + h, tokens: S, heads: H, dim: d, stride: 3 * h, cos: cosT, sin: sinT, scale: nil)
@@ -267,8 +271,7 @@ public final class QwenLM {
                               v: HeadLayout(base: vc, rowStride: h, headStep: d),
                               nq: S, nk: T, heads: H, headDim: d, scaling: .divideScores(Float(Double(d).squareRoot())),
                               causalPast: past, out: a, outStride: h, scores: scores, qScratch: qScratch)
-            observe?(l, .cProj, a, S)
-            if stop == .cProj { return }
+            if reached(.cProj, a) { return }
             fallthrough
         case .cProj:
             if start == .cProj { a.update(from: startInput!, count: S * h) }
@@ -277,15 +280,12 @@ public final class QwenLM {
             fallthrough
         case .w1, .w2:
             Kernels.rmsNorm(x, weight: blk.ln2, a, rows: S, dim: h, eps: eps)
-            observe?(l, .w1, a, S)
-            if stop == .w1 { return }
+            if reached(.w1, a) { return }
             blk.w1.forward(a, tokens: S, g1, scratch: scratch)                     // [S, f]
-            observe?(l, .w2, a, S)
-            if stop == .w2 { return }
+            if reached(.w2, a) { return }
             blk.w2.forward(a, tokens: S, g2, scratch: scratch)                     // [S, f] (gate)
             Kernels.siluMul(g1, gate: g2, g1, count: S * f)
-            observe?(l, .mlpProj, g1, S)
-            if stop == .mlpProj { return }
+            if reached(.mlpProj, g1) { return }
             fallthrough
         case .mlpProj:
             if start == .mlpProj { g1.update(from: startInput!, count: S * f) }

@@ -114,8 +114,8 @@ enum LinearAlgebra {
 
     /// dpotrf("L") of the column-major float64 n x n `a`: the AVX-512 blocked factorisation where
     /// available, LAPACK's otherwise (same bits either way).
-    static func choleskyLowerDouble(_ a: UnsafeMutablePointer<Double>, n: Int, avx512: Bool = avx512Cholesky) throws {
-        if avx512 {
+    static func choleskyLowerDouble(_ a: UnsafeMutablePointer<Double>, n: Int) throws {
+        if avx512Cholesky {
             let info = sq_dpotrf_lower_avx512(a, n, Int32(Threads.count))
             if info > 0 { throw QuantError.notPositiveDefinite(stage: "cholesky(H)", info: Int(info)) }
             if info == 0 { return }

@@ -1,5 +1,6 @@
 import Foundation
 import COpenBLAS
+import CSquintKernels
 
 /// How many threads Squint's kernels and OpenBLAS use: `$SQUINT_THREADS`, else every core. Set it
 /// once at start-up (the CLI's `--threads`); benchmarks compare 1 and 2 threads with it.
@@ -16,4 +17,15 @@ public enum Threads {
             openblas_set_num_threads(Int32(value))
         }
     }
+}
+
+/// Which OpenBLAS kernel set runs Squint's products. Squint pins the Haswell (AVX2/FMA) set at
+/// start-up on every CPU that has AVX2 and FMA (Sources/CSquintKernels/blas_pin.c), so results are
+/// the same bits on Zen 3, Zen 4 and Zen 5; `SQUINT_BLAS_CORE=native` keeps OpenBLAS's own choice.
+public enum BLASKernels {
+    /// OpenBLAS's name for the kernel set in use, e.g. "Haswell" or "Cooperlake".
+    public static var coreName: String { String(cString: sq_blas_core_name()) }
+    /// True when Squint chose the kernel set (false: OpenBLAS's own choice, e.g. SQUINT_BLAS_CORE=native).
+    public static var pinned: Bool { sq_blas_pinned() != 0 }
+    public static var description: String { coreName + (pinned ? " (pinned by Squint)" : " (OpenBLAS's choice)") }
 }

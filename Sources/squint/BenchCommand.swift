@@ -25,7 +25,7 @@ struct Bench: ParsableCommand {
         try runReportingErrors {
             if let threads { Threads.count = threads }
             let parts = only.map { Set($0.split(separator: ",").map(String.init)) }
-            FileHandle.standardError.write(Data("squint bench: \(Threads.count) threads\n".utf8))
+            FileHandle.standardError.write(Data("squint bench: \(Threads.count) threads, OpenBLAS kernels \(BLASKernels.description)\n".utf8))
             let rows = try SquintPipeline.Bench.run(only: parts) { r in
                 guard !json else { return }
                 let frac = r.ofLimit.map { String(format: "  (%.0f%% of limit)", $0 * 100) } ?? ""

@@ -12,6 +12,11 @@ extern "C" {
 /// 1 when the CPU has AVX2 and FMA (and the fast paths are used), else 0.
 int sq_has_avx2_fma(void);
 
+/// The OpenBLAS kernel set in use (e.g. "Haswell") and whether Squint pinned it at start-up
+/// (blas_pin.c: the same bits on every machine; $SQUINT_BLAS_CORE=native keeps OpenBLAS's choice).
+const char *sq_blas_core_name(void);
+int sq_blas_pinned(void);
+
 /// Widening conversions to float32 (exact).
 void sq_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 void sq_f16_to_f32(const uint16_t *src, float *dst, size_t n);

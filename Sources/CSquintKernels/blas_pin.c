@@ -1,0 +1,55 @@
+// Pins OpenBLAS's float32/float64 kernels to one kernel set on every machine of our kind, so that a
+// given input gives the same bits on Zen 3, Zen 4 and Zen 5.
+//
+// Why: Debian's OpenBLAS 0.3.21 is a DYNAMIC_ARCH build that picks its kernels by CPU model: the
+// Haswell (AVX2) set on Zen 3 and Zen 5, the Cooperlake (AVX-512) set on Zen 4. The two sets block
+// and accumulate the K dimension in different orders, so every sgemm/ssyrk result differs in its
+// last bits, the ViT's activations follow, and GPTQ (whose codes sit on rounding boundaries) picks
+// a few different codes: a conversion made on a Zen 4 machine was not the one made on a Zen 3.
+// Pinning the Haswell set (AVX2 + FMA, which every machine we run on has) makes conversions and
+// logits reproducible bit for bit across them. On Zen 4 the AVX-512 units are 256 bits wide inside,
+// so the pinned set costs little there (docs/RELIABILITY.md has the measurement).
+//
+// How: OpenBLAS's own constructor has already chosen a kernel table (`gotoblas`) when ours runs
+// (a library's constructors run before those of the program that links it). gotoblas_dynamic_quit()
+// forgets that choice and gotoblas_dynamic_init() makes it again from $OPENBLAS_CORETYPE, which we
+// set for the duration of the call and then restore. No BLAS call can be in flight yet. Both symbols
+// are declared weak: with a non-DYNAMIC_ARCH OpenBLAS they are absent and nothing is changed.
+//
+// $SQUINT_BLAS_CORE overrides: "native" keeps OpenBLAS's own choice (including $OPENBLAS_CORETYPE),
+// any other value is passed to OpenBLAS as the core type to force.
+#include <stdlib.h>
+#include <string.h>
+#include "squint_kernels.h"
+
+extern void gotoblas_dynamic_init(void) __attribute__((weak));
+extern void gotoblas_dynamic_quit(void) __attribute__((weak));
+extern char *openblas_get_corename(void) __attribute__((weak));
+
+static int sq_blas_pinned_flag = 0;
+
+int sq_blas_pinned(void) { return sq_blas_pinned_flag; }
+
+const char *sq_blas_core_name(void) {
+    return openblas_get_corename ? openblas_get_corename() : "unknown";
+}
+
+static void sq_pin_blas_to(const char *core) {
+    if (!gotoblas_dynamic_init || !gotoblas_dynamic_quit) return;
+    const char *old = getenv("OPENBLAS_CORETYPE");
+    char *saved = old ? strdup(old) : NULL;
+    setenv("OPENBLAS_CORETYPE", core, 1);
+    gotoblas_dynamic_quit();
+    gotoblas_dynamic_init();
+    if (saved) { setenv("OPENBLAS_CORETYPE", saved, 1); free(saved); }
+    else unsetenv("OPENBLAS_CORETYPE");
+    sq_blas_pinned_flag = 1;
+}
+
+__attribute__((constructor)) static void sq_pin_blas(void) {
+    const char *choice = getenv("SQUINT_BLAS_CORE");
+    if (choice && strcmp(choice, "native") == 0) return;
+    if (choice && *choice) { sq_pin_blas_to(choice); return; }
+    // The Haswell set needs AVX2 and FMA; elsewhere OpenBLAS's own choice stands.
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) sq_pin_blas_to("Haswell");
+}

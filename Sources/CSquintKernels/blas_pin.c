@@ -18,6 +18,9 @@
 //
 // $SQUINT_BLAS_CORE overrides: "native" keeps OpenBLAS's own choice (including $OPENBLAS_CORETYPE),
 // any other value is passed to OpenBLAS as the core type to force.
+#define _GNU_SOURCE
+#include <sched.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include "squint_kernels.h"
@@ -46,7 +49,27 @@ static void sq_pin_blas_to(const char *core) {
     sq_blas_pinned_flag = 1;
 }
 
+extern void openblas_set_num_threads(int) __attribute__((weak));
+
+/// Squint's thread count: $SQUINT_THREADS when it is a positive number, else the CPUs this process
+/// may run on. Applied to OpenBLAS at start-up, so $OPENBLAS_NUM_THREADS does not silently change
+/// which order OpenBLAS sums in (its sgemm splits the work by thread count, and the rows at the edge
+/// of each part are summed in another order: the bits of a product depend on the thread count).
+int sq_default_threads(void) {
+    const char *s = getenv("SQUINT_THREADS");
+    if (s && *s) {
+        char *end = NULL;
+        long n = strtol(s, &end, 10);
+        if (end && *end == 0 && n > 0 && n <= 1024) return (int)n;
+    }
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) { int n = CPU_COUNT(&set); if (n > 0) return n; }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
 __attribute__((constructor)) static void sq_pin_blas(void) {
+    if (openblas_set_num_threads) openblas_set_num_threads(sq_default_threads());
     const char *choice = getenv("SQUINT_BLAS_CORE");
     if (choice && strcmp(choice, "native") == 0) return;
     if (choice && *choice) { sq_pin_blas_to(choice); return; }

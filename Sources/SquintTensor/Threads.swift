@@ -5,10 +5,9 @@ import CSquintKernels
 /// How many threads Squint's kernels and OpenBLAS use: `$SQUINT_THREADS`, else every core. Set it
 /// once at start-up (the CLI's `--threads`); benchmarks compare 1 and 2 threads with it.
 public enum Threads {
-    nonisolated(unsafe) private static var value: Int = {
-        if let s = ProcessInfo.processInfo.environment["SQUINT_THREADS"], let n = Int(s), n > 0 { return n }
-        return max(1, ProcessInfo.processInfo.activeProcessorCount)
-    }()
+    /// Start-up value: `sq_default_threads()` (blas_pin.c), which OpenBLAS was already set to
+    /// before main, so `$OPENBLAS_NUM_THREADS` cannot make OpenBLAS differ from Squint's own count.
+    nonisolated(unsafe) private static var value: Int = Int(sq_default_threads())
 
     public static var count: Int {
         get { value }

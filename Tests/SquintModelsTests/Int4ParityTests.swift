@@ -153,7 +153,8 @@ final class Int4ParityTests: XCTestCase {
         var ourAtRef: [Float] = [], lse: [Float] = []
         for p in 0..<S {
             let row = pre.logits.row(p)
-            XCTAssertEqual(topK(row, 20).map { Int32($0.0) }, Array(refIds[(p * 20)..<((p + 1) * 20)]), "\(label) top-20 ids at \(p)")
+            assertSameTopK(topK(row, 20), refIds[(p * 20)..<((p + 1) * 20)], refTop[(p * 20)..<((p + 1) * 20)], row: row, Tol.logits,
+                           "\(label) top-20 ids at \(p)")
             ourAtRef += refIds[(p * 20)..<((p + 1) * 20)].map { row[row.startIndex + Int($0)] }
             let m = row.max()!
             lse.append(m + Float(log(row.reduce(0.0) { $0 + exp(Double($1 - m)) })))

@@ -90,3 +90,25 @@ func topK(_ row: ArraySlice<Float>, _ k: Int) -> [(Int, Float)] {
     }
     return best
 }
+
+/// Our top-k ids at one position against the reference's, allowing two ids to trade places only
+/// where the reference's own logits of the two are closer than twice the logits tolerance: each of
+/// our logits may sit `atol + rtol*|x|` from the reference's (Tol.logits), so two logits that close
+/// can come out in either order depending on summation order (thread count, BLAS kernel set), and
+/// no tighter statement about their order can hold on every machine. Ids further apart must keep
+/// the reference's order exactly, and the set of ids must be the same but for such a near-tie at
+/// the last rank (checked through `row`, our whole logits row).
+func assertSameTopK(_ ours: [(Int, Float)], _ refIds: ArraySlice<Int32>, _ refLogits: ArraySlice<Float>,
+                    row: ArraySlice<Float>, _ tol: (rtol: Float, atol: Float), _ what: String,
+                    file: StaticString = #filePath, line: UInt = #line) {
+    let refIds = Array(refIds), refLogits = Array(refLogits)
+    XCTAssertEqual(ours.count, refIds.count, "\(what): k", file: file, line: line)
+    for (i, (id, _)) in ours.enumerated() where i < refIds.count && Int32(id) != refIds[i] {
+        // The reference's logit for our id at rank i (ours when the reference ranked it past k).
+        let refOfOurs = refIds.firstIndex(of: Int32(id)).map { refLogits[$0] } ?? row[row.startIndex + id]
+        let gap = abs(refOfOurs - refLogits[i])
+        let allowed = 2 * (tol.atol + tol.rtol * abs(refLogits[i]))
+        XCTAssert(gap <= allowed, "\(what): rank \(i) is id \(id), reference id \(refIds[i]); their reference logits "
+                  + "differ by \(gap), more than a near-tie (\(allowed))", file: file, line: line)
+    }
+}

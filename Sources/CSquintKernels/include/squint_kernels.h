@@ -16,6 +16,8 @@ int sq_has_avx2_fma(void);
 /// (blas_pin.c: the same bits on every machine; $SQUINT_BLAS_CORE=native keeps OpenBLAS's choice).
 const char *sq_blas_core_name(void);
 int sq_blas_pinned(void);
+/// $SQUINT_THREADS if set, else the CPUs this process may use; OpenBLAS is set to it at start-up.
+int sq_default_threads(void);
 
 /// Widening conversions to float32 (exact).
 void sq_bf16_to_f32(const uint16_t *src, float *dst, size_t n);

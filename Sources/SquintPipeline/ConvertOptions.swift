@@ -104,7 +104,10 @@ public enum ConvertError: Error, CustomStringConvertible, Equatable {
     /// The run was stopped (Ctrl-C, injected failure); the state saved so far is kept.
     case interrupted(afterBlock: Int)
 
-    public var description: String {
+    /// One line: names from files (calibration lines, images, tensors) are escaped (`printable`).
+    public var description: String { printable(rawDescription) }
+
+    private var rawDescription: String {
         switch self {
         case let .invalidOption(s): return "convert: \(s)"
         case let .calibrationLine(p, l, w): return "\(p):\(l): \(w)"

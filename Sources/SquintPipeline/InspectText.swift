@@ -1,4 +1,5 @@
 import Foundation
+import SquintFormats
 
 /// Human-readable rendering of an `InspectReport` (the `--json` form is the Codable encoding).
 public enum InspectText {
@@ -71,6 +72,7 @@ public enum InspectText {
                 out.append(line)
             }
         }
-        return out.joined(separator: "\n")
+        // Every line holds names and values from the file: escaped so each stays one line.
+        return out.map(printable).joined(separator: "\n")
     }
 }

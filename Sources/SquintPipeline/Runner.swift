@@ -40,12 +40,19 @@ public final class LoadedModel {
         tokenizer = try QwenTokenizer(vocabularyFile: v)
         vocabularyPath = v
         var g = SamplingOptions(doSample: true, temperature: 1, topK: 0, topP: 0.3, seed: 0)
-        if let d = FileManager.default.contents(atPath: "\(checkpoint.folder)/generation_config.json"),
+        let genPath = "\(checkpoint.folder)/generation_config.json"
+        if let d = FileManager.default.contents(atPath: genPath),
            let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] {
             if let s = o["do_sample"] as? Bool { g.doSample = s }
-            if let p = o["top_p"] as? Double { g.topP = Float(p) }
-            if let k = o["top_k"] as? Int { g.topK = k }
-            if let t = o["temperature"] as? Double { g.temperature = Float(t) }
+            // Checked before use: a temperature of 0 or NaN would turn every logit into NaN.
+            func number(_ key: String, _ ok: (Double) -> Bool, _ allowed: String) throws -> Double? {
+                guard let v = (o[key] as? NSNumber)?.doubleValue else { return nil }
+                guard v.isFinite, ok(v) else { throw ModelError.config(path: genPath, message: "\(key) is \(v), allowed \(allowed)") }
+                return v
+            }
+            if let p = try number("top_p", { $0 > 0 && $0 <= 1 }, "a number in (0, 1]") { g.topP = Float(p) }
+            if let k = try number("top_k", { $0 >= 0 && $0 <= 1e9 && $0 == $0.rounded() }, "an integer in 0...1000000000") { g.topK = Int(k) }
+            if let t = try number("temperature", { $0 >= 1e-6 && $0 <= 1e6 }, "a number in 1e-6...1e6") { g.temperature = Float(t) }
         }
         generation = g
     }
@@ -188,8 +195,10 @@ public enum Runner {
         let w = Double(img.width), h = Double(img.height)
         let line = max(Int((min(w, h) / 150).rounded()), 1)
         for (k, b) in boxes.enumerated() {
-            img.drawRectangle(x1: Int(Double(b.x1) / 1000 * w), y1: Int(Double(b.y1) / 1000 * h),
-                              x2: Int(Double(b.x2) / 1000 * w), y2: Int(Double(b.y2) / 1000 * h),
+            // Coordinates come from the model's text: clamped before the Int conversion (far outside the
+            // 0...1000 grid, so drawing still clips off-image boxes as before, but nothing can overflow).
+            func px(_ v: Int, _ size: Double) -> Int { Int(Double(min(max(v, -1_000_000), 1_000_000)) / 1000 * size) }
+            img.drawRectangle(x1: px(b.x1, w), y1: px(b.y1, h), x2: px(b.x2, w), y2: px(b.y2, h),
                               color: palette[k % palette.count], lineWidth: line)
         }
         try img.writePNG(path: output, overwrite: overwrite)

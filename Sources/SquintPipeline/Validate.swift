@@ -9,7 +9,10 @@ public enum ValidateError: Error, CustomStringConvertible, Equatable {
     case pairs(path: String, line: Int, message: String)
     case incompatible(message: String)
 
-    public var description: String {
+    /// One line: names from files are escaped (`printable`).
+    public var description: String { printable(rawDescription) }
+
+    private var rawDescription: String {
         switch self {
         case let .pairs(p, l, m): return "\(p):\(l): \(m)"
         case let .incompatible(m): return "the two models cannot be compared: \(m)"

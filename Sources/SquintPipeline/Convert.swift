@@ -54,13 +54,23 @@ public enum Converter {
         let t0 = Date()
         let fm = FileManager.default
         let dest = (o.output as NSString).standardizingPath
-        if fm.fileExists(atPath: dest) && !o.force { throw FormatError.exists(path: dest) }
+        if fm.fileExists(atPath: dest) && !o.force {
+            // Outputs appear complete or not at all, so an existing one with --resume is a finished run.
+            if o.resume { throw ConvertError.workState(path: dest, problem: "already complete: there is nothing to resume (pass --force to convert again)") }
+            throw FormatError.exists(path: dest)
+        }
         let parent = Paths.parent(of: dest)
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
             throw FormatError.io(path: dest, message: "parent folder \(parent) does not exist")
         }
         let opened = try CheckpointOpener.open(o.model)
+        if o.verifyChecksums {
+            // Torch zip entries (and SQ4 tensors) carry CRC-32s: a flipped bit is caught before hours of work.
+            let bar = progress == nil ? nil : ProgressBar(label: "verify", unit: .bytes)
+            try Checksums.verify(opened.file, threads: Threads.count, progress: bar.map { b in { done, total in b.update(done, total) } })
+            bar?.finish()
+        }
         let configPath = "\(opened.folder)/config.json"
         guard let config = opened.config, let configData = fm.contents(atPath: configPath) else {
             throw ConvertError.source(path: configPath, problem: "no config.json next to the weights")
@@ -100,10 +110,19 @@ public enum Converter {
                 throw FormatError.io(path: work, message: "cannot create the work folder: \(error.localizedDescription)")
             }
         }
+        // A run that fails before its first state.json (a bad image, a model that does not bind) did
+        // no work worth keeping: it leaves no work folder, so the corrected command needs no --force.
+        let freshWork = state == nil
+        func discardFreshWork<T>(_ body: () throws -> T) throws -> T {
+            do { return try body() } catch {
+                if freshWork { try? fm.removeItem(atPath: work) }
+                throw error
+            }
+        }
         let resumedFrom = state?.blocksDone
         removeStaleTemporaries(for: dest)
 
-        let model = try QwenVLModel(config: config, weights: opened.file)
+        let model = try discardFreshWork { try QwenVLModel(config: config, weights: opened.file) }
         let L = config.numHiddenLayers, h = config.hiddenSize
         let n = calib?.samples.count ?? 0
         let passes = o.method == .gptq ? sequentialGroups.count + 1 : 0
@@ -118,7 +137,7 @@ public enum Converter {
         var carried: ActivationStore? = nil
 
         // 1. Calibration: block-0 inputs of every sample.
-        if state == nil {
+        if state == nil { try discardFreshWork {
             let tc = Date()
             let tokens = calib?.samples.map(\.tokens.count) ?? []
             if let calib {
@@ -140,7 +159,7 @@ public enum Converter {
             state = ConvertWorkState(fingerprint: fingerprint, blocksDone: 0, tokens: tokens, log: [])
             try state!.write(statePath)
             stageSeconds["calibration", default: 0] += Date().timeIntervalSince(tc)
-        } else {
+        } } else {
             doneUnits = o.method == .gptq ? n + state!.blocksDone * passes * n : state!.blocksDone * 5
         }
         var st = state!
@@ -200,10 +219,6 @@ public enum Converter {
             }
             try AtomicFileWriter.write(Array(try Data(contentsOf: URL(fileURLWithPath: vocabPath))), to: "\(staging)/qwen.tiktoken", overwrite: false)
             files.append("qwen.tiktoken")
-            if fm.fileExists(atPath: dest) { try fm.removeItem(atPath: dest) }   // only with --force (checked above)
-            guard rename(staging, dest) == 0 else {
-                throw FormatError.io(path: dest, message: "cannot move the finished folder into place: \(String(cString: strerror(errno)))")
-            }
             written = files.sorted().map { "\(dest)/\($0)" }
             logPath = "\(dest)/convert_log.json"
         }
@@ -212,9 +227,21 @@ public enum Converter {
                                    files: written, log: logPath, samples: n, tokens: st.tokens.reduce(0, +), blocks: L,
                                    resumedFromBlock: resumedFrom, modules: st.log, peakRSSBytes: peakRSSBytes(),
                                    spilledBytes: spilled, seconds: Date().timeIntervalSince(t0), stageSeconds: stageSeconds)
-        try? fm.removeItem(atPath: work)
         result.peakRSSBytes = peakRSSBytes()
-        try writeLog(result, calibration: calibText, to: logPath, overwrite: true)
+        if o.format == .autogptq {
+            // The log goes into the staging folder before the rename: the output folder appears at its
+            // path complete, convert_log.json included, or not at all (issue 17).
+            let staging = "\(work)/output"
+            try writeLog(result, calibration: calibText, to: "\(staging)/convert_log.json", overwrite: false)
+            if fm.fileExists(atPath: dest) { try fm.removeItem(atPath: dest) }   // only with --force (checked above)
+            guard rename(staging, dest) == 0 else {
+                throw FormatError.io(path: dest, message: "cannot move the finished folder into place: \(String(cString: strerror(errno)))")
+            }
+            try? fm.removeItem(atPath: work)
+        } else {
+            try? fm.removeItem(atPath: work)
+            try writeLog(result, calibration: calibText, to: logPath, overwrite: true)
+        }
         progress?.finish()
         return result
     }

@@ -31,6 +31,8 @@ public struct ConvertOptions {
     public var force = false
     /// Use only the first N pairs.
     public var maxSamples: Int?
+    /// Check the source's checksums (torch zip CRC-32s, SQ4 CRC-32s) before using it (`--no-verify` turns it off).
+    public var verifyChecksums = true
     /// Bytes of calibration activations kept in RAM; the rest waits on disk, zstd-compressed.
     public var memoryBudget = 4 << 30
     /// qwen.tiktoken (default: the model folder's, then $SQUINT_VOCAB).

@@ -18,8 +18,8 @@ public final class LoadedModel {
     public let vocabularyPath: String
 
     /// - Parameter vocab: qwen.tiktoken; default: the folder's, then $SQUINT_VOCAB.
-    /// - Parameter verifyChecksums: check every tensor's CRC-32 of a Squint Int4 file before use (one
-    ///   read of the file; other formats carry no checksums).
+    /// - Parameter verifyChecksums: check every checksum the weights carry before use (`Checksums.verify`:
+    ///   SQ4 tensor CRC-32s, torch zip entry CRC-32s; one read of the file; safetensors carry none).
     public init(folder: String, vocab: String? = nil, verifyChecksums: Bool = true) throws {
         self.folder = folder
         checkpoint = try CheckpointOpener.open(folder)
@@ -27,7 +27,7 @@ public final class LoadedModel {
             throw ModelError.config(path: checkpoint.file.path, message: "a \(q.bits)-bit AutoGPTQ checkpoint: Squint's runtime runs 4-bit "
                 + "ones (like the official Qwen-VL-Chat-Int4); `squint inspect` reads it, and transformers/AutoGPTQ can run it")
         }
-        if verifyChecksums, let sq4 = checkpoint.file as? SquintInt4File { try sq4.verify(threads: Threads.count) }
+        if verifyChecksums { try Checksums.verify(checkpoint.file, threads: Threads.count) }
         guard let config = checkpoint.config else {
             throw ModelError.config(path: "\(checkpoint.folder)/config.json", message: "no config.json next to the weights")
         }

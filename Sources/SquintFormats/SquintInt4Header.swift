@@ -228,6 +228,13 @@ public struct QuantizedLinearRecord {
                 throw bad("tensor '\(t.name)' holds \(v.bytes.count) bytes, which does not match its shape")
             }
         }
+        // A NaN or Inf scale would turn every output of its row into NaN (issue 17): refused by name.
+        for k in 0..<(spec.outFeatures * spec.groups) {
+            let bits = UInt16(littleEndian: scales.bytes.loadUnaligned(fromByteOffset: 2 * k, as: UInt16.self))
+            if bits & 0x7C00 == 0x7C00 {
+                throw bad("scale [\(k / spec.groups), \(k % spec.groups)] of '\(spec.scalesName)' is \(bits & 0x3FF == 0 ? "Inf" : "NaN")")
+            }
+        }
         if let z = zeros {
             if let i = z.bytes.firstIndex(where: { $0 > 16 }) {
                 throw bad("zero point \(z.bytes[i]) at [\(i / spec.groups), \(i % spec.groups)] exceeds 16")

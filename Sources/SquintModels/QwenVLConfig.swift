@@ -209,6 +209,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     /// Weight binding failed: every problem is listed at once (missing, unexpected, wrong shape/dtype).
     case binding(path: String, problems: [String])
     case input(message: String)
+    /// The model computed NaN or Inf (weights holding non-finite values): where it was first seen.
+    case nonFinite(message: String)
 
     public var description: String {
         switch self {
@@ -219,6 +221,7 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
             let more = probs.count > 20 ? "\n  ... and \(probs.count - 20) more" : ""
             return "\(printable(p)): the checkpoint does not match the model (\(probs.count) problems):\n  \(shown)\(more)"
         case let .input(m): return printable(m)
+        case let .nonFinite(m): return printable(m) + " (the weights hold NaN or Inf values: `squint inspect --stats` finds them)"
         }
     }
 }

@@ -85,7 +85,9 @@ public enum Converter {
         let tokenizer = try QwenTokenizer(vocabularyFile: vocabPath)
         let tiktokenSHA = try sha256Hex(file: vocabPath)
         let sourceSHA = try sourceChecksum(opened)
-        let calib = o.method == .gptq ? try CalibrationSet(path: o.calibration!, tokenizer: tokenizer, maxSamples: o.maxSamples) : nil
+        let calib = o.method == .gptq
+            ? try CalibrationSet(path: o.calibration!, tokenizer: tokenizer, maxSamples: o.maxSamples, maxTokens: config.seqLength) : nil
+        for w in calib?.warnings ?? [] { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
 
         let fingerprint = [Converter.toolVersion, "source \(sourceSHA)", "calib \(calib?.sha256 ?? "none") max \(o.maxSamples ?? -1)",
                            "method \(o.method.rawValue) bits \(o.bits) group \(o.groupSize) sym \(o.sym) desc_act \(o.descAct)",

@@ -13,6 +13,21 @@ public struct TensorStats: Codable, Equatable, Sendable {
     public var inf: UInt64
 }
 
+/// With `--stats`, when any value is NaN or Inf: how many, in how many tensors, and where the first is.
+public struct NonFiniteSummary: Codable, Equatable, Sendable {
+    public var tensors: Int
+    public var nan: UInt64
+    public var inf: UInt64
+    /// The first tensor (in file order) holding one, and the index of its first non-finite element.
+    public var firstTensor: String
+    public var firstIndex: [Int]
+
+    enum CodingKeys: String, CodingKey {
+        case tensors, nan, inf
+        case firstTensor = "first_tensor", firstIndex = "first_index"
+    }
+}
+
 /// One row of `inspect`: where a tensor's bytes are. `offset` is absolute in `file`.
 public struct TensorRow: Codable, Equatable, Sendable {
     public var name: String
@@ -69,9 +84,12 @@ public struct InspectReport: Codable, Sendable {
     /// With `--verify`: what was checked ("verified: ..." for a Squint Int4 file; "none: ..." for
     /// formats without checksums). Absent otherwise.
     public var checksums: String?
+    /// With `--stats`: the NaN and Inf values found, absent when every value is finite.
+    public var nonFinite: NonFiniteSummary?
 
     enum CodingKeys: String, CodingKey {
         case path, format, layout, files, tensors, modules, config, quantization, metadata, checksums
+        case nonFinite = "non_finite"
         case layoutNotes = "layout_notes"
         case tensorCount = "tensor_count"
         case totalBytes = "total_bytes"
@@ -176,9 +194,17 @@ public enum Inspector {
             TensorRow(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.shape, file: $0.file,
                       offset: $0.offset, bytes: $0.byteCount, strides: $0.strides, stats: nil)
         }
+        var nonFinite: NonFiniteSummary?
         if stats {
             let computed = try computeStats(file, selected, progress: progress)
             for i in rows.indices { rows[i].stats = computed[i] }
+            let bad = rows.indices.filter { (rows[$0].stats?.nan ?? 0) + (rows[$0].stats?.inf ?? 0) > 0 }
+            if let first = bad.first {
+                let t = selected[first]
+                nonFinite = NonFiniteSummary(tensors: bad.count, nan: bad.reduce(0) { $0 + rows[$1].stats!.nan },
+                                             inf: bad.reduce(0) { $0 + rows[$1].stats!.inf }, firstTensor: t.name,
+                                             firstIndex: try firstNonFiniteIndex(file, t))
+            }
         }
         var fileAcc: [String: FileSummary] = [:]
         var fileOrder: [String] = []
@@ -205,7 +231,16 @@ public enum Inspector {
             files: fileOrder.map { fileAcc[$0]! }, tensorCount: all.count,
             totalBytes: all.reduce(0) { $0 + $1.byteCount }, totalsByDtype: dtypeTotals(all),
             modules: summarizeModules(all), config: cfgSummary, quantization: quantization ?? config?.quantizationConfig,
-            metadata: file.metadata, tensors: rows)
+            metadata: file.metadata, tensors: rows, nonFinite: nonFinite)
+    }
+
+    /// The index ([i, j, ...]) of the first NaN or Inf element of `t`, which the stats found to hold one.
+    static func firstNonFiniteIndex(_ file: TensorFile, _ t: TensorInfo) throws -> [Int] {
+        let v = try file.view(t.name)
+        guard var k = (0..<t.elementCount).first(where: { !elementAsDouble(v, $0).isFinite }) else { return [] }
+        var index = [Int](repeating: 0, count: t.shape.count)
+        for d in t.shape.indices.reversed() where t.shape[d] > 0 { index[d] = k % t.shape[d]; k /= t.shape[d] }
+        return index
     }
 
     /// Streams every selected tensor once, on both cores: tensors are cut into 512 KiB chunks that two

@@ -140,6 +140,11 @@ public enum Runner {
         let stops: Set<Int> = [SpecialTokens.imEnd, SpecialTokens.imStart, SpecialTokens.endOfText]
         var printed = ""
         while generated.count < maxNewTokens {
+            if let k = firstNonFinite(logits) {
+                let after = generated.last ?? ids.last ?? 0
+                throw ModelError.nonFinite(message: "the logits at position \(ids.count + generated.count - 1) (after token id \(after)) "
+                    + "are not finite (token id \(k) is \(logits[k]))")
+            }
             let next = sampler.next(logits)
             generated.append(next)
             if stops.contains(next) { break }

@@ -235,6 +235,7 @@ public enum Converter {
             // path complete, convert_log.json included, or not at all (issue 17).
             let staging = "\(work)/output"
             try writeLog(result, calibration: calibText, to: "\(staging)/convert_log.json", overwrite: false)
+            try o.beforePublish?(staging)
             if fm.fileExists(atPath: dest) { try fm.removeItem(atPath: dest) }   // only with --force (checked above)
             guard rename(staging, dest) == 0 else {
                 throw FormatError.io(path: dest, message: "cannot move the finished folder into place: \(String(cString: strerror(errno)))")

@@ -49,6 +49,9 @@ public struct ConvertOptions {
     }
     /// Called after block i's state is saved. Tests throw from it to simulate a kill after block i.
     public var afterBlock: ((Int) throws -> Void)?
+    /// Test hook: called with the finished AutoGPTQ staging folder just before it is renamed into
+    /// place (a throw there stands for a kill at that moment).
+    public var beforePublish: ((String) throws -> Void)?
 
     public init(model: String, calibration: String?, output: String) {
         self.model = model; self.calibration = calibration; self.output = output

@@ -75,6 +75,8 @@ public struct ValidateOptions: Sendable {
     public var maxKL: Double?
     /// Gate: fail when top1_agreement is below this.
     public var minTop1: Double?
+    /// Tokens kept per sample; nil: the models' context (`seq_length`). Longer samples are cut with a warning.
+    public var maxSampleTokens: Int?
     public init(greedyTokens: Int = 16, worstCount: Int = 10, maxKL: Double? = nil, minTop1: Double? = nil) {
         self.greedyTokens = greedyTokens; self.worstCount = worstCount; self.maxKL = maxKL; self.minTop1 = minTop1
     }
@@ -306,7 +308,7 @@ public enum Validator {
                 throw ValidateError.incompatible(message: "sample \(s.label): context length \(s.contextLength) outside 1...\(s.ids.count)")
             }
             // At most the model's context per sample (docs/VALIDATING.md), with a warning.
-            let cap = min(a.seqLength, b.seqLength)
+            let cap = options.maxSampleTokens ?? min(a.seqLength, b.seqLength)
             if let cut = try s.capped(to: cap) {
                 (warn ?? Self.warnOnStandardError)("sample \(s.label): \(s.ids.count) tokens; only the first \(cap) are scored "
                     + "(the model's context, seq_length)")

@@ -71,4 +71,37 @@ final class ProbingCLITests: XCTestCase {
         XCTAssertEqual(legacy.status, 0, legacy.err)
         XCTAssert(legacy.out.contains("checksums: none: this pytorch file carries no checksums"), legacy.out)
     }
+
+    /// Item 5: NaN weights are reported where the logits first go bad (before: "!!!!" with exit 0, or
+    /// a token id "outside the vocabulary"); a generation_config.json number that would make every
+    /// logit NaN (temperature 0) is refused by key.
+    func testRunRefusesNaNLogitsAndHostileGenerationSettings() throws {
+        let model = tmp + "/model"
+        let s = try Fixtures.run(squint, ["synth", "--config", Fixtures.path("qwen-vl-tiny/config.json"),
+                                          "--vocab", Fixtures.path("tokenizer/qwen.tiktoken"), "-o", model])
+        XCTAssertEqual(s.status, 0, s.err)
+        let weights = model + "/model.safetensors"
+        let head = try XCTUnwrap(try SafetensorsFile(path: weights).info("lm_head.weight"))
+        XCTAssertEqual(head.dtype, .bf16)
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: weights)))
+        let row = head.offset + 100 * head.shape[1] * 2                    // token 100's row, first element
+        bytes[row] = 0xC0; bytes[row + 1] = 0x7F                           // BF16 NaN
+        try Data(bytes).write(to: URL(fileURLWithPath: weights))
+
+        let generation = model + "/generation_config.json"
+        let original = try Data(contentsOf: URL(fileURLWithPath: generation))
+        var g = try JSONSerialization.jsonObject(with: original) as! [String: Any]
+        g["temperature"] = 0
+        try JSONSerialization.data(withJSONObject: g).write(to: URL(fileURLWithPath: generation))
+        let t = try Fixtures.run(squint, ["run", model, "--prompt", "hi", "--max-new-tokens", "2"])
+        assertOneLineError(t, "\(generation): temperature is 0.0, allowed a number in 1e-6...1e6")
+        try original.write(to: URL(fileURLWithPath: generation))
+
+        for args in [["--greedy"], []] {
+            let r = try Fixtures.run(squint, ["run", model, "--prompt", "hi", "--max-new-tokens", "4"] + args)
+            XCTAssertEqual(r.status, 1, r.out)
+            XCTAssert(r.err.hasPrefix("error: the logits at position ") && r.err.contains("are not finite (token id 100 is nan)")
+                      && r.err.hasSuffix("`squint inspect --stats` finds them)\n"), r.err)
+        }
+    }
 }

@@ -3,6 +3,7 @@ import XCTest
 import SquintFormats
 import SquintModels
 import SquintTokenizer
+import SquintImage
 @testable import SquintPipeline
 import TestSupport
 
@@ -209,5 +210,20 @@ final class ProbingDefectsTests: XCTestCase {
         o.verifyChecksums = false
         XCTAssertNoThrow(try Converter.run(o))
         XCTAssertTrue(FileManager.default.fileExists(atPath: o.output))
+    }
+
+    // MARK: - Item 1, the same class elsewhere: Int(Double) of values from outside
+
+    func testSizesAndBoxCoordinatesFromOutsideCannotOverflowAnIntConversion() throws {
+        XCTAssertEqual(Synth.parseSize("4GB"), 4_000_000_000)
+        for text in ["infGB", "1e300GB", "nanGB", "-1GB", "1e19B"] { XCTAssertNil(Synth.parseSize(text), text) }
+        // A box far outside the 0...1000 grid (from the model's text) draws as one clamped to +-10^6:
+        // clipped off-image, as before, instead of trapping in the Int conversion.
+        let src = tmp + "/grey.png"
+        try RGBImage(width: 30, height: 20, fill: (128, 128, 128)).writePNG(path: src)
+        try Runner.drawBoxes([.init(ref: nil, x1: Int.min, y1: 100, x2: Int.max, y2: 500)], imagePath: src, output: tmp + "/a.png", overwrite: false)
+        try Runner.drawBoxes([.init(ref: nil, x1: -1_000_000, y1: 100, x2: 1_000_000, y2: 500)], imagePath: src, output: tmp + "/b.png", overwrite: false)
+        XCTAssertEqual(try RGBImage.load(path: tmp + "/a.png").pixels, try RGBImage.load(path: tmp + "/b.png").pixels)
+        XCTAssertNotEqual(try RGBImage.load(path: tmp + "/a.png").pixels, try RGBImage.load(path: src).pixels)   // the box's edges are drawn
     }
 }

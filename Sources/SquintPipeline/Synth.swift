@@ -98,7 +98,9 @@ public enum Synth {
     public static func run(_ o: Options, progress: ProgressBar? = nil) throws -> Result {
         let t0 = Date()
         let config = try QwenVLConfig.load(path: o.configPath)
-        let configBytes = FileManager.default.contents(atPath: o.configPath)!
+        guard let configBytes = FileManager.default.contents(atPath: o.configPath) else {
+            throw FormatError.io(path: o.configPath, message: "cannot read the file")      // removed since it was loaded
+        }
         let specs = config.bf16TensorSpecs()
         let gen = SyntheticWeights(seed: o.seed)
         let byteCounts = specs.map { $0.shape.reduce(1, *) * 2 }

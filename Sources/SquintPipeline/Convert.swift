@@ -139,29 +139,31 @@ public enum Converter {
         var carried: ActivationStore? = nil
 
         // 1. Calibration: block-0 inputs of every sample.
-        if state == nil { try discardFreshWork {
-            let tc = Date()
-            let tokens = calib?.samples.map(\.tokens.count) ?? []
-            if let calib {
-                let store = try ActivationStore(folder: "\(work)/acts-0", hidden: h, tokens: tokens, budget: o.memoryBudget / 4)
-                carried = store
-                for (i, s) in calib.samples.enumerated() {
-                    let px: FloatTensor
-                    do { px = try Runner.pixelValues([s.imagePath])! } catch {
-                        throw ConvertError.calibrationImage(path: calib.path, line: s.line, image: s.image, problem: "\(error)")
+        if state == nil {
+            try discardFreshWork {
+                let tc = Date()
+                let tokens = calib?.samples.map(\.tokens.count) ?? []
+                if let calib {
+                    let store = try ActivationStore(folder: "\(work)/acts-0", hidden: h, tokens: tokens, budget: o.memoryBudget / 4)
+                    carried = store
+                    for (i, s) in calib.samples.enumerated() {
+                        let px: FloatTensor
+                        do { px = try Runner.pixelValues([s.imagePath])! } catch {
+                            throw ConvertError.calibrationImage(path: calib.path, line: s.line, image: s.image, problem: "\(error)")
+                        }
+                        let features = try model.vision.encode(pixelValues: px)
+                        let x = try model.language.embed(ids: s.tokens.map { Int32($0) }, imageFeatures: features)
+                        try store.put(i, x.data)
+                        tick("calibration \(i + 1)/\(n): ViT + embeddings")
                     }
-                    let features = try model.vision.encode(pixelValues: px)
-                    let x = try model.language.embed(ids: s.tokens.map { Int32($0) }, imageFeatures: features)
-                    try store.put(i, x.data)
-                    tick("calibration \(i + 1)/\(n): ViT + embeddings")
+                    spilled = max(spilled, store.spilledBytes)
                 }
-                spilled = max(spilled, store.spilledBytes)
+                releasePages(of: opened.file) { $0.hasPrefix("transformer.visual.") || $0 == "transformer.wte.weight" }
+                state = ConvertWorkState(fingerprint: fingerprint, blocksDone: 0, tokens: tokens, log: [])
+                try state!.write(statePath)
+                stageSeconds["calibration", default: 0] += Date().timeIntervalSince(tc)
             }
-            releasePages(of: opened.file) { $0.hasPrefix("transformer.visual.") || $0 == "transformer.wte.weight" }
-            state = ConvertWorkState(fingerprint: fingerprint, blocksDone: 0, tokens: tokens, log: [])
-            try state!.write(statePath)
-            stageSeconds["calibration", default: 0] += Date().timeIntervalSince(tc)
-        } } else {
+        } else {
             doneUnits = o.method == .gptq ? n + state!.blocksDone * passes * n : state!.blocksDone * 5
         }
         var st = state!

@@ -109,6 +109,10 @@ final class ProbingDefectsTests: XCTestCase {
                 XCTAssertEqual(e as? PairsFileError, expected)
             }
         }
+        // The image reader itself refuses a path with U+0000 (open(2) would use the prefix's file).
+        XCTAssertThrowsError(try RGBImage.load(path: dir + "/images/cat.png\u{0}.txt")) {
+            XCTAssertEqual("\($0)", "\(dir)/images/cat.png\\x00.txt: cannot read image: the path contains U+0000")
+        }
         // A missing file is "cannot open", never "line 0".
         let none = dir + "/none.jsonl"
         XCTAssertThrowsError(try ImageTextPairs(path: none)) { XCTAssertEqual("\($0)", "\(none): cannot open the file: no such file") }

@@ -98,6 +98,13 @@ public struct InspectReport: Codable, Sendable {
 }
 
 public enum Inspector {
+    /// a + b, saturating at Int.max: a torch broadcast view (stride 0) may declare up to 2^63 bytes
+    /// from a tiny storage, so the totals of two such tensors from a hostile file must not trap.
+    static func total(_ a: Int, _ b: Int) -> Int {
+        let (r, overflow) = a.addingReportingOverflow(b)
+        return overflow ? .max : r
+    }
+
     /// Top-level module summary: everything up to and including a folded block index, or the
     /// first two name components otherwise (`transformer.wte`, `lm_head`).
     static func summarizeModules(_ tensors: [TensorInfo]) -> [ModuleSummary] {
@@ -120,8 +127,8 @@ public enum Inspector {
             if acc[key] == nil { order.append(key); acc[key] = ([], 0, 0, 0) }
             if let blockId { acc[key]!.blocks.insert(blockId) }
             acc[key]!.tensors += 1
-            acc[key]!.elements += t.elementCount
-            acc[key]!.bytes += t.byteCount
+            acc[key]!.elements = total(acc[key]!.elements, t.elementCount)
+            acc[key]!.bytes = total(acc[key]!.bytes, t.byteCount)
         }
         return order.map { k in
             let a = acc[k]!
@@ -134,7 +141,7 @@ public enum Inspector {
         var acc: [DType: DTypeTotal] = [:]
         for t in tensors {
             var e = acc[t.dtype] ?? DTypeTotal(dtype: t.dtype.rawValue, tensors: 0, elements: 0, bytes: 0)
-            e.tensors += 1; e.elements += t.elementCount; e.bytes += t.byteCount
+            e.tensors += 1; e.elements = total(e.elements, t.elementCount); e.bytes = total(e.bytes, t.byteCount)
             acc[t.dtype] = e
         }
         return acc.values.sorted { $0.bytes > $1.bytes }
@@ -229,7 +236,7 @@ public enum Inspector {
         return InspectReport(
             path: file.path, format: format, layout: layout, layoutNotes: notes,
             files: fileOrder.map { fileAcc[$0]! }, tensorCount: all.count,
-            totalBytes: all.reduce(0) { $0 + $1.byteCount }, totalsByDtype: dtypeTotals(all),
+            totalBytes: all.reduce(0) { total($0, $1.byteCount) }, totalsByDtype: dtypeTotals(all),
             modules: summarizeModules(all), config: cfgSummary, quantization: quantization ?? config?.quantizationConfig,
             metadata: file.metadata, tensors: rows, nonFinite: nonFinite)
     }

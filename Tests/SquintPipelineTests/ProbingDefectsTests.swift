@@ -230,4 +230,23 @@ final class ProbingDefectsTests: XCTestCase {
         XCTAssertEqual(try RGBImage.load(path: tmp + "/a.png").pixels, try RGBImage.load(path: tmp + "/b.png").pixels)
         XCTAssertNotEqual(try RGBImage.load(path: tmp + "/a.png").pixels, try RGBImage.load(path: src).pixels)   // the box's edges are drawn
     }
+
+    /// Headers alone can declare sizes whose sum overflows (torch broadcast views of up to 2^63 bytes
+    /// over a one-element storage): inspect's totals saturate instead of trapping.
+    func testInspectTotalsOfHugeDeclaredSizesSaturate() throws {
+        final class Declared: TensorFile {
+            let path = "<declared>"
+            let tensors: [TensorInfo]
+            var metadata: [String: String] { [:] }
+            init(_ t: [TensorInfo]) { tensors = t }
+            func view(_ name: String) throws -> TensorView { throw FormatError.missingTensor(path: path, name: name) }
+        }
+        let big = 1 << 62
+        let file = Declared([TensorInfo(name: "a.w", dtype: .u8, shape: [big], file: "<declared>", offset: 0, byteCount: big),
+                             TensorInfo(name: "a.v", dtype: .u8, shape: [big], file: "<declared>", offset: 0, byteCount: big)])
+        let r = try Inspector.inspect(file, format: "pytorch", config: nil, quantization: nil)
+        XCTAssertEqual(r.totalBytes, Int.max)
+        XCTAssertEqual(r.totalsByDtype, [DTypeTotal(dtype: "U8", tensors: 2, elements: Int.max, bytes: Int.max)])
+        XCTAssertEqual(r.modules.map(\.bytes), [Int.max])
+    }
 }

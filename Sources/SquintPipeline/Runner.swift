@@ -82,6 +82,9 @@ public struct RunResult: Codable, Sendable {
 }
 
 public enum Runner {
+    /// Largest `maxNewTokens` an answer accepts (the KV cache is allocated for prompt + this many).
+    public static let maxNewTokensLimit = 1 << 20
+
     /// The `<img>` paths of a token sequence, in order, recovered from the ids as the official
     /// `QWenModel.forward` does (bytes between `<img>` and the first `<imgpad>`/`</img>`).
     public static func imagePaths(in ids: [Int]) throws -> [String] {
@@ -122,6 +125,10 @@ public enum Runner {
                               sampling: SamplingOptions, imageBase: String? = nil,
                               onToken: ((String) -> Void)? = nil,
                               dump: ((_ ids: [Int], _ logits: FloatTensor, _ features: FloatTensor?) throws -> Void)? = nil) throws -> RunResult {
+        // The KV cache is sized from it: bounded before any arithmetic (Int.max used to overflow).
+        guard (1...Runner.maxNewTokensLimit).contains(maxNewTokens) else {
+            throw ModelError.input(message: "max new tokens is \(maxNewTokens), allowed 1...\(Runner.maxNewTokensLimit)")
+        }
         let ctx = try m.tokenizer.makeContext(query: query, history: history)
         let ids = ctx.tokens
         let t0 = Date()

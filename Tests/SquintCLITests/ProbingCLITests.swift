@@ -97,6 +97,9 @@ final class ProbingCLITests: XCTestCase {
         assertOneLineError(t, "\(generation): temperature is 0.0, allowed a number in 1e-6...1e6")
         try original.write(to: URL(fileURLWithPath: generation))
 
+        // A token budget that would overflow the KV cache's size is refused, not a trap.
+        assertOneLineError(try Fixtures.run(squint, ["run", model, "--prompt", "hi", "--max-new-tokens", "9223372036854775807"]),
+                           "max new tokens is 9223372036854775807, allowed 1...1048576")
         for args in [["--greedy"], []] {
             let r = try Fixtures.run(squint, ["run", model, "--prompt", "hi", "--max-new-tokens", "4"] + args)
             XCTAssertEqual(r.status, 1, r.out)

@@ -38,9 +38,9 @@ let package = Package(
         // Float32 tensors, BLAS products, SIMD element-wise kernels, dtype conversion.
         .target(name: "SquintTensor", dependencies: ["SquintFormats", "COpenBLAS", "CSquintKernels"]),
         // JPEG/PNG decode, PIL-compatible resize, CLIP normalisation.
-        .target(name: "SquintImage", dependencies: ["CSquintImageIO", "SquintTensor"]),
+        .target(name: "SquintImage", dependencies: ["CSquintImageIO", "SquintFormats", "SquintTensor"]),
         // qwen.tiktoken BPE, pre-tokenisation, special tokens, ChatML.
-        .target(name: "SquintTokenizer"),
+        .target(name: "SquintTokenizer", dependencies: ["SquintFormats"]),
         // Qwen-VL-Chat: config, weight binding, ViT, resampler, LLM, generation.
         .target(name: "SquintModels",
                 dependencies: ["SquintFormats", "SquintTensor", "SquintImage", "SquintTokenizer"]),

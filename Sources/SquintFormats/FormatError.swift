@@ -16,7 +16,10 @@ public enum FormatError: Error, CustomStringConvertible, Equatable {
     /// Refused to replace something the user already has.
     case exists(path: String)
 
-    public var description: String {
+    /// One line: names from the file are escaped (`printable`), whatever the case.
+    public var description: String { printable(rawDescription) }
+
+    private var rawDescription: String {
         switch self {
         case let .io(p, m): return "\(p): \(m)"
         case let .truncated(p, w): return "\(p): file is truncated: \(w)"

@@ -252,6 +252,7 @@ struct SQ4HeaderParser {
                                     sym: try bool(q["sym"], "quantization.sym"), descAct: try bool(q["desc_act"], "quantization.desc_act"),
                                     staticGroups: try bool(q["static_groups"], "quantization.static_groups"), dampPercent: damp,
                                     trueSequential: try bool(q["true_sequential"], "quantization.true_sequential"), method: method)
+        try quant.validate(path: path)
         let t = try members(top["tokenizer"]!, "tokenizer", required: ["qwen_tiktoken_sha256", "vocab_tensor"])
         let tok = SQ4Tokenizer(qwenTiktokenSHA256: try sha(t["qwen_tiktoken_sha256"], "tokenizer.qwen_tiktoken_sha256"),
                                vocabTensor: try optionalString(t["vocab_tensor"], "tokenizer.vocab_tensor"))

@@ -62,6 +62,20 @@ public struct SQ4Quantization: Equatable, Sendable {
     }
 }
 
+extension SQ4Quantization {
+    /// The numbers of the header's `quantization` object, each in its stated range (one line naming
+    /// the key and the range): bits 4 (SQ4 version 1), group_size 0...2^20, damp_percent a finite
+    /// number in 0...1. The model's own sizes are in the header's `config`, checked by
+    /// `QwenVLConfig.validate` before anything is built from them.
+    public func validate(path: String) throws {
+        func req(_ ok: Bool, _ w: String) throws { if !ok { throw FormatError.invalid(path: path, what: w) } }
+        try req(bits == 4, "quantization.bits is \(bits), allowed 4")
+        try req(groupSize >= 0 && groupSize <= 1 << 20, "quantization.group_size is \(groupSize), allowed 0...\(1 << 20)")
+        try req(dampPercent.isFinite && dampPercent >= 0 && dampPercent <= 1,
+                "quantization.damp_percent is \(dampPercent), allowed a finite number in 0...1")
+    }
+}
+
 /// Which tokenizer the model needs: the checksum of `qwen.tiktoken`, and optionally a tensor holding
 /// the file itself so one SQ4 file is a complete model.
 public struct SQ4Tokenizer: Equatable, Sendable {
@@ -212,6 +226,13 @@ public struct QuantizedLinearRecord {
             }
             guard v.bytes.count == checkedByteCount(shape: t.shape, dtype: v.info.dtype) else {
                 throw bad("tensor '\(t.name)' holds \(v.bytes.count) bytes, which does not match its shape")
+            }
+        }
+        // A NaN or Inf scale would turn every output of its row into NaN (issue 17): refused by name.
+        for k in 0..<(spec.outFeatures * spec.groups) {
+            let bits = UInt16(littleEndian: scales.bytes.loadUnaligned(fromByteOffset: 2 * k, as: UInt16.self))
+            if bits & 0x7C00 == 0x7C00 {
+                throw bad("scale [\(k / spec.groups), \(k % spec.groups)] of '\(spec.scalesName)' is \(bits & 0x3FF == 0 ? "Inf" : "NaN")")
             }
         }
         if let z = zeros {

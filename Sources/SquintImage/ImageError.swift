@@ -1,3 +1,5 @@
+import SquintFormats
+
 /// Every way an image file can be refused. Each case names the file and says what was wrong, so the
 /// CLI can print it as is; the decoders never trap or exit on bad bytes (the C layer catches
 /// libjpeg/libpng errors with setjmp).
@@ -17,7 +19,10 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
     /// Writing an output image failed.
     case writeFailed(path: String, message: String)
 
-    public var description: String {
+    /// One line: the path (often from a calibration file) is escaped (`printable`).
+    public var description: String { printable(rawDescription) }
+
+    private var rawDescription: String {
         switch self {
         case let .unreadable(p, m): return "\(p): cannot read image: \(m)"
         case let .notAnImage(p, w): return "\(p): not an image: \(w)"

@@ -101,6 +101,8 @@ public struct RGBImage: Equatable, Sendable {
 
     /// Reads a whole file with read(2). Not mmap: a file truncated while mapped would raise SIGBUS.
     static func readWholeFile(_ path: String) throws -> [UInt8] {
+        // open(2) would stop at a U+0000 and read the prefix's file instead (issue 17).
+        guard !path.utf8.contains(0) else { throw ImageError.unreadable(path: path, message: "the path contains U+0000") }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw ImageError.unreadable(path: path, message: String(cString: strerror(errno))) }
         defer { close(fd) }

@@ -1,4 +1,5 @@
 import Foundation
+import SquintFormats
 
 /// Qwen-VL-Chat `config.json`, decoded with the file's own key spelling (BF16 and Int4 flavours).
 /// Only the fields the forward pass uses are required; the rest are kept for round-tripping.
@@ -92,24 +93,68 @@ public struct QwenVLConfig: Codable, Equatable, Sendable {
         return cfg
     }
 
-    /// Checks the relations the forward pass relies on, before anything is built.
+    /// Largest values accepted for the sizes of a config (Qwen-VL-Chat's own in comments). They are far
+    /// above any released model and low enough that nothing sized from them overflows or asks for an
+    /// absurd allocation before the weights are matched against them (issue 17: a layer count of 2^31
+    /// made `inspect` allocate gigabytes; a huge `mlp_ratio` trapped in an Int conversion).
+    public enum Limits {
+        public static let hiddenSize = 1 << 16          // 4096
+        public static let heads = 1024                  // 32 (LLM), 16 (ViT)
+        public static let layers = 1024                 // 32 (LLM), 48 (ViT)
+        public static let intermediateSize = 1 << 20    // 22016
+        public static let seqLength = 1 << 20           // 2048
+        public static let vocabSize = 1 << 22           // 151936
+        public static let imageSize = 8192              // 448
+        public static let mlpWidth = 1 << 20            // 8192 (ViT)
+    }
+
+    /// Checks every number the model is sized from (finite, in a stated range) and the relations the
+    /// forward pass relies on, before anything is built. Each failure is one line naming the file, the
+    /// key and the allowed range. Every entry point gets here: `load(path:)` (config.json) and
+    /// `CheckpointOpener.configFromHeader` (an SQ4 header's config) both call it.
     public func validate(path: String = "config.json") throws {
         func req(_ ok: Bool, _ msg: String) throws { if !ok { throw ModelError.config(path: path, message: msg) } }
-        try req(hiddenSize > 0 && numAttentionHeads > 0 && hiddenSize % numAttentionHeads == 0,
+        func range(_ key: String, _ v: Int, _ lo: Int, _ hi: Int) throws {
+            try req(v >= lo && v <= hi, "\(key) is \(v), allowed \(lo)...\(hi)")
+        }
+        func range(_ key: String, _ v: Double, above lo: Double, _ hi: Double) throws {
+            try req(v.isFinite && v > lo && v <= hi, "\(key) is \(v), allowed a finite number in (\(lo), \(hi)]")
+        }
+        try range("hidden_size", hiddenSize, 1, Limits.hiddenSize)
+        try range("num_attention_heads", numAttentionHeads, 1, Limits.heads)
+        try range("num_hidden_layers", numHiddenLayers, 1, Limits.layers)
+        try range("intermediate_size", intermediateSize, 2, Limits.intermediateSize)
+        try range("seq_length", seqLength, 1, Limits.seqLength)
+        try range("vocab_size", vocabSize, 1, Limits.vocabSize)
+        try range("kv_channels", kvChannels, 1, Limits.hiddenSize)
+        try range("layer_norm_epsilon", layerNormEpsilon, above: 0, 1)
+        try range("rotary_emb_base", rotaryEmbBase, above: 1, 1e12)
+        try req(rotaryPct.isFinite && rotaryPct == 1.0, "rotary_pct \(rotaryPct) is not supported (allowed: 1.0, as Qwen-VL uses)")
+        try range("visual.width", visual.width, 1, Limits.hiddenSize)
+        try range("visual.heads", visual.heads, 1, Limits.heads)
+        try range("visual.layers", visual.layers, 1, Limits.layers)
+        try range("visual.image_size", visual.imageSize, 1, Limits.imageSize)
+        try range("visual.patch_size", visual.patchSize, 1, visual.imageSize)
+        try range("visual.output_dim", visual.outputDim, 1, Limits.hiddenSize)
+        try range("visual.image_start_id", visual.imageStartId, 0, vocabSize - 3)   // <img>, </img>, <imgpad> follow it
+        // int(width * mlp_ratio) must be a real width: checked in Double before the Int conversion.
+        try req(visual.mlpRatio.isFinite && visual.mlpRatio > 0
+                    && Double(visual.width) * visual.mlpRatio >= 1 && Double(visual.width) * visual.mlpRatio <= Double(Limits.mlpWidth),
+                "visual.mlp_ratio is \(visual.mlpRatio), allowed a finite number with 1 <= visual.width * mlp_ratio <= \(Limits.mlpWidth)")
+
+        try req(hiddenSize % numAttentionHeads == 0,
                 "hidden_size \(hiddenSize) must be a positive multiple of num_attention_heads \(numAttentionHeads)")
         try req(kvChannels == headDim, "kv_channels \(kvChannels) must equal hidden_size / heads = \(headDim)")
         try req(headDim % 2 == 0, "head dim \(headDim) must be even for rotary embeddings")
-        try req(rotaryPct == 1.0, "rotary_pct \(rotaryPct) is not supported (Qwen-VL uses 1.0)")
-        try req(intermediateSize > 0 && intermediateSize % 2 == 0, "intermediate_size must be positive and even")
-        try req(numHiddenLayers > 0 && vocabSize > 0, "num_hidden_layers and vocab_size must be positive")
+        try req(intermediateSize % 2 == 0, "intermediate_size \(intermediateSize) must be even")
         try req(!tieWordEmbeddings, "tie_word_embeddings=true is not Qwen-VL (lm_head is separate)")
-        try req(visual.width > 0 && visual.heads > 0 && visual.width % visual.heads == 0,
-                "visual.width must be a multiple of visual.heads")
-        try req(visual.patchSize > 0 && visual.imageSize % visual.patchSize == 0,
-                "visual.image_size must be a multiple of patch_size")
+        try req(visual.width % visual.heads == 0, "visual.width \(visual.width) must be a multiple of visual.heads \(visual.heads)")
+        try req(visual.imageSize % visual.patchSize == 0,
+                "visual.image_size \(visual.imageSize) must be a multiple of visual.patch_size \(visual.patchSize)")
         try req(visual.outputDim % visual.resamplerHeads == 0, "visual.output_dim must divide into resampler heads")
         try req(visual.outputDim == hiddenSize, "visual.output_dim \(visual.outputDim) must equal hidden_size \(hiddenSize)")
         try req(visual.outputDim % 4 == 0, "visual.output_dim must be a multiple of 4 (2D sin-cos table)")
+        try quantizationConfig?.validate(path: path, key: "quantization_config.")
     }
 }
 
@@ -138,6 +183,16 @@ public struct QuantizationConfig: Codable, Equatable, Sendable {
         case quantMethod = "quant_method"
     }
 
+    /// The numbers AutoGPTQ's settings may take (`key` prefixes the names in messages, e.g.
+    /// "quantization_config." inside config.json): bits 2, 3, 4 or 8; group_size -1 (one group per
+    /// row) or 1...2^20; damp_percent a finite number in 0...1.
+    public func validate(path: String, key: String = "") throws {
+        func req(_ ok: Bool, _ msg: String) throws { if !ok { throw ModelError.config(path: path, message: key + msg) } }
+        try req([2, 3, 4, 8].contains(bits), "bits is \(bits), allowed 2, 3, 4 or 8")
+        try req(groupSize == -1 || (1...(1 << 20)).contains(groupSize), "group_size is \(groupSize), allowed -1 or 1...\(1 << 20)")
+        try req(dampPercent.isFinite && dampPercent >= 0 && dampPercent <= 1, "damp_percent is \(dampPercent), allowed a finite number in 0...1")
+    }
+
     public init(bits: Int = 4, groupSize: Int = 128, dampPercent: Double = 0.01, descAct: Bool = false,
                 staticGroups: Bool = false, sym: Bool = true, trueSequential: Bool = true,
                 modelNameOrPath: String? = nil, modelFileBaseName: String? = "model", quantMethod: String? = nil) {
@@ -154,15 +209,19 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     /// Weight binding failed: every problem is listed at once (missing, unexpected, wrong shape/dtype).
     case binding(path: String, problems: [String])
     case input(message: String)
+    /// The model computed NaN or Inf (weights holding non-finite values): where it was first seen.
+    case nonFinite(message: String)
 
     public var description: String {
         switch self {
-        case let .config(p, m): return "\(p): \(m)"
+        // Names from files are escaped (`printable`); only the binding list's own line breaks remain.
+        case let .config(p, m): return printable("\(p): \(m)")
         case let .binding(p, probs):
-            let shown = probs.prefix(20).joined(separator: "\n  ")
+            let shown = probs.prefix(20).map(printable).joined(separator: "\n  ")
             let more = probs.count > 20 ? "\n  ... and \(probs.count - 20) more" : ""
-            return "\(p): the checkpoint does not match the model (\(probs.count) problems):\n  \(shown)\(more)"
-        case let .input(m): return m
+            return "\(printable(p)): the checkpoint does not match the model (\(probs.count) problems):\n  \(shown)\(more)"
+        case let .input(m): return printable(m)
+        case let .nonFinite(m): return printable(m) + " (the weights hold NaN or Inf values: `squint inspect --stats` finds them)"
         }
     }
 }

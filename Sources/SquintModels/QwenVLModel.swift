@@ -64,6 +64,13 @@ public final class QwenVLModel {
 }
 
 /// Index of the largest value, the first one on ties (torch.argmax); NaN is never chosen.
+/// Index of the first NaN or Inf in `x`, or nil when all values are finite. Logits are checked with it
+/// before they are sampled or scored: NaN logits used to come out as "!!!!" (argmax 0), a `KL nan` that
+/// passed, or a token id from the padded vocabulary (issue 17).
+public func firstNonFinite<C: Collection>(_ x: C) -> C.Index? where C.Element == Float {
+    x.firstIndex { !$0.isFinite }
+}
+
 public func argmax(_ x: [Float]) -> Int {
     var best = 0, bv = -Float.infinity
     for (i, v) in x.enumerated() where v > bv { best = i; bv = v }

@@ -37,7 +37,9 @@ public struct Sampler {
     /// <= 1 - top_p, always keeping the most likely one.
     public func candidates(_ logits: [Float]) -> [(id: Int, p: Double)] {
         let t = Double(options.temperature)
-        var scored = logits.enumerated().map { (id: $0.offset, logit: Double($0.element) / t) }
+        // NaN would break the sort's ordering: it counts as impossible (-inf) here; callers refuse NaN
+        // logits before sampling (`firstNonFinite`), this only keeps the choice inside the vocabulary.
+        var scored = logits.enumerated().map { (id: $0.offset, logit: $0.element.isNaN ? -Double.infinity : Double($0.element) / t) }
         scored.sort { $0.logit > $1.logit || ($0.logit == $1.logit && $0.id < $1.id) }
         if options.topK > 0 && options.topK < scored.count {
             let kth = scored[options.topK - 1].logit
@@ -67,6 +69,7 @@ public struct Sampler {
     public mutating func next(_ logits: [Float]) -> Int {
         guard options.doSample else { return argmax(logits) }
         let c = candidates(logits)
+        guard c.allSatisfy({ $0.p.isFinite }) else { return argmax(logits) }
         var u = rng.unitDouble()
         for (id, p) in c {
             if u < p { return id }

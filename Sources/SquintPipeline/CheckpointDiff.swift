@@ -93,7 +93,7 @@ public struct CheckpointDiff: Codable, Equatable, Sendable {
             }
             for k in order { lines.append("* " + k + times(cnt[k]!)) }
         }
-        return lines
+        return lines.map(printable)     // names from the files, one line each
     }
 }
 

@@ -97,6 +97,7 @@ public enum CheckpointOpener {
             do { quant = try JSONDecoder().decode(QuantizationConfig.self, from: d) } catch {
                 throw ModelError.config(path: qPath, message: "not a valid quantize_config.json (\(error))")
             }
+            try quant?.validate(path: qPath)
         }
         return OpenedCheckpoint(file: file, format: format, config: config, quantization: quant,
                                 isSquintInt4: file is SquintInt4File, folder: folder)

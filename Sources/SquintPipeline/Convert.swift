@@ -54,13 +54,23 @@ public enum Converter {
         let t0 = Date()
         let fm = FileManager.default
         let dest = (o.output as NSString).standardizingPath
-        if fm.fileExists(atPath: dest) && !o.force { throw FormatError.exists(path: dest) }
+        if fm.fileExists(atPath: dest) && !o.force {
+            // Outputs appear complete or not at all, so an existing one with --resume is a finished run.
+            if o.resume { throw ConvertError.workState(path: dest, problem: "already complete: there is nothing to resume (pass --force to convert again)") }
+            throw FormatError.exists(path: dest)
+        }
         let parent = Paths.parent(of: dest)
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
             throw FormatError.io(path: dest, message: "parent folder \(parent) does not exist")
         }
         let opened = try CheckpointOpener.open(o.model)
+        if o.verifyChecksums {
+            // Torch zip entries (and SQ4 tensors) carry CRC-32s: a flipped bit is caught before hours of work.
+            let bar = progress == nil ? nil : ProgressBar(label: "verify", unit: .bytes)
+            try Checksums.verify(opened.file, threads: Threads.count, progress: bar.map { b in { done, total in b.update(done, total) } })
+            bar?.finish()
+        }
         let configPath = "\(opened.folder)/config.json"
         guard let config = opened.config, let configData = fm.contents(atPath: configPath) else {
             throw ConvertError.source(path: configPath, problem: "no config.json next to the weights")
@@ -75,7 +85,9 @@ public enum Converter {
         let tokenizer = try QwenTokenizer(vocabularyFile: vocabPath)
         let tiktokenSHA = try sha256Hex(file: vocabPath)
         let sourceSHA = try sourceChecksum(opened)
-        let calib = o.method == .gptq ? try CalibrationSet(path: o.calibration!, tokenizer: tokenizer, maxSamples: o.maxSamples) : nil
+        let calib = o.method == .gptq
+            ? try CalibrationSet(path: o.calibration!, tokenizer: tokenizer, maxSamples: o.maxSamples, maxTokens: config.seqLength) : nil
+        for w in calib?.warnings ?? [] { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
 
         let fingerprint = [Converter.toolVersion, "source \(sourceSHA)", "calib \(calib?.sha256 ?? "none") max \(o.maxSamples ?? -1)",
                            "method \(o.method.rawValue) bits \(o.bits) group \(o.groupSize) sym \(o.sym) desc_act \(o.descAct)",
@@ -100,10 +112,19 @@ public enum Converter {
                 throw FormatError.io(path: work, message: "cannot create the work folder: \(error.localizedDescription)")
             }
         }
+        // A run that fails before its first state.json (a bad image, a model that does not bind) did
+        // no work worth keeping: it leaves no work folder, so the corrected command needs no --force.
+        let freshWork = state == nil
+        func discardFreshWork<T>(_ body: () throws -> T) throws -> T {
+            do { return try body() } catch {
+                if freshWork { try? fm.removeItem(atPath: work) }
+                throw error
+            }
+        }
         let resumedFrom = state?.blocksDone
         removeStaleTemporaries(for: dest)
 
-        let model = try QwenVLModel(config: config, weights: opened.file)
+        let model = try discardFreshWork { try QwenVLModel(config: config, weights: opened.file) }
         let L = config.numHiddenLayers, h = config.hiddenSize
         let n = calib?.samples.count ?? 0
         let passes = o.method == .gptq ? sequentialGroups.count + 1 : 0
@@ -119,27 +140,29 @@ public enum Converter {
 
         // 1. Calibration: block-0 inputs of every sample.
         if state == nil {
-            let tc = Date()
-            let tokens = calib?.samples.map(\.tokens.count) ?? []
-            if let calib {
-                let store = try ActivationStore(folder: "\(work)/acts-0", hidden: h, tokens: tokens, budget: o.memoryBudget / 4)
-                carried = store
-                for (i, s) in calib.samples.enumerated() {
-                    let px: FloatTensor
-                    do { px = try Runner.pixelValues([s.imagePath])! } catch {
-                        throw ConvertError.calibrationImage(path: calib.path, line: s.line, image: s.image, problem: "\(error)")
+            try discardFreshWork {
+                let tc = Date()
+                let tokens = calib?.samples.map(\.tokens.count) ?? []
+                if let calib {
+                    let store = try ActivationStore(folder: "\(work)/acts-0", hidden: h, tokens: tokens, budget: o.memoryBudget / 4)
+                    carried = store
+                    for (i, s) in calib.samples.enumerated() {
+                        let px: FloatTensor
+                        do { px = try Runner.pixelValues([s.imagePath])! } catch {
+                            throw ConvertError.calibrationImage(path: calib.path, line: s.line, image: s.image, problem: "\(error)")
+                        }
+                        let features = try model.vision.encode(pixelValues: px)
+                        let x = try model.language.embed(ids: s.tokens.map { Int32($0) }, imageFeatures: features)
+                        try store.put(i, x.data)
+                        tick("calibration \(i + 1)/\(n): ViT + embeddings")
                     }
-                    let features = try model.vision.encode(pixelValues: px)
-                    let x = try model.language.embed(ids: s.tokens.map { Int32($0) }, imageFeatures: features)
-                    try store.put(i, x.data)
-                    tick("calibration \(i + 1)/\(n): ViT + embeddings")
+                    spilled = max(spilled, store.spilledBytes)
                 }
-                spilled = max(spilled, store.spilledBytes)
+                releasePages(of: opened.file) { $0.hasPrefix("transformer.visual.") || $0 == "transformer.wte.weight" }
+                state = ConvertWorkState(fingerprint: fingerprint, blocksDone: 0, tokens: tokens, log: [])
+                try state!.write(statePath)
+                stageSeconds["calibration", default: 0] += Date().timeIntervalSince(tc)
             }
-            releasePages(of: opened.file) { $0.hasPrefix("transformer.visual.") || $0 == "transformer.wte.weight" }
-            state = ConvertWorkState(fingerprint: fingerprint, blocksDone: 0, tokens: tokens, log: [])
-            try state!.write(statePath)
-            stageSeconds["calibration", default: 0] += Date().timeIntervalSince(tc)
         } else {
             doneUnits = o.method == .gptq ? n + state!.blocksDone * passes * n : state!.blocksDone * 5
         }
@@ -200,10 +223,6 @@ public enum Converter {
             }
             try AtomicFileWriter.write(Array(try Data(contentsOf: URL(fileURLWithPath: vocabPath))), to: "\(staging)/qwen.tiktoken", overwrite: false)
             files.append("qwen.tiktoken")
-            if fm.fileExists(atPath: dest) { try fm.removeItem(atPath: dest) }   // only with --force (checked above)
-            guard rename(staging, dest) == 0 else {
-                throw FormatError.io(path: dest, message: "cannot move the finished folder into place: \(String(cString: strerror(errno)))")
-            }
             written = files.sorted().map { "\(dest)/\($0)" }
             logPath = "\(dest)/convert_log.json"
         }
@@ -212,9 +231,22 @@ public enum Converter {
                                    files: written, log: logPath, samples: n, tokens: st.tokens.reduce(0, +), blocks: L,
                                    resumedFromBlock: resumedFrom, modules: st.log, peakRSSBytes: peakRSSBytes(),
                                    spilledBytes: spilled, seconds: Date().timeIntervalSince(t0), stageSeconds: stageSeconds)
-        try? fm.removeItem(atPath: work)
         result.peakRSSBytes = peakRSSBytes()
-        try writeLog(result, calibration: calibText, to: logPath, overwrite: true)
+        if o.format == .autogptq {
+            // The log goes into the staging folder before the rename: the output folder appears at its
+            // path complete, convert_log.json included, or not at all (issue 17).
+            let staging = "\(work)/output"
+            try writeLog(result, calibration: calibText, to: "\(staging)/convert_log.json", overwrite: false)
+            try o.beforePublish?(staging)
+            if fm.fileExists(atPath: dest) { try fm.removeItem(atPath: dest) }   // only with --force (checked above)
+            guard rename(staging, dest) == 0 else {
+                throw FormatError.io(path: dest, message: "cannot move the finished folder into place: \(String(cString: strerror(errno)))")
+            }
+            try? fm.removeItem(atPath: work)
+        } else {
+            try? fm.removeItem(atPath: work)
+            try writeLog(result, calibration: calibText, to: logPath, overwrite: true)
+        }
         progress?.finish()
         return result
     }

@@ -22,6 +22,8 @@ public struct CalibrationSet {
     public let samples: [Sample]
     /// SHA-256 of the jsonl bytes (recorded in the output's provenance and the resume state).
     public let sha256: String
+    /// One line per sample cut to the model's context (printed by `convert`).
+    public let warnings: [String]
     public var totalTokens: Int { samples.reduce(0) { $0 + $1.tokens.count } }
 
     /// One-line description for the provenance field.
@@ -30,64 +32,38 @@ public struct CalibrationSet {
             + "rendered as one chatml turn + caption + <|im_end|> (RENDERING.md), batch 1"
     }
 
-    /// Reads and checks every line (a bad line names file:line; a missing image names the image)
-    /// and tokenizes it. `maxSamples` keeps the first N pairs.
-    public init(path: String, tokenizer: QwenTokenizer, maxSamples: Int? = nil) throws {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw FormatError.io(path: path, message: FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file")
-        }
+    /// Reads the pairs file (`ImageTextPairs`: the rules shared with `validate`) and tokenizes each
+    /// pair. `maxSamples` keeps the first N pairs. `maxTokens` (the model's `seq_length`) caps a
+    /// sample: a longer one is cut to its first `maxTokens` tokens with a warning, so one huge
+    /// caption cannot cost minutes and gigabytes (a context that alone exceeds it is refused).
+    public init(path: String, tokenizer: QwenTokenizer, maxSamples: Int? = nil, maxTokens: Int? = nil) throws {
+        let file = try ImageTextPairs(path: path, limit: maxSamples)
         self.path = path
-        sha256 = data.withUnsafeBytes { sha256Hex($0) }
-        let folder = Paths.parent(of: path)
+        sha256 = file.sha256
         var samples: [Sample] = []
-        let lines = data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
-        for (k, raw) in lines.enumerated() {
-            if let m = maxSamples, samples.count >= m { break }
-            let lineNo = k + 1
-            var bytes = Array(raw)
-            if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
-            if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }   // blank lines are allowed
-            let obj: JSONValue
+        var warnings: [String] = []
+        for p in file.pairs {
+            var tokens: [Int]
             do {
-                obj = try bytes.withUnsafeBytes { try StrictJSON.parseObject($0, path: path, what: "line \(lineNo)") }
-            } catch let e as FormatError {
-                throw ConvertError.calibrationLine(path: path, line: lineNo, problem: "\(e)")
-            }
-            guard case .object(let members) = obj else {
-                throw ConvertError.calibrationLine(path: path, line: lineNo, problem: "expected a JSON object")
-            }
-            func string(_ key: String) throws -> String {
-                guard let v = obj[key] else {
-                    throw ConvertError.calibrationLine(path: path, line: lineNo, problem: "missing \"\(key)\"")
+                tokens = try tokenizer.calibrationTokens(image: p.image, prompt: p.prompt, caption: p.caption)
+                if let maxTokens, tokens.count > maxTokens {
+                    let context = try tokenizer.makeContext(query: QwenTokenizer.fromListFormat([.image(p.image), .text(p.prompt)])).tokens.count
+                    guard context < maxTokens else {
+                        throw ConvertError.calibrationLine(path: path, line: p.line, problem: "the prompt and image alone render to \(context) tokens, "
+                            + "at or beyond the model's context of \(maxTokens) (seq_length): shorten the prompt")
+                    }
+                    warnings.append("\(printable(path)):\(p.line): the pair renders to \(tokens.count) tokens; "
+                        + "only the first \(maxTokens) are used (the model's context, seq_length)")
+                    tokens.removeSubrange(maxTokens...)
                 }
-                guard case .string(let s) = v else {
-                    throw ConvertError.calibrationLine(path: path, line: lineNo, problem: "\"\(key)\" must be a string, found \(v.kindName)")
-                }
-                return s
-            }
-            for m in members where !["image", "prompt", "caption"].contains(m.key) {
-                throw ConvertError.calibrationLine(path: path, line: lineNo, problem: "unknown key \"\(m.key)\" (expected image, prompt, caption)")
-            }
-            let image = try string("image"), prompt = try string("prompt"), caption = try string("caption")
-            guard !image.isEmpty, image.utf8.count <= 256 - 2 else {
-                throw ConvertError.calibrationLine(path: path, line: lineNo, problem: "image path must be 1...254 bytes (it is written into the <img> span)")
-            }
-            let resolved = image.hasPrefix("/") ? image : (folder.isEmpty ? image : "\(folder)/\(image)")
-            var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: resolved, isDirectory: &isDir), !isDir.boolValue else {
-                throw ConvertError.calibrationImage(path: path, line: lineNo, image: image, problem: "no such file (looked at \(resolved))")
-            }
-            let tokens: [Int]
-            do {
-                tokens = try tokenizer.calibrationTokens(image: image, prompt: prompt, caption: caption)
+            } catch let e as ConvertError {
+                throw e
             } catch {
-                throw ConvertError.calibrationLine(path: path, line: lineNo, problem: "cannot tokenize: \(error)")
+                throw ConvertError.calibrationLine(path: path, line: p.line, problem: "cannot tokenize: \(error)")
             }
-            samples.append(Sample(line: lineNo, image: image, imagePath: resolved, tokens: tokens))
-        }
-        guard !samples.isEmpty else {
-            throw ConvertError.calibrationLine(path: path, line: 1, problem: "no calibration pairs in the file")
+            samples.append(Sample(line: p.line, image: p.image, imagePath: p.imagePath, tokens: tokens))
         }
         self.samples = samples
+        self.warnings = warnings
     }
 }

@@ -31,6 +31,8 @@ public struct ConvertOptions {
     public var force = false
     /// Use only the first N pairs.
     public var maxSamples: Int?
+    /// Check the source's checksums (torch zip CRC-32s, SQ4 CRC-32s) before using it (`--no-verify` turns it off).
+    public var verifyChecksums = true
     /// Bytes of calibration activations kept in RAM; the rest waits on disk, zstd-compressed.
     public var memoryBudget = 4 << 30
     /// qwen.tiktoken (default: the model folder's, then $SQUINT_VOCAB).
@@ -47,6 +49,9 @@ public struct ConvertOptions {
     }
     /// Called after block i's state is saved. Tests throw from it to simulate a kill after block i.
     public var afterBlock: ((Int) throws -> Void)?
+    /// Test hook: called with the finished AutoGPTQ staging folder just before it is renamed into
+    /// place (a throw there stands for a kill at that moment).
+    public var beforePublish: ((String) throws -> Void)?
 
     public init(model: String, calibration: String?, output: String) {
         self.model = model; self.calibration = calibration; self.output = output
@@ -104,7 +109,10 @@ public enum ConvertError: Error, CustomStringConvertible, Equatable {
     /// The run was stopped (Ctrl-C, injected failure); the state saved so far is kept.
     case interrupted(afterBlock: Int)
 
-    public var description: String {
+    /// One line: names from files (calibration lines, images, tensors) are escaped (`printable`).
+    public var description: String { printable(rawDescription) }
+
+    private var rawDescription: String {
         switch self {
         case let .invalidOption(s): return "convert: \(s)"
         case let .calibrationLine(p, l, w): return "\(p):\(l): \(w)"

@@ -13,6 +13,21 @@ public struct TensorStats: Codable, Equatable, Sendable {
     public var inf: UInt64
 }
 
+/// With `--stats`, when any value is NaN or Inf: how many, in how many tensors, and where the first is.
+public struct NonFiniteSummary: Codable, Equatable, Sendable {
+    public var tensors: Int
+    public var nan: UInt64
+    public var inf: UInt64
+    /// The first tensor (in file order) holding one, and the index of its first non-finite element.
+    public var firstTensor: String
+    public var firstIndex: [Int]
+
+    enum CodingKeys: String, CodingKey {
+        case tensors, nan, inf
+        case firstTensor = "first_tensor", firstIndex = "first_index"
+    }
+}
+
 /// One row of `inspect`: where a tensor's bytes are. `offset` is absolute in `file`.
 public struct TensorRow: Codable, Equatable, Sendable {
     public var name: String
@@ -69,9 +84,12 @@ public struct InspectReport: Codable, Sendable {
     /// With `--verify`: what was checked ("verified: ..." for a Squint Int4 file; "none: ..." for
     /// formats without checksums). Absent otherwise.
     public var checksums: String?
+    /// With `--stats`: the NaN and Inf values found, absent when every value is finite.
+    public var nonFinite: NonFiniteSummary?
 
     enum CodingKeys: String, CodingKey {
         case path, format, layout, files, tensors, modules, config, quantization, metadata, checksums
+        case nonFinite = "non_finite"
         case layoutNotes = "layout_notes"
         case tensorCount = "tensor_count"
         case totalBytes = "total_bytes"
@@ -80,6 +98,13 @@ public struct InspectReport: Codable, Sendable {
 }
 
 public enum Inspector {
+    /// a + b, saturating at Int.max: a torch broadcast view (stride 0) may declare up to 2^63 bytes
+    /// from a tiny storage, so the totals of two such tensors from a hostile file must not trap.
+    static func total(_ a: Int, _ b: Int) -> Int {
+        let (r, overflow) = a.addingReportingOverflow(b)
+        return overflow ? .max : r
+    }
+
     /// Top-level module summary: everything up to and including a folded block index, or the
     /// first two name components otherwise (`transformer.wte`, `lm_head`).
     static func summarizeModules(_ tensors: [TensorInfo]) -> [ModuleSummary] {
@@ -102,8 +127,8 @@ public enum Inspector {
             if acc[key] == nil { order.append(key); acc[key] = ([], 0, 0, 0) }
             if let blockId { acc[key]!.blocks.insert(blockId) }
             acc[key]!.tensors += 1
-            acc[key]!.elements += t.elementCount
-            acc[key]!.bytes += t.byteCount
+            acc[key]!.elements = total(acc[key]!.elements, t.elementCount)
+            acc[key]!.bytes = total(acc[key]!.bytes, t.byteCount)
         }
         return order.map { k in
             let a = acc[k]!
@@ -116,7 +141,7 @@ public enum Inspector {
         var acc: [DType: DTypeTotal] = [:]
         for t in tensors {
             var e = acc[t.dtype] ?? DTypeTotal(dtype: t.dtype.rawValue, tensors: 0, elements: 0, bytes: 0)
-            e.tensors += 1; e.elements += t.elementCount; e.bytes += t.byteCount
+            e.tensors += 1; e.elements = total(e.elements, t.elementCount); e.bytes = total(e.bytes, t.byteCount)
             acc[t.dtype] = e
         }
         return acc.values.sorted { $0.bytes > $1.bytes }
@@ -176,9 +201,17 @@ public enum Inspector {
             TensorRow(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.shape, file: $0.file,
                       offset: $0.offset, bytes: $0.byteCount, strides: $0.strides, stats: nil)
         }
+        var nonFinite: NonFiniteSummary?
         if stats {
             let computed = try computeStats(file, selected, progress: progress)
             for i in rows.indices { rows[i].stats = computed[i] }
+            let bad = rows.indices.filter { (rows[$0].stats?.nan ?? 0) + (rows[$0].stats?.inf ?? 0) > 0 }
+            if let first = bad.first {
+                let t = selected[first]
+                nonFinite = NonFiniteSummary(tensors: bad.count, nan: bad.reduce(0) { $0 + rows[$1].stats!.nan },
+                                             inf: bad.reduce(0) { $0 + rows[$1].stats!.inf }, firstTensor: t.name,
+                                             firstIndex: try firstNonFiniteIndex(file, t))
+            }
         }
         var fileAcc: [String: FileSummary] = [:]
         var fileOrder: [String] = []
@@ -203,9 +236,18 @@ public enum Inspector {
         return InspectReport(
             path: file.path, format: format, layout: layout, layoutNotes: notes,
             files: fileOrder.map { fileAcc[$0]! }, tensorCount: all.count,
-            totalBytes: all.reduce(0) { $0 + $1.byteCount }, totalsByDtype: dtypeTotals(all),
+            totalBytes: all.reduce(0) { total($0, $1.byteCount) }, totalsByDtype: dtypeTotals(all),
             modules: summarizeModules(all), config: cfgSummary, quantization: quantization ?? config?.quantizationConfig,
-            metadata: file.metadata, tensors: rows)
+            metadata: file.metadata, tensors: rows, nonFinite: nonFinite)
+    }
+
+    /// The index ([i, j, ...]) of the first NaN or Inf element of `t`, which the stats found to hold one.
+    static func firstNonFiniteIndex(_ file: TensorFile, _ t: TensorInfo) throws -> [Int] {
+        let v = try file.view(t.name)
+        guard var k = (0..<t.elementCount).first(where: { !elementAsDouble(v, $0).isFinite }) else { return [] }
+        var index = [Int](repeating: 0, count: t.shape.count)
+        for d in t.shape.indices.reversed() where t.shape[d] > 0 { index[d] = k % t.shape[d]; k /= t.shape[d] }
+        return index
     }
 
     /// Streams every selected tensor once, on both cores: tensors are cut into 512 KiB chunks that two

@@ -1,4 +1,5 @@
 import Foundation
+import SquintFormats
 
 /// Human-readable rendering of an `InspectReport` (the `--json` form is the Codable encoding).
 public enum InspectText {
@@ -31,6 +32,10 @@ public enum InspectText {
         out.append("\(r.path)")
         out.append("  format: \(r.format)   layout: \(r.layout)   tensors: \(r.tensorCount)   data: \(bytes(r.totalBytes)) (\(r.totalBytes) bytes)")
         for n in r.layoutNotes { out.append("  check: \(n)") }
+        if let nf = r.nonFinite {
+            out.append("  non-finite: \(nf.nan) NaN and \(nf.inf) Inf values in \(nf.tensors) tensors; the first is "
+                + "\(nf.firstTensor)[\(nf.firstIndex.map(String.init).joined(separator: ", "))]")
+        }
         if let c = r.config {
             for k in ["llm", "vision", "resampler", "torch_dtype"] { if let v = c[k] { out.append("  \(pad(k + ":", 12)) \(v)") } }
         }
@@ -71,6 +76,7 @@ public enum InspectText {
                 out.append(line)
             }
         }
-        return out.joined(separator: "\n")
+        // Every line holds names and values from the file: escaped so each stays one line.
+        return out.map(printable).joined(separator: "\n")
     }
 }

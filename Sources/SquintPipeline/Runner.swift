@@ -18,8 +18,8 @@ public final class LoadedModel {
     public let vocabularyPath: String
 
     /// - Parameter vocab: qwen.tiktoken; default: the folder's, then $SQUINT_VOCAB.
-    /// - Parameter verifyChecksums: check every tensor's CRC-32 of a Squint Int4 file before use (one
-    ///   read of the file; other formats carry no checksums).
+    /// - Parameter verifyChecksums: check every checksum the weights carry before use (`Checksums.verify`:
+    ///   SQ4 tensor CRC-32s, torch zip entry CRC-32s; one read of the file; safetensors carry none).
     public init(folder: String, vocab: String? = nil, verifyChecksums: Bool = true) throws {
         self.folder = folder
         checkpoint = try CheckpointOpener.open(folder)
@@ -27,7 +27,7 @@ public final class LoadedModel {
             throw ModelError.config(path: checkpoint.file.path, message: "a \(q.bits)-bit AutoGPTQ checkpoint: Squint's runtime runs 4-bit "
                 + "ones (like the official Qwen-VL-Chat-Int4); `squint inspect` reads it, and transformers/AutoGPTQ can run it")
         }
-        if verifyChecksums, let sq4 = checkpoint.file as? SquintInt4File { try sq4.verify(threads: Threads.count) }
+        if verifyChecksums { try Checksums.verify(checkpoint.file, threads: Threads.count) }
         guard let config = checkpoint.config else {
             throw ModelError.config(path: "\(checkpoint.folder)/config.json", message: "no config.json next to the weights")
         }
@@ -40,12 +40,19 @@ public final class LoadedModel {
         tokenizer = try QwenTokenizer(vocabularyFile: v)
         vocabularyPath = v
         var g = SamplingOptions(doSample: true, temperature: 1, topK: 0, topP: 0.3, seed: 0)
-        if let d = FileManager.default.contents(atPath: "\(checkpoint.folder)/generation_config.json"),
+        let genPath = "\(checkpoint.folder)/generation_config.json"
+        if let d = FileManager.default.contents(atPath: genPath),
            let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] {
             if let s = o["do_sample"] as? Bool { g.doSample = s }
-            if let p = o["top_p"] as? Double { g.topP = Float(p) }
-            if let k = o["top_k"] as? Int { g.topK = k }
-            if let t = o["temperature"] as? Double { g.temperature = Float(t) }
+            // Checked before use: a temperature of 0 or NaN would turn every logit into NaN.
+            func number(_ key: String, _ ok: (Double) -> Bool, _ allowed: String) throws -> Double? {
+                guard let v = (o[key] as? NSNumber)?.doubleValue else { return nil }
+                guard v.isFinite, ok(v) else { throw ModelError.config(path: genPath, message: "\(key) is \(v), allowed \(allowed)") }
+                return v
+            }
+            if let p = try number("top_p", { $0 > 0 && $0 <= 1 }, "a number in (0, 1]") { g.topP = Float(p) }
+            if let k = try number("top_k", { $0 >= 0 && $0 <= 1e9 && $0 == $0.rounded() }, "an integer in 0...1000000000") { g.topK = Int(k) }
+            if let t = try number("temperature", { $0 >= 1e-6 && $0 <= 1e6 }, "a number in 1e-6...1e6") { g.temperature = Float(t) }
         }
         generation = g
     }
@@ -75,6 +82,9 @@ public struct RunResult: Codable, Sendable {
 }
 
 public enum Runner {
+    /// Largest `maxNewTokens` an answer accepts (the KV cache is allocated for prompt + this many).
+    public static let maxNewTokensLimit = 1 << 20
+
     /// The `<img>` paths of a token sequence, in order, recovered from the ids as the official
     /// `QWenModel.forward` does (bytes between `<img>` and the first `<imgpad>`/`</img>`).
     public static func imagePaths(in ids: [Int]) throws -> [String] {
@@ -115,6 +125,10 @@ public enum Runner {
                               sampling: SamplingOptions, imageBase: String? = nil,
                               onToken: ((String) -> Void)? = nil,
                               dump: ((_ ids: [Int], _ logits: FloatTensor, _ features: FloatTensor?) throws -> Void)? = nil) throws -> RunResult {
+        // The KV cache is sized from it: bounded before any arithmetic (Int.max used to overflow).
+        guard (1...Runner.maxNewTokensLimit).contains(maxNewTokens) else {
+            throw ModelError.input(message: "max new tokens is \(maxNewTokens), allowed 1...\(Runner.maxNewTokensLimit)")
+        }
         let ctx = try m.tokenizer.makeContext(query: query, history: history)
         let ids = ctx.tokens
         let t0 = Date()
@@ -133,6 +147,11 @@ public enum Runner {
         let stops: Set<Int> = [SpecialTokens.imEnd, SpecialTokens.imStart, SpecialTokens.endOfText]
         var printed = ""
         while generated.count < maxNewTokens {
+            if let k = firstNonFinite(logits) {
+                let after = generated.last ?? ids.last ?? 0
+                throw ModelError.nonFinite(message: "the logits at position \(ids.count + generated.count - 1) (after token id \(after)) "
+                    + "are not finite (token id \(k) is \(logits[k]))")
+            }
             let next = sampler.next(logits)
             generated.append(next)
             if stops.contains(next) { break }
@@ -188,8 +207,10 @@ public enum Runner {
         let w = Double(img.width), h = Double(img.height)
         let line = max(Int((min(w, h) / 150).rounded()), 1)
         for (k, b) in boxes.enumerated() {
-            img.drawRectangle(x1: Int(Double(b.x1) / 1000 * w), y1: Int(Double(b.y1) / 1000 * h),
-                              x2: Int(Double(b.x2) / 1000 * w), y2: Int(Double(b.y2) / 1000 * h),
+            // Coordinates come from the model's text: clamped before the Int conversion (far outside the
+            // 0...1000 grid, so drawing still clips off-image boxes as before, but nothing can overflow).
+            func px(_ v: Int, _ size: Double) -> Int { Int(Double(min(max(v, -1_000_000), 1_000_000)) / 1000 * size) }
+            img.drawRectangle(x1: px(b.x1, w), y1: px(b.y1, h), x2: px(b.x2, w), y2: px(b.y2, h),
                               color: palette[k % palette.count], lineWidth: line)
         }
         try img.writePNG(path: output, overwrite: overwrite)

@@ -45,7 +45,8 @@ public enum Synth {
         let units: [(String, Double)] = [("GIB", 1_073_741_824), ("MIB", 1_048_576), ("KIB", 1024),
                                          ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1)]
         for (u, m) in units where t.hasSuffix(u) {
-            guard let v = Double(t.dropLast(u.count)), v > 0 else { return nil }
+            // Finite and below 2^62 before the Int conversion ("infGB" or "1e300GB" would trap).
+            guard let v = Double(t.dropLast(u.count)), v > 0, v.isFinite, v * m < 0x1p62 else { return nil }
             return Int(v * m)
         }
         guard let v = Int(t), v > 0 else { return nil }
@@ -97,7 +98,9 @@ public enum Synth {
     public static func run(_ o: Options, progress: ProgressBar? = nil) throws -> Result {
         let t0 = Date()
         let config = try QwenVLConfig.load(path: o.configPath)
-        let configBytes = FileManager.default.contents(atPath: o.configPath)!
+        guard let configBytes = FileManager.default.contents(atPath: o.configPath) else {
+            throw FormatError.io(path: o.configPath, message: "cannot read the file")      // removed since it was loaded
+        }
         let specs = config.bf16TensorSpecs()
         let gen = SyntheticWeights(seed: o.seed)
         let byteCounts = specs.map { $0.shape.reduce(1, *) * 2 }

@@ -9,7 +9,10 @@ public enum ValidateError: Error, CustomStringConvertible, Equatable {
     case pairs(path: String, line: Int, message: String)
     case incompatible(message: String)
 
-    public var description: String {
+    /// One line: names from files are escaped (`printable`).
+    public var description: String { printable(rawDescription) }
+
+    private var rawDescription: String {
         switch self {
         case let .pairs(p, l, m): return "\(p):\(l): \(m)"
         case let .incompatible(m): return "the two models cannot be compared: \(m)"
@@ -30,33 +33,35 @@ public struct ValidationSample {
         self.label = label; self.ids = ids; self.contextLength = contextLength; self.pixelValues = pixelValues
     }
 
-    /// Reads a pairs.jsonl (`{"image", "prompt", "caption"}` per line; image paths relative to the
-    /// file's folder) and renders each pair as the calibration rule does. `limit` keeps the first n.
+    /// Reads a pairs.jsonl (`{"image", "prompt", "caption"}` per line, image paths relative to the
+    /// file's folder; `ImageTextPairs` states the rules, the same as `convert --calib`) and renders
+    /// each pair as the calibration rule does. `limit` keeps the first n.
     public static func load(pairs path: String, tokenizer: QwenTokenizer, limit: Int? = nil) throws -> [ValidationSample] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ValidateError.pairs(path: path, line: 0, message: FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file")
-        }
+        let file = try ImageTextPairs(path: path, limit: limit)
         let base = Paths.parent(of: path)
         var out: [ValidationSample] = []
-        for (n, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            if let limit, out.count >= limit { break }
-            if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
-            guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                throw ValidateError.pairs(path: path, line: n + 1, message: "not a JSON object")
-            }
-            guard let image = obj["image"] as? String, let prompt = obj["prompt"] as? String, let caption = obj["caption"] as? String else {
-                throw ValidateError.pairs(path: path, line: n + 1, message: "needs string members \"image\", \"prompt\" and \"caption\"")
-            }
-            let ctx = try tokenizer.makeContext(query: QwenTokenizer.fromListFormat([.image(image), .text(prompt)])).tokens
-            let ids = try tokenizer.calibrationTokens(image: image, prompt: prompt, caption: caption)
+        for p in file.pairs {
+            let ctx = try tokenizer.makeContext(query: QwenTokenizer.fromListFormat([.image(p.image), .text(p.prompt)])).tokens
+            let ids = try tokenizer.calibrationTokens(image: p.image, prompt: p.prompt, caption: p.caption)
             guard ids.count > ctx.count, Array(ids.prefix(ctx.count)) == ctx else {
-                throw ValidateError.pairs(path: path, line: n + 1, message: "the caption renders to no tokens")
+                throw ValidateError.pairs(path: path, line: p.line, message: "the caption renders to no tokens")
             }
             let px = try Runner.pixelValues(try Runner.imagePaths(in: ids), relativeTo: base)
-            out.append(ValidationSample(label: image, ids: ids.map(Int32.init), contextLength: ctx.count, pixelValues: px))
+            out.append(ValidationSample(label: p.image, ids: ids.map(Int32.init), contextLength: ctx.count, pixelValues: px))
         }
-        guard !out.isEmpty else { throw ValidateError.pairs(path: path, line: 0, message: "no pairs") }
         return out
+    }
+
+    /// The sample cut to at most `maxTokens` tokens (the model's context, `seq_length`): scoring
+    /// stops there, so one huge caption cannot cost minutes and gigabytes. nil when it already fits.
+    /// Throws when the context alone (system, image, prompt) leaves no caption token to score.
+    public func capped(to maxTokens: Int) throws -> ValidationSample? {
+        guard ids.count > maxTokens else { return nil }
+        guard contextLength < maxTokens else {
+            throw ModelError.input(message: "sample \(label): the prompt and image alone render to \(contextLength) tokens, at or beyond "
+                + "the model's context of \(maxTokens) (seq_length): shorten the prompt")
+        }
+        return ValidationSample(label: label, ids: Array(ids.prefix(maxTokens)), contextLength: contextLength, pixelValues: pixelValues)
     }
 }
 
@@ -70,6 +75,8 @@ public struct ValidateOptions: Sendable {
     public var maxKL: Double?
     /// Gate: fail when top1_agreement is below this.
     public var minTop1: Double?
+    /// Tokens kept per sample; nil: the models' context (`seq_length`). Longer samples are cut with a warning.
+    public var maxSampleTokens: Int?
     public init(greedyTokens: Int = 16, worstCount: Int = 10, maxKL: Double? = nil, minTop1: Double? = nil) {
         self.greedyTokens = greedyTokens; self.worstCount = worstCount; self.maxKL = maxKL; self.minTop1 = minTop1
     }
@@ -175,7 +182,7 @@ public enum Validator {
     /// and the caption are prefilled in two chunks on one cache (the same result as one prefill as long
     /// as both lengths give the same dynamic-NTK alpha, i.e. up to seq_length), so the cache can be cut
     /// back to the context for the greedy continuation instead of prefilling the context twice.
-    static func runPass(_ m: QwenVLModel, _ s: ValidationSample, greedyTokens: Int,
+    static func runPass(_ m: QwenVLModel, _ s: ValidationSample, greedyTokens: Int, name: String = "model",
                         onBlock: ((Int) -> Void)? = nil) throws -> Pass {
         // Progress inside the teacher-forced pass: the block hook fires before each block's first linear.
         let saved = m.language.linearInputObserver
@@ -206,6 +213,12 @@ public enum Validator {
             for i in hidden.indices { hidden[i] += b.hiddenStates[i].data }
         }
         let forward = Date().timeIntervalSince(t0)
+        // NaN/Inf logits would give `KL nan` (which passed with exit 0): refused at the first one.
+        let V = m.config.vocabSize
+        if let k = firstNonFinite(logits) {
+            throw ModelError.nonFinite(message: "\(name): the logits of sample \(s.label) at position \(k / V) "
+                + "(input token id \(s.ids[k / V])) are not finite (token id \(k % V) is \(logits[k]))")
+        }
         m.language.linearInputObserver = saved     // greedy steps are not counted in blocks
         var greedy: [Int] = []
         if greedyTokens > 0 {
@@ -219,6 +232,10 @@ public enum Validator {
                                              allLogits: false).logits.data
             }
             for k in 0..<greedyTokens {
+                if let j = firstNonFinite(row) {
+                    throw ModelError.nonFinite(message: "\(name): the logits of sample \(s.label) at greedy step \(k + 1) "
+                        + "(position \(ctx - 1 + k)) are not finite (token id \(j) is \(row[j]))")
+                }
                 let next = argmax(row)
                 greedy.append(next)
                 if k + 1 < greedyTokens { row = try m.language.decodeStep(Int32(next), cache: cache) }
@@ -269,21 +286,33 @@ public enum Validator {
     /// Log-spaced KL bins: 1e-6 ... 10 nats, 4 per decade.
     public static let histogramEdges: [Double] = (0...28).map { pow(10, -6 + Double($0) / 4) }
 
+    /// Where warnings go when the caller gives no `warn` (the CLI's stderr, one line each).
+    static func warnOnStandardError(_ w: String) { FileHandle.standardError.write(Data("warning: \(printable(w))\n".utf8)) }
+
     /// Runs both models on every sample and measures the drift. `decode` turns ids into text for the
     /// worst-positions table and the greedy continuations; `progress` gets (done, total, detail) in
     /// blocks of the teacher-forced passes (samples x 2 models x layers).
     public static func run(bf16: QwenVLModel, int4: QwenVLModel, bf16Name: String = "bf16", int4Name: String = "int4",
                            samples: [ValidationSample], options: ValidateOptions = ValidateOptions(),
                            decode: (([Int]) -> String)? = nil,
-                           progress: ((Int, Int, String) -> Void)? = nil) throws -> ValidationReport {
+                           progress: ((Int, Int, String) -> Void)? = nil,
+                           warn: ((String) -> Void)? = nil) throws -> ValidationReport {
         let a = bf16.config, b = int4.config
         guard a.vocabSize == b.vocabSize, a.hiddenSize == b.hiddenSize, a.numHiddenLayers == b.numHiddenLayers else {
             throw ValidateError.incompatible(message: "vocab \(a.vocabSize) vs \(b.vocabSize), hidden \(a.hiddenSize) vs \(b.hiddenSize), "
                 + "layers \(a.numHiddenLayers) vs \(b.numHiddenLayers)")
         }
-        for s in samples {
+        var samples = samples
+        for (i, s) in samples.enumerated() {
             guard s.contextLength >= 1, s.contextLength <= s.ids.count else {
                 throw ValidateError.incompatible(message: "sample \(s.label): context length \(s.contextLength) outside 1...\(s.ids.count)")
+            }
+            // At most the model's context per sample (docs/VALIDATING.md), with a warning.
+            let cap = options.maxSampleTokens ?? min(a.seqLength, b.seqLength)
+            if let cut = try s.capped(to: cap) {
+                (warn ?? Self.warnOnStandardError)("sample \(s.label): \(s.ids.count) tokens; only the first \(cap) are scored "
+                    + "(the model's context, seq_length)")
+                samples[i] = cut
             }
         }
         let text = decode ?? { ids in ids.map(String.init).joined(separator: " ") }
@@ -303,9 +332,9 @@ public enum Validator {
                 { l in progress?((2 * si + which) * L + l, total, "sample \(si + 1)/\(samples.count) \(name) block \(l + 1)/\(L)") }
             }
             progress?(2 * si * L, total, "sample \(si + 1)/\(samples.count) bf16")
-            let pa = try runPass(bf16, s, greedyTokens: options.greedyTokens, onBlock: progress == nil ? nil : report(0, "bf16"))
+            let pa = try runPass(bf16, s, greedyTokens: options.greedyTokens, name: bf16Name, onBlock: progress == nil ? nil : report(0, "bf16"))
             progress?((2 * si + 1) * L, total, "sample \(si + 1)/\(samples.count) int4")
-            let pb = try runPass(int4, s, greedyTokens: options.greedyTokens, onBlock: progress == nil ? nil : report(1, "int4"))
+            let pb = try runPass(int4, s, greedyTokens: options.greedyTokens, name: int4Name, onBlock: progress == nil ? nil : report(1, "int4"))
             forwardSeconds += pa.forwardSeconds + pb.forwardSeconds
             let S = s.ids.count
             // Per-block drift over every position.

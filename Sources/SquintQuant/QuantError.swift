@@ -1,3 +1,5 @@
+import SquintFormats
+
 /// Every way the quantization core refuses its input. Cases say which tensor or setting was wrong and
 /// what was expected, so a caller (the convert pipeline, the CLI) can print them as they are.
 public enum QuantError: Error, CustomStringConvertible, Equatable {
@@ -16,7 +18,10 @@ public enum QuantError: Error, CustomStringConvertible, Equatable {
     /// corrupt neighbouring nibbles; we stop and say where.
     case notPackable(String)
 
-    public var description: String {
+    /// One line: module names are escaped (`printable`).
+    public var description: String { printable(rawDescription) }
+
+    private var rawDescription: String {
         switch self {
         case let .invalidSetting(s): return "invalid quantization setting: \(s)"
         case let .shapeMismatch(w, e, a): return "\(w): expected \(e) elements, got \(a)"

@@ -1,3 +1,5 @@
+import SquintFormats
+
 /// Every way the tokenizer refuses input. Cases name the file (and line) or the position in the
 /// text / id list, so the CLI can print the message as is. Nothing in this module traps on bad input.
 public enum TokenizerError: Error, CustomStringConvertible, Equatable {
@@ -22,7 +24,10 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     /// The text inside `<box>...</box>` is not four integers `(x1,y1),(x2,y2)`.
     case malformedBox(text: String)
 
-    public var description: String {
+    /// One line: text from the vocabulary file or the prompt is escaped (`printable`).
+    public var description: String { printable(rawDescription) }
+
+    private var rawDescription: String {
         switch self {
         case let .cannotRead(f, r): return "\(f): cannot read the vocabulary: \(r)"
         case let .malformedVocabulary(f, l, p): return "\(f):\(l): malformed vocabulary line: \(p)"

@@ -67,6 +67,9 @@ struct Convert: ParsableCommand {
     @Flag(help: "Replace an existing output and discard a previous run's state.")
     var force = false
 
+    @Flag(name: .customLong("no-verify"), help: "Skip the checksum check of the source (torch zip entry CRC-32s; checked by default before anything runs: one read of the weights).")
+    var noVerify = false
+
     @Flag(help: "Print the result and the per-module log as JSON.")
     var json = false
 
@@ -89,7 +92,7 @@ struct Convert: ParsableCommand {
             o.staticGroups = staticGroups; o.dampPercent = damp; o.maxSamples = maxSamples
             o.memoryBudget = SquintPipeline.Synth.parseSize(memoryBudget)!
             guard o.setHinvPrecision(hinv) else { throw ValidationError("--hinv must be mixed, double or float") }
-            o.vocab = vocab; o.resume = resume; o.force = force
+            o.vocab = vocab; o.resume = resume; o.force = force; o.verifyChecksums = !noVerify
             let r: ConvertResult
             do {
                 r = try Converter.run(o, progress: ProgressBar(label: "convert", unit: .items("passes")))

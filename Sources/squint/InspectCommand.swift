@@ -14,7 +14,8 @@ struct Inspect: ParsableCommand {
         Int4, Squint Int4) and the config. Accepts safetensors files, torch .bin/.pt/.pth files (zip \
         and legacy), sharded folders with an index, and Squint Int4 files.
 
-        --verify reads a Squint Int4 file once and checks every tensor's CRC-32.
+        --verify reads the file once and checks every checksum it carries: each tensor's CRC-32 of a \
+        Squint Int4 file, each entry's CRC-32 of a torch zip (.bin/.pt), shard by shard.
 
         Exit codes: 0 ok; 1 the checkpoint is invalid or unreadable (or, with --verify, corrupt); \
         64 bad arguments; \
@@ -39,7 +40,7 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Summaries only: leave out the per-tensor table.")
     var summary = false
 
-    @Flag(help: "Squint Int4 files: check the CRC-32 of every tensor (the header's is always checked); exit 1 on a mismatch. Other formats carry no checksums.")
+    @Flag(help: "Check every checksum the file carries (Squint Int4: each tensor's CRC-32; torch zip: each entry's CRC-32); exit 1 on a mismatch. safetensors and legacy torch files carry none.")
     var verify = false
 
     func validate() throws {
@@ -75,14 +76,11 @@ struct Inspect: ParsableCommand {
                 progress: bar.map { b in { done, total in b.update(done, total) } })
             bar?.finish()
             if verify {
-                if let sq4 = a.file as? SquintInt4File {
-                    let vbar = json ? nil : ProgressBar(label: "verify", unit: .bytes)
-                    try sq4.verify(threads: Threads.count, progress: vbar.map { b in { done, total in b.update(done, total) } })
-                    vbar?.finish()
-                    report.checksums = "verified: the header and all \(sq4.tensors.count) tensor CRC-32s match"
-                } else {
-                    report.checksums = "none: \(a.format) files carry no checksums (headers, sizes and offsets were checked)"
-                }
+                let vbar = json ? nil : ProgressBar(label: "verify", unit: .bytes)
+                let what = try Checksums.verify(a.file, threads: Threads.count, progress: vbar.map { b in { done, total in b.update(done, total) } })
+                vbar?.finish()
+                report.checksums = what.map { "verified: " + $0 }
+                    ?? "none: this \(a.format) file carries no checksums (headers, sizes and offsets were checked)"
             }
             if json {
                 print(try jsonString(report))

@@ -34,7 +34,7 @@ struct GenerationOptions: ParsableArguments {
     @Option(help: "Threads for Squint's kernels and OpenBLAS (default: every core, or $SQUINT_THREADS).")
     var threads: Int?
 
-    @Flag(name: .customLong("no-verify"), help: "Skip the CRC-32 check of a Squint Int4 file's tensors (checked by default: one read of the file, about 1 s for the 4.6 GB Qwen-VL-Chat Int4).")
+    @Flag(name: .customLong("no-verify"), help: "Skip the CRC-32 check of the weights (Squint Int4 tensors, torch zip entries; checked by default: one read of the file, about 1 s for the 4.6 GB Qwen-VL-Chat Int4).")
     var noVerify = false
 
     func validate() throws {

@@ -50,7 +50,7 @@ struct Validate: ParsableCommand {
     @Flag(help: "Print the result as JSON (keys: docs/VALIDATE_JSON.md).")
     var json = false
 
-    @Flag(name: .customLong("no-verify"), help: "Skip the CRC-32 check of a Squint Int4 file's tensors (checked by default before anything runs).")
+    @Flag(name: .customLong("no-verify"), help: "Skip the CRC-32 check of the weights (Squint Int4 tensors, torch zip entries; checked by default before anything runs).")
     var noVerify = false
 
     func validate() throws {

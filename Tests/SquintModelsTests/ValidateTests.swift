@@ -154,7 +154,9 @@ final class ValidateTests: XCTestCase {
         let b = try QwenVLModel(config: c4, weights: opened.file)
         let ctx = 278
         let sample = ValidationSample(label: "long", ids: m.ids, contextLength: ctx, pixelValues: m.pixels)
-        let r = try Validator.run(bf16: a, int4: b, samples: [sample], options: ValidateOptions(greedyTokens: 3, worstCount: 1000))
+        var options = ValidateOptions(greedyTokens: 3, worstCount: 1000)
+        options.maxSampleTokens = m.ids.count      // past seq_length on purpose (the default cuts there)
+        let r = try Validator.run(bf16: a, int4: b, samples: [sample], options: options)
         var expectedKL: [Double] = []
         var full: [[Float]] = []
         for model in [a, b] {
@@ -172,6 +174,27 @@ final class ValidateTests: XCTestCase {
         for (model, ids) in [(a, r.greedy[0].bf16Ids), (b, r.greedy[0].int4Ids)] {
             let g = try model.generateGreedy(ids: Array(m.ids.prefix(ctx)), pixelValues: m.pixels, steps: 3)
             XCTAssertEqual(ids, g.ids.map(Int.init))
+        }
+    }
+
+    /// Issue 17, item 5: a model whose weights hold NaN is refused at the first non-finite logit,
+    /// naming the model, the sample and the position (it used to report `KL nan` with exit 0).
+    func testNonFiniteLogitsAreRefusedWithModelSampleAndPosition() throws {
+        let config = m.bf16.config
+        let weights = syntheticCheckpoint(config: config, seed: 20240611)
+        let head = try weights.view("lm_head.weight")                  // BF16 [vocab, hidden]
+        XCTAssertEqual(head.info.dtype, .bf16)
+        var bytes = [UInt8](head.bytes)
+        let row = 1234 * config.hiddenSize * 2
+        bytes[row] = 0xC0; bytes[row + 1] = 0x7F                       // one BF16 NaN in token 1234's row
+        weights.remove("lm_head.weight")
+        try weights.add(name: "lm_head.weight", dtype: head.info.dtype, shape: head.info.shape) { $0.copyBytes(from: bytes) }
+        let poisoned = try QwenVLModel(config: config, weights: weights)
+        let sample = ValidationSample(label: "reference", ids: m.ids, contextLength: 277, pixelValues: m.pixels)
+        XCTAssertThrowsError(try Validator.run(bf16: m.bf16, int4: poisoned, int4Name: "int4-dir", samples: [sample],
+                                               options: ValidateOptions(greedyTokens: 0))) { e in
+            guard case .nonFinite(let message)? = e as? ModelError else { return XCTFail("\(e)") }
+            XCTAssertEqual(message, "int4-dir: the logits of sample reference at position 0 (input token id \(m.ids[0])) are not finite (token id 1234 is nan)")
         }
     }
 
@@ -228,10 +251,9 @@ final class ValidationPairsTests: XCTestCase {
         let p = dir + "/pairs.jsonl"
         let cases: [(String, Int, String)] = [
             ("{\"image\": \"a.png\", \"prompt\": \"x\", \"caption\": \"y\"}\nnot json\n", 1, ""),   // line 1: image missing
-            ("\n{\"image\": \"a.png\", \"prompt\": \"x\"}\n", 2, "needs string members"),
-            ("{\"image\": 3, \"prompt\": \"x\", \"caption\": \"y\"}", 1, "needs string members"),
-            ("[1, 2]\n", 1, "not a JSON object"),
-            ("\n\n", 0, "no pairs"),
+            ("\n{\"image\": \"a.png\", \"prompt\": \"x\"}\n", 2, "missing \"caption\""),
+            ("{\"image\": 3, \"prompt\": \"x\", \"caption\": \"y\"}", 1, "\"image\" must be a string"),
+            ("[1, 2]\n", 1, "must be a JSON object"),
         ]
         for (text, line, message) in cases {
             try text.write(toFile: p, atomically: true, encoding: .utf8)
@@ -239,13 +261,18 @@ final class ValidationPairsTests: XCTestCase {
                 if message.isEmpty {
                     XCTAssert("\(e)".contains("a.png"), "\(e)")   // the missing image is named
                 } else {
-                    guard case .pairs(p, line, _)? = e as? ValidateError else { return XCTFail("\(e)") }
+                    guard case .line(p, line, _)? = e as? PairsFileError else { return XCTFail("\(e)") }
                     XCTAssert("\(e)".hasPrefix("\(p):\(line): ") && "\(e)".contains(message), "\(e)")
                 }
             }
         }
+        // File-level problems name the file, not a line 0.
+        try "\n\n".write(toFile: p, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ValidationSample.load(pairs: p, tokenizer: try tokenizer())) { e in
+            XCTAssertEqual("\(e)", "\(p): no image-text pairs in the file")
+        }
         XCTAssertThrowsError(try ValidationSample.load(pairs: dir + "/none.jsonl", tokenizer: try tokenizer())) { e in
-            XCTAssertEqual(e as? ValidateError, .pairs(path: dir + "/none.jsonl", line: 0, message: "no such file"))
+            XCTAssertEqual("\(e)", "\(dir)/none.jsonl: cannot open the file: no such file")
         }
     }
 }

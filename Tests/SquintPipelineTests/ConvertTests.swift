@@ -630,8 +630,8 @@ final class ConvertTests: XCTestCase {
         try Data((good + "\n" + good.replacingOccurrences(of: "cat.png", with: "dog.png") + "\n").utf8)
             .write(to: URL(fileURLWithPath: "\(calib)/pairs.jsonl"))
         assertRefused(ConvertOptions(model: s.model, calibration: "\(calib)/pairs.jsonl", output: "\(tmp)/o.sq4")) { e in
-            XCTAssertEqual(e as? ConvertError, .calibrationImage(path: "\(calib)/pairs.jsonl", line: 2, image: "images/dog.png",
-                                                                 problem: "no such file (looked at \(calib)/images/dog.png)"))
+            XCTAssertEqual(e as? PairsFileError, .image(path: "\(calib)/pairs.jsonl", line: 2, image: "images/dog.png",
+                                                        problem: "no such file (looked at \(calib)/images/dog.png)"))
         }
         // Settings no format can hold.
         for (format, bits, group) in [(ConvertOptions.OutputFormat.squint, 3, 128), (.squint, 8, 128), (.autogptq, 5, 128),

@@ -144,10 +144,9 @@ public final class GGUFFile: TensorFile {
         }
         self.tensorIndex = tensorIndex
 
-        let (padded, o) = r.position.addingReportingOverflow((align - r.position % align) % align)
-        guard !o, padded <= file.size else {
-            throw FormatError.truncated(path: path, what: "the data section starts at \(padded), past the end of the \(file.size)-byte file")
-        }
+        // The data section may start past the end of a file whose tensors are all empty (or absent);
+        // each tensor's bytes are checked against the file size below.
+        let padded = r.position + (align - r.position % align) % align
         dataOffset = padded
 
         var infos: [GGUFTensorInfo] = []
@@ -155,9 +154,12 @@ public final class GGUFFile: TensorFile {
         for t in raws {
             let (start, o1) = padded.addingReportingOverflow(t.rel)
             let (end, o2) = start.addingReportingOverflow(t.bytes)
-            guard !o1, !o2, end <= file.size else {
+            guard !o1, !o2 else {
+                throw FormatError.invalid(path: path, what: "tensor '\(t.name)' offset \(t.rel) + \(t.bytes) bytes overflows 64 bits")
+            }
+            guard end <= file.size || t.bytes == 0 else {
                 throw FormatError.truncated(path: path, what: "tensor '\(t.name)' (\(t.type.name), ne \(t.ne)) needs bytes "
-                    + "\(o1 ? Int.max : start)..<\(o1 || o2 ? Int.max : end) of a \(file.size)-byte file")
+                    + "\(start)..<\(end) of a \(file.size)-byte file")
             }
             infos.append(GGUFTensorInfo(name: t.name, type: t.type, ne: t.ne, offset: start, byteCount: t.bytes,
                                         elementCount: t.count))
@@ -200,7 +202,8 @@ public final class GGUFFile: TensorFile {
 
     /// The tensor's bytes, straight from the mapping (no copy). Valid while this file is alive.
     public func bytes(of t: GGUFTensorInfo) throws -> UnsafeRawBufferPointer {
-        try mapping.slice(t.offset, t.byteCount, what: "tensor '\(t.name)'")
+        if t.byteCount == 0 { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return try mapping.slice(t.offset, t.byteCount, what: "tensor '\(t.name)'")
     }
 
     public func bytes(named name: String) throws -> UnsafeRawBufferPointer {

@@ -227,7 +227,9 @@ public indirect enum GGUFValue: Equatable, Sendable {
         case .bool(let v): return "\(v)"
         case .string(let s):
             let shown = s.count > 80 ? String(s.prefix(77)) + "..." : s
-            return "\"\(shown.replacingOccurrences(of: "\n", with: "\\n"))\""
+            let escaped = shown.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                .replacingOccurrences(of: "\n", with: "\\n")
+            return "\"\(escaped)\""
         case .array(let t, let a):
             let items = a.prefix(limit).map { $0.summary(limit: limit) }.joined(separator: ", ")
             let more = a.count > limit ? ", ... (\(a.count) \(t.name) values)" : ""

@@ -12,7 +12,8 @@ struct Inspect: ParsableCommand {
         byte offset of each tensor's data, totals by dtype and by module (transformer.h.N and \
         resblocks.N folded into per-block summaries), the recognised layout (Qwen-VL BF16, AutoGPTQ \
         Int4, Squint Int4) and the config. Accepts safetensors files, torch .bin/.pt/.pth files (zip \
-        and legacy), sharded folders with an index, and Squint Int4 files.
+        and legacy), sharded folders with an index, Squint Int4 files and GGUF files (metadata, ggml \
+        types, bits per weight; --stats over dequantised values).
 
         --verify reads a Squint Int4 file once and checks every tensor's CRC-32.
 

@@ -120,3 +120,32 @@ final class GGUFWriterTests: XCTestCase {
 extension GGUFFixtures {
     static func bytesAt(_ path: String) -> [UInt8] { [UInt8](try! Data(contentsOf: URL(fileURLWithPath: path))) }
 }
+
+/// Real files in the cache (absent on a fresh clone: the test skips): reading one and writing its
+/// metadata and tensors back must reproduce llama.cpp's bytes exactly, when all its tensor types are
+/// ones the writer writes.
+final class GGUFRealRoundTripTests: XCTestCase {
+    func testRealFileRoundTripsByteForByte() throws {
+        let cache = ProcessInfo.processInfo.environment["SQUINT_CACHE"] ?? (NSHomeDirectory() + "/.cache/squint")
+        let models = "\(cache)/models"
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: models)) ?? []).filter { $0.hasSuffix(".gguf") }.sorted()
+        var checked = 0
+        for name in names {
+            let g = try GGUFFile(path: "\(models)/\(name)")
+            guard g.ggufTensors.allSatisfy({ GGUFWriter.tensorTypes.contains($0.type) }), g.mapping.size < 200_000_000 else { continue }
+            let w = GGUFWriter()
+            for kv in g.keyValues { try w.add(key: kv.key, kv.value) }
+            for t in g.ggufTensors {
+                try w.addTensor(name: t.name, type: t.type, shape: t.shape) { Array(try g.bytes(of: t)) }
+            }
+            let dir = TempDir()
+            let out = "\(dir.path)/\(name)"
+            try w.write(to: out, overwrite: false)
+            let copy = try MappedFile(path: out)
+            XCTAssertEqual(copy.size, g.mapping.size, name)
+            XCTAssertTrue(copy.size == g.mapping.size && copy.bytes.elementsEqual(g.mapping.bytes), "\(name) differs")
+            checked += 1
+        }
+        if checked == 0 { throw XCTSkip("no real GGUF file with only F32/F16/BF16/Q8_0/Q4_0/Q4_1 tensors in \(models)") }
+    }
+}

@@ -8,6 +8,8 @@
 public final class GGUFWriter {
     /// Tensor types this writer accepts.
     public static let tensorTypes: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1]
+    /// llama.cpp's GGML_MAX_NAME: tensor names must be shorter than this many bytes.
+    public static let maxNameBytes = 64
 
     private struct Tensor {
         var name: String
@@ -94,6 +96,10 @@ public final class GGUFWriter {
     /// Validates a tensor declaration; returns its byte count.
     private func validate(name: String, type: GGMLType, shape: [Int]) throws -> Int {
         guard !name.isEmpty else { throw bad("empty tensor name") }
+        // llama.cpp stores names in a 64-byte field with a terminator and refuses longer ones.
+        guard name.utf8.count < Self.maxNameBytes else {
+            throw bad("tensor name '\(name)' is \(name.utf8.count) bytes; llama.cpp accepts at most \(Self.maxNameBytes - 1)")
+        }
         guard !names.contains(name) else { throw bad("duplicate tensor name '\(name)'") }
         guard Self.tensorTypes.contains(type) else {
             throw bad("tensor '\(name)': the writer does not write \(type.name) (it writes \(Self.tensorTypes.map(\.name).joined(separator: ", ")))")

@@ -104,6 +104,8 @@ final class GGUFWriterTests: XCTestCase {
         XCTAssertThrowsError(try w.addTensor(name: "a", type: .q4_K, shape: [256], bytes: [UInt8](repeating: 0, count: 144)))
         XCTAssertThrowsError(try w.addTensor(name: "a", type: .f32, shape: [1, 1, 1, 1, 1], bytes: [0, 0, 0, 0]))
         XCTAssertThrowsError(try w.addTensor(name: "a", type: .f32, shape: [2], bytes: [0, 0, 0, 0]))
+        XCTAssertThrowsError(try w.addTensor(name: String(repeating: "n", count: 64), type: .f32, shape: [1], bytes: [0, 0, 0, 0]))
+        try w.addTensor(name: String(repeating: "n", count: 63), type: .f32, shape: [1], bytes: [0, 0, 0, 0])
         try w.addTensor(name: "a", type: .f32, shape: [1], bytes: [0, 0, 0, 0])
         XCTAssertThrowsError(try w.addTensor(name: "a", type: .f32, shape: [1], bytes: [0, 0, 0, 0]))
         let p = dir.write("existing.gguf", [1, 2, 3])

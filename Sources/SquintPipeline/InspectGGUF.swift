@@ -45,6 +45,13 @@ extension Inspector {
         g.ggufTensors.map { TensorInfo(name: $0.name, dtype: .u8, shape: $0.shape, file: g.path, offset: $0.offset, byteCount: $0.byteCount) }
     }
 
+    /// What `inspect --diff` compares: for GGUF files element shapes and ggml type names (so Q4_K ->
+    /// Q6_K is a dtype change, not a byte-shape change); other files as their readers list them.
+    public static func diffView(_ file: TensorFile) -> (tensors: [TensorInfo], typeNames: [String: String]) {
+        guard let g = file as? GGUFFile else { return (file.tensors, [:]) }
+        return (ggufElementInfos(g), Dictionary(g.ggufTensors.map { ($0.name, $0.type.name) }, uniquingKeysWith: { x, _ in x }))
+    }
+
     static func ggufSection(_ g: GGUFFile) -> GGUFSection {
         func typeName(_ v: GGUFValue) -> String {
             if case .array(let t, let items) = v {

@@ -56,7 +56,8 @@ struct Inspect: ParsableCommand {
             let a = try CheckpointOpener.open(path)
             if let diff {
                 let b = try CheckpointOpener.open(diff)
-                let d = CheckpointDiff.compare(a.file.tensors, b.file.tensors)
+                let (va, vb) = (Inspector.diffView(a.file), Inspector.diffView(b.file))
+                let d = CheckpointDiff.compare(va.tensors, vb.tensors, typeNamesA: va.typeNames, typeNamesB: vb.typeNames)
                 if json {
                     print(try jsonString(d))
                 } else {

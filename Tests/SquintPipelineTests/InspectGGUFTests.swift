@@ -60,3 +60,24 @@ final class InspectGGUFTests: XCTestCase {
         }
     }
 }
+
+final class InspectGGUFDiffTests: XCTestCase {
+    func testDiffOfGGUFFilesComparesGGMLTypesAndElementShapes() throws {
+        let dir = Fixtures.temporaryFolder("gguf-diff")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func write(_ name: String, _ type: GGMLType, _ extra: Bool) throws -> TensorFile {
+            let w = GGUFWriter()
+            try w.add(key: "general.architecture", .string("llama"))
+            try w.addTensor(name: "blk.0.w", type: type, shape: [2, 64], values: (0..<128).map { Float($0) / 64 })
+            if extra { try w.addTensor(name: "blk.0.b", type: .f32, shape: [2], values: [1, 2]) }
+            try w.write(to: "\(dir)/\(name)", overwrite: false)
+            return try CheckpointOpener.open("\(dir)/\(name)").file
+        }
+        let a = try write("a.gguf", .q4_0, false), b = try write("b.gguf", .q8_0, true)
+        let (va, vb) = (Inspector.diffView(a), Inspector.diffView(b))
+        let d = CheckpointDiff.compare(va.tensors, vb.tensors, typeNamesA: va.typeNames, typeNamesB: vb.typeNames)
+        XCTAssertEqual(d.dtypeChanged, [.init(name: "blk.0.w", from: "Q4_0", to: "Q8_0")])
+        XCTAssertEqual(d.shapeChanged, [], "element shapes are equal; only the block bytes differ")
+        XCTAssertEqual(d.added, ["blk.0.b"])
+    }
+}

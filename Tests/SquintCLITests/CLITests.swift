@@ -131,7 +131,7 @@ final class InspectGGUFCLITests: XCTestCase {
         XCTAssertEqual(g["alignment"] as? Int, 32)
         XCTAssertEqual((g["metadata"] as? [[String: Any]])?.count, 12)
         let rows = try XCTUnwrap(j["tensors"] as? [[String: Any]])
-        XCTAssertEqual(rows.map { $0["dtype"] as? String }, ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "F32"])
+        XCTAssertEqual(rows.map { $0["dtype"] as? String }, ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "F32", "Q8_0", "Q4_0", "Q4_1"])
     }
 
     func testHostileGGUFIsOneErrorLine() throws {

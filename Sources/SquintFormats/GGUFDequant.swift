@@ -44,6 +44,17 @@ public enum GGUFDequant {
         }
     }
 
+    /// Rows `rows` (of `ne[0]` elements each) of a tensor, e.g. a few token embeddings without
+    /// dequantising the whole table. Throws when the range is outside the tensor.
+    public static func dequantizeRows(_ info: GGUFTensorInfo, of file: GGUFFile, rows: Range<Int>, kernel: Kernel = .best) throws -> [Float] {
+        guard rows.lowerBound >= 0, rows.upperBound <= info.rowCount else {
+            throw FormatError.invalid(path: file.path, what: "rows \(rows) of tensor '\(info.name)', which has \(info.rowCount)")
+        }
+        let all = try file.bytes(of: info)
+        let part = UnsafeRawBufferPointer(rebasing: all[(rows.lowerBound * info.rowBytes)..<(rows.upperBound * info.rowBytes)])
+        return dequantize(info.type, blocks: part, kernel: kernel)
+    }
+
     /// A whole tensor of `file` as float32, in row-major order (`info.shape`).
     public static func dequantize(_ info: GGUFTensorInfo, of file: GGUFFile, kernel: Kernel = .best) throws -> [Float] {
         dequantize(info.type, blocks: try file.bytes(of: info), kernel: kernel)

@@ -119,6 +119,18 @@ final class GGUFDequantTests: XCTestCase {
         }
     }
 
+    func testRowRangesMatchTheWholeTensor() throws {
+        let g = try GGUFFile(path: GGUFFixtures.path("quants.gguf"))
+        let expected = try SafetensorsFile(path: GGUFFixtures.path("quants_expected.safetensors"))
+        for t in g.ggufTensors {
+            let want = Array(try expected.view(t.name).bytes.bindMemory(to: UInt32.self))
+            let rows = 1..<min(4, t.rowCount)
+            let got = try GGUFDequant.dequantizeRows(t, of: g, rows: rows).map(\.bitPattern)
+            XCTAssertEqual(got, Array(want[(rows.lowerBound * t.ne[0])..<(rows.upperBound * t.ne[0])]), t.name)
+            XCTAssertThrowsError(try GGUFDequant.dequantizeRows(t, of: g, rows: 0..<(t.rowCount + 1)))
+        }
+    }
+
     /// Real checkpoints, when another tool has put them in the cache: the CRC-32 of gguf-py's
     /// dequantisation of a few tensors per type, recorded by the fixture script (real_expected.json).
     func testRealFilesInTheCacheDequantiseLikeGGUFPy() throws {

@@ -30,7 +30,9 @@ public struct CheckpointDiff: Codable, Equatable, Sendable {
         removed.isEmpty && added.isEmpty && renamed.isEmpty && shapeChanged.isEmpty && dtypeChanged.isEmpty
     }
 
-    public static func compare(_ a: [TensorInfo], _ b: [TensorInfo]) -> CheckpointDiff {
+    /// `typeNamesA` / `typeNamesB` override the dtype spelling per tensor name (GGUF: ggml types).
+    public static func compare(_ a: [TensorInfo], _ b: [TensorInfo], typeNamesA: [String: String] = [:],
+                               typeNamesB: [String: String] = [:]) -> CheckpointDiff {
         let ma = Dictionary(a.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
         let mb = Dictionary(b.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
         var removed = a.map(\.name).filter { mb[$0] == nil }
@@ -41,7 +43,8 @@ public struct CheckpointDiff: Codable, Equatable, Sendable {
             guard let u = mb[t.name] else { continue }
             var changed = false
             if t.shape != u.shape { shape.append(.init(name: t.name, from: "\(t.shape)", to: "\(u.shape)")); changed = true }
-            if t.dtype != u.dtype { dtype.append(.init(name: t.name, from: t.dtype.rawValue, to: u.dtype.rawValue)); changed = true }
+            let (da, db) = (typeNamesA[t.name] ?? t.dtype.rawValue, typeNamesB[u.name] ?? u.dtype.rawValue)
+            if da != db { dtype.append(.init(name: t.name, from: da, to: db)); changed = true }
             if !changed { same += 1 }
         }
         // Renames: group removed and added names by module stem (name minus its last component);

@@ -18,7 +18,7 @@ public struct OpenedCheckpoint {
 
 public enum CheckpointOpener {
     /// What a file is, from its first bytes (never from its name alone).
-    enum Kind { case safetensors, torchZip, torchLegacy, index, squintInt4 }
+    enum Kind { case safetensors, torchZip, torchLegacy, index, squintInt4, gguf }
 
     static func sniff(_ path: String) throws -> Kind {
         if path.hasSuffix(".json") { return .index }
@@ -28,13 +28,14 @@ public enum CheckpointOpener {
         defer { try? h.close() }
         let head = [UInt8](h.readData(ofLength: 16))
         if head.count >= 8, Array(head.prefix(8)) == SQ4.magic { return .squintInt4 }
+        if head.count >= 4, Array(head.prefix(4)) == GGUFFile.magic { return .gguf }
         if head.count >= 4, head[0] == 0x50, head[1] == 0x4B, head[2] == 0x03, head[3] == 0x04 { return .torchZip }
         if head.count >= 2, head[0] == 0x80, head[1] <= 5 { return .torchLegacy }
         if head.count >= 9, head[8] == UInt8(ascii: "{") { return .safetensors }
         if head.count < 9 {
             throw FormatError.truncated(path: path, what: "only \(head.count) bytes: too short for any checkpoint format")
         }
-        throw FormatError.unsupported(path: path, what: "not a safetensors, torch zip or legacy torch file (first bytes \(head.prefix(8).map { String(format: "%02x", $0) }.joined()))")
+        throw FormatError.unsupported(path: path, what: "not a safetensors, GGUF, torch zip or legacy torch file (first bytes \(head.prefix(8).map { String(format: "%02x", $0) }.joined()))")
     }
 
     static func openFile(_ path: String) throws -> (TensorFile, String) {
@@ -42,6 +43,7 @@ public enum CheckpointOpener {
         case .safetensors: return (try SafetensorsFile(path: path), "safetensors")
         case .torchZip, .torchLegacy: return (try TorchCheckpoint(path: path), "pytorch")
         case .squintInt4: return (try SquintInt4File(path: path), "squint-int4")
+        case .gguf: return (try GGUFFile(path: path), "gguf")
         case .index:
             let sharded = try ShardedCheckpoint(indexPath: path) { shard in try openFile(shard).0 }
             let inner = path.contains(".bin.") ? "pytorch" : "safetensors"
@@ -67,10 +69,10 @@ public enum CheckpointOpener {
             if let p = preferred.first(where: names.contains) {
                 weights = "\(path)/\(p)"
             } else {
-                let candidates = names.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".sq4") || $0.hasSuffix(".bin") || $0.hasSuffix(".pt") || $0.hasSuffix(".pth") }.sorted()
+                let candidates = names.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".sq4") || $0.hasSuffix(".gguf") || $0.hasSuffix(".bin") || $0.hasSuffix(".pt") || $0.hasSuffix(".pth") }.sorted()
                 guard candidates.count == 1 else {
                     throw FormatError.invalid(path: path, what: candidates.isEmpty
-                        ? "no checkpoint in this folder (looked for *.safetensors, *.sq4, *.bin, *.pt, *.pth and index files)"
+                        ? "no checkpoint in this folder (looked for *.safetensors, *.sq4, *.gguf, *.bin, *.pt, *.pth and index files)"
                         : "several weight files and no index (\(candidates.prefix(4).joined(separator: ", "))): name one")
                 }
                 weights = "\(path)/\(candidates[0])"
@@ -83,7 +85,8 @@ public enum CheckpointOpener {
         let cfgPath = "\(folder)/config.json"
         if let sq4 = file as? SquintInt4File {
             config = try configFromHeader(sq4)      // the file's own; a config.json beside it may be another model's
-        } else if fm.fileExists(atPath: cfgPath) {
+        } else if !(file is GGUFFile), fm.fileExists(atPath: cfgPath) {
+            // (a GGUF file carries its own configuration in its metadata)
             config = try QwenVLConfig.load(path: cfgPath)
         }
         var quant: QuantizationConfig?
@@ -93,7 +96,7 @@ public enum CheckpointOpener {
             quant = QuantizationConfig(bits: q.bits, groupSize: q.groupSize, dampPercent: q.dampPercent, descAct: q.descAct,
                                        staticGroups: q.staticGroups, sym: q.sym, trueSequential: q.trueSequential,
                                        modelNameOrPath: nil, modelFileBaseName: nil, quantMethod: q.method.rawValue)
-        } else if let d = fm.contents(atPath: qPath) {
+        } else if !(file is GGUFFile), let d = fm.contents(atPath: qPath) {
             do { quant = try JSONDecoder().decode(QuantizationConfig.self, from: d) } catch {
                 throw ModelError.config(path: qPath, message: "not a valid quantize_config.json (\(error))")
             }

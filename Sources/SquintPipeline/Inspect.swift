@@ -86,9 +86,11 @@ public struct InspectReport: Codable, Sendable {
     public var checksums: String?
     /// With `--stats`: the NaN and Inf values found, absent when every value is finite.
     public var nonFinite: NonFiniteSummary?
+    /// GGUF files only: version, alignment, typed metadata, totals by ggml type with bits per weight.
+    public var gguf: GGUFSection? = nil
 
     enum CodingKeys: String, CodingKey {
-        case path, format, layout, files, tensors, modules, config, quantization, metadata, checksums
+        case path, format, layout, files, tensors, modules, config, quantization, metadata, checksums, gguf
         case nonFinite = "non_finite"
         case layoutNotes = "layout_notes"
         case tensorCount = "tensor_count"
@@ -105,7 +107,7 @@ public enum Inspector {
         return overflow ? .max : r
     }
 
-    /// Top-level module summary: everything up to and including a folded block index, or the
+    /// Top-level module summary (`blk.N` of GGUF folded too): everything up to and including a folded block index, or the
     /// first two name components otherwise (`transformer.wte`, `lm_head`).
     static func summarizeModules(_ tensors: [TensorInfo]) -> [ModuleSummary] {
         var order: [String] = []
@@ -114,7 +116,7 @@ public enum Inspector {
             let parts = t.name.split(separator: ".").map(String.init)
             var key: String
             var blockId: String? = nil
-            if let i = parts.indices.dropFirst().first(where: { Int(parts[$0]) != nil && ["h", "resblocks", "layers"].contains(parts[$0 - 1]) }) {
+            if let i = parts.indices.dropFirst().first(where: { Int(parts[$0]) != nil && ["h", "resblocks", "layers", "blk"].contains(parts[$0 - 1]) }) {
                 key = parts[..<i].joined(separator: ".") + ".*"
                 blockId = parts[i]
             } else {
@@ -192,18 +194,21 @@ public enum Inspector {
                                filter: NSRegularExpression? = nil, stats: Bool = false,
                                progress: ((Int, Int) -> Void)? = nil) throws -> InspectReport
     {
-        let all = file.tensors
+        let gguf = file as? GGUFFile
+        // GGUF: element shapes (not the byte rows the generic view shows for quantised tensors).
+        let all = gguf.map(ggufElementInfos) ?? file.tensors
         var selected = all
         if let filter {
             selected = all.filter { filter.firstMatch(in: $0.name, range: NSRange($0.name.startIndex..., in: $0.name)) != nil }
         }
         var rows = selected.map {
-            TensorRow(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.shape, file: $0.file,
-                      offset: $0.offset, bytes: $0.byteCount, strides: $0.strides, stats: nil)
+            TensorRow(name: $0.name, dtype: gguf?.ggufTensor(named: $0.name)?.type.name ?? $0.dtype.rawValue, shape: $0.shape,
+                      file: $0.file, offset: $0.offset, bytes: $0.byteCount, strides: $0.strides, stats: nil)
         }
         var nonFinite: NonFiniteSummary?
         if stats {
-            let computed = try computeStats(file, selected, progress: progress)
+            let computed = try gguf.map { try computeGGUFStats($0, selected.map(\.name), progress: progress) }
+                ?? computeStats(file, selected, progress: progress)
             for i in rows.indices { rows[i].stats = computed[i] }
             let bad = rows.indices.filter { (rows[$0].stats?.nan ?? 0) + (rows[$0].stats?.inf ?? 0) > 0 }
             if let first = bad.first {
@@ -223,7 +228,7 @@ public enum Inspector {
             }
             fileAcc[t.file]!.tensors += 1
         }
-        let (layout, notes) = recognise(all, config: config, squintInt4: squintInt4)
+        let (layout, notes) = gguf.map(ggufLayout) ?? recognise(all, config: config, squintInt4: squintInt4)
         var cfgSummary: [String: String]?
         if let c = config {
             cfgSummary = [
@@ -233,18 +238,27 @@ public enum Inspector {
                 "torch_dtype": c.torchDtype ?? "unset",
             ]
         }
+        let section = gguf.map(ggufSection)
         return InspectReport(
             path: file.path, format: format, layout: layout, layoutNotes: notes,
             files: fileOrder.map { fileAcc[$0]! }, tensorCount: all.count,
-            totalBytes: all.reduce(0) { total($0, $1.byteCount) }, totalsByDtype: dtypeTotals(all),
+            totalBytes: all.reduce(0) { total($0, $1.byteCount) },
+            totalsByDtype: section?.types.map { DTypeTotal(dtype: $0.type, tensors: $0.tensors, elements: $0.elements, bytes: $0.bytes) }
+                ?? dtypeTotals(all),
             modules: summarizeModules(all), config: cfgSummary, quantization: quantization ?? config?.quantizationConfig,
-            metadata: file.metadata, tensors: rows, nonFinite: nonFinite)
+            metadata: file.metadata, tensors: rows, nonFinite: nonFinite, gguf: section)
     }
 
     /// The index ([i, j, ...]) of the first NaN or Inf element of `t`, which the stats found to hold one.
     static func firstNonFiniteIndex(_ file: TensorFile, _ t: TensorInfo) throws -> [Int] {
-        let v = try file.view(t.name)
-        guard var k = (0..<t.elementCount).first(where: { !elementAsDouble(v, $0).isFinite }) else { return [] }
+        let found: Int?
+        if let g = file as? GGUFFile, let gt = g.ggufTensor(named: t.name) {
+            found = try GGUFDequant.dequantize(gt, of: g).firstIndex(where: { !$0.isFinite })   // quantized: look at the values
+        } else {
+            let v = try file.view(t.name)
+            found = (0..<t.elementCount).first(where: { !elementAsDouble(v, $0).isFinite })
+        }
+        guard var k = found else { return [] }
         var index = [Int](repeating: 0, count: t.shape.count)
         for d in t.shape.indices.reversed() where t.shape[d] > 0 { index[d] = k % t.shape[d]; k /= t.shape[d] }
         return index

@@ -42,7 +42,13 @@ public enum InspectText {
         if let q = r.quantization {
             out.append("  quantization: \(q.quantMethod.map { $0 + ", " } ?? "")\(q.bits)-bit, group \(q.groupSize), \(q.sym ? "sym" : "asym"), damp \(q.dampPercent), desc_act \(q.descAct), static_groups \(q.staticGroups), true_sequential \(q.trueSequential)")
         }
-        if !r.metadata.isEmpty {
+        if let g = r.gguf {
+            out.append("  gguf: version \(g.version), alignment \(g.alignment), \(count(g.elements)) weights at "
+                + String(format: "%.3f", g.bitsPerWeight) + " bits per weight")
+            out.append("")
+            out.append("Metadata (\(g.metadata.count) keys)")
+            for e in g.metadata { out.append("  \(pad(e.key, 40)) \(pad(e.type, 14)) \(e.value)") }
+        } else if !r.metadata.isEmpty {
             out.append("  metadata: " + r.metadata.keys.sorted().map { "\($0)=\(r.metadata[$0]!)" }.joined(separator: ", "))
         }
         if r.files.count > 1 || r.format.hasPrefix("sharded") {
@@ -51,9 +57,11 @@ public enum InspectText {
             for f in r.files { out.append("  \(pad((f.file as NSString).lastPathComponent, 40)) \(lpad(bytes(f.bytes), 11))  \(lpad("\(f.tensors)", 5)) tensors") }
         }
         out.append("")
-        out.append("By dtype")
+        out.append(r.gguf == nil ? "By dtype" : "By ggml type")
         for d in r.totalsByDtype {
-            out.append("  \(pad(d.dtype, 8)) \(lpad("\(d.tensors)", 6)) tensors  \(lpad(count(d.elements), 9)) elements  \(lpad(bytes(d.bytes), 11))")
+            var line = "  \(pad(d.dtype, 8)) \(lpad("\(d.tensors)", 6)) tensors  \(lpad(count(d.elements), 9)) elements  \(lpad(bytes(d.bytes), 11))"
+            if let t = r.gguf?.types.first(where: { $0.type == d.dtype }) { line += String(format: "  %.4g bits/weight", t.bitsPerWeight) }
+            out.append(line)
         }
         out.append("")
         out.append("Modules")

@@ -12,7 +12,8 @@ struct Inspect: ParsableCommand {
         byte offset of each tensor's data, totals by dtype and by module (transformer.h.N and \
         resblocks.N folded into per-block summaries), the recognised layout (Qwen-VL BF16, AutoGPTQ \
         Int4, Squint Int4) and the config. Accepts safetensors files, torch .bin/.pt/.pth files (zip \
-        and legacy), sharded folders with an index, and Squint Int4 files.
+        and legacy), sharded folders with an index, Squint Int4 files and GGUF files (metadata, ggml \
+        types, bits per weight; --stats over dequantised values).
 
         --verify reads the file once and checks every checksum it carries: each tensor's CRC-32 of a \
         Squint Int4 file, each entry's CRC-32 of a torch zip (.bin/.pt), shard by shard.
@@ -56,7 +57,8 @@ struct Inspect: ParsableCommand {
             let a = try CheckpointOpener.open(path)
             if let diff {
                 let b = try CheckpointOpener.open(diff)
-                let d = CheckpointDiff.compare(a.file.tensors, b.file.tensors)
+                let (va, vb) = (Inspector.diffView(a.file), Inspector.diffView(b.file))
+                let d = CheckpointDiff.compare(va.tensors, vb.tensors, typeNamesA: va.typeNames, typeNamesB: vb.typeNames)
                 if json {
                     print(try jsonString(d))
                 } else {

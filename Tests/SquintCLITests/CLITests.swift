@@ -116,3 +116,34 @@ final class TokenizeCLITests: XCTestCase {
         XCTAssertTrue(r.err.contains("/nonexistent/qwen.tiktoken"), r.err)
     }
 }
+
+/// `squint inspect` of GGUF files end to end.
+final class InspectGGUFCLITests: XCTestCase {
+    let squint = Fixtures.squintExecutable()
+
+    func testGGUFInspectJSONCarriesTheGGUFSection() throws {
+        let r = try Fixtures.run(squint, ["inspect", Fixtures.path("gguf/writer_ref.gguf"), "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let j = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        XCTAssertEqual(j["format"] as? String, "gguf")
+        XCTAssertEqual(j["layout"] as? String, "gguf-qwen2")
+        let g = try XCTUnwrap(j["gguf"] as? [String: Any])
+        XCTAssertEqual(g["alignment"] as? Int, 32)
+        XCTAssertEqual((g["metadata"] as? [[String: Any]])?.count, 12)
+        let rows = try XCTUnwrap(j["tensors"] as? [[String: Any]])
+        XCTAssertEqual(rows.map { $0["dtype"] as? String }, ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "F32", "Q8_0", "Q4_0", "Q4_1"])
+    }
+
+    func testHostileGGUFIsOneErrorLine() throws {
+        let tmp = Fixtures.temporaryFolder("cli-gguf")
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        var b = Array("GGUF".utf8) + [3, 0, 0, 0]
+        b += [UInt8](repeating: 0xff, count: 8) + [UInt8](repeating: 0, count: 8)   // n_tensors = 2^64-1
+        let p = "\(tmp)/bad.gguf"
+        FileManager.default.createFile(atPath: p, contents: Data(b))
+        let r = try Fixtures.run(squint, ["inspect", p])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.hasPrefix("error: \(p): file is truncated: the header declares 18446744073709551615 tensors"), r.err)
+        XCTAssertEqual(r.err.split(separator: "\n").count, 1, r.err)
+    }
+}

@@ -47,6 +47,9 @@ public struct Qwen2Config: Codable, Equatable, Sendable {
         case eosTokenId = "eos_token_id"
     }
 
+    /// Checks every number and refusal rule before anything is sized (what `dims(path:)` does first).
+    public func validate(path: String) throws { _ = try dims(path: path) }
+
     /// Checks the config (every number, via `DecoderDims.validate`) and returns the decoder's dims.
     public func dims(path: String) throws -> DecoderDims {
         func fail(_ m: String) -> ModelError { .config(path: path, message: m) }

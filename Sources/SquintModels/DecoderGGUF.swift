@@ -65,21 +65,26 @@ extension DecoderLM {
         try dims.validate(path: path, keys: DecoderDims.ggufKeys(architecture.name))
         let naming = DecoderTensorNaming.gguf
         let table = dims.tensorTable(naming)
-        let roles = Dictionary(table.map { ($0.name, $0.role) }, uniquingKeysWith: { a, _ in a })
+        let specs = Dictionary(table.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let file = InMemoryTensorFile(path: path)
         var unexpected: [String] = []
         for (name, shape) in shapes {
-            guard let role = roles[name] else {
+            guard let spec = specs[name] else {
                 let ignorable = naming.ignoredSuffixes.contains { name.hasSuffix($0) } || (dims.tiedEmbeddings && name == naming.lmHead)
                 if !ignorable { unexpected.append("unexpected tensor \(name) \(shape)") }
                 continue
             }
             var values = try floats(name)
-            guard values.count == shape.reduce(1, *) else {
+            let count = shape.reduce((1, false)) { acc, d in
+                let (p, o) = acc.0.multipliedReportingOverflow(by: d)
+                return (p, acc.1 || o || d < 0)
+            }
+            guard !count.1, values.count == count.0 else {
                 throw ModelError.binding(path: path, problems: ["\(name): \(values.count) values for shape \(shape)"])
             }
-            if architecture.ggufPermutesQK {
-                switch role {
+            // Only a tensor of the declared shape is reordered; any other shape is the binder's to report.
+            if architecture.ggufPermutesQK && shape == spec.shape {
+                switch spec.role {
                 case .weight(.q), .bias(.q): values = unpermuteGGUFRows(values, rows: shape[0], heads: dims.heads)
                 case .weight(.k), .bias(.k): values = unpermuteGGUFRows(values, rows: shape[0], heads: dims.kvHeads)
                 default: break

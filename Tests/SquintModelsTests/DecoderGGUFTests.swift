@@ -92,6 +92,12 @@ final class DecoderGGUFTests: XCTestCase {
                                                "output_norm.weight: shape [32, 2], expected [64]",
                                                "unexpected tensor blk.0.attn_output.bias [64]"])
         }
+        // A llama attn_q of the wrong shape is reported, never reordered (its rows need not split into heads).
+        let (ls, lv, ld, _) = try ggufTensors("llama")
+        let odd = ls.map { $0.name == "blk.0.attn_q.weight" ? ($0.name, [126, 64]) : $0 }
+        XCTAssertThrowsError(try DecoderLM.fromGGUF(architecture: .llama, dims: ld, shapes: odd, path: "odd.gguf") { name in
+            name == "blk.0.attn_q.weight" ? [Float](repeating: 0, count: 126 * 64) : lv[name]!
+        }) { XCTAssertTrue("\($0)".contains("blk.0.attn_q.weight: shape [126, 64], expected [128, 64]"), "\($0)") }
         // Metadata errors name the GGUF key.
         XCTAssertThrowsError(try DecoderDims.gguf(architecture: .qwen2, integer: { $0 == "qwen2.attention.head_count" ? 4 : ($0.hasSuffix("head_count_kv") ? 3 : 64) },
                                                   float: { $0.hasSuffix("epsilon") ? 1e-6 : nil },

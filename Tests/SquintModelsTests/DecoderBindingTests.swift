@@ -101,6 +101,25 @@ final class DecoderBindingTests: XCTestCase {
         XCTAssertLessThan(worst, 0.1)
     }
 
+    func testShardedFolderLoadsAsTheSingleFile() throws {
+        // The llama fixture re-written as shards + model.safetensors.index.json (save_pretrained's
+        // layout for big models) loads through the index and gives the same logits bit for bit.
+        let src = fixturePath("decoders/llama-tiny")
+        let st = try SafetensorsFile(path: src + "/model.safetensors")
+        let dir = Fixtures.temporaryFolder("squint-decoder-shards")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.copyItem(atPath: src + "/config.json", toPath: dir + "/config.json")
+        let writer = try ShardedSafetensorsWriter(tensors: st.tensors.map { .init(name: $0.name, dtype: $0.dtype, shape: $0.shape) },
+                                                  maxShardSize: 100_000, metadata: ["format": "pt"])
+        XCTAssertGreaterThan(writer.shards.count, 2)
+        try writer.write(toFolder: dir, overwrite: false) { t, sink in try sink.write(try st.view(t.name).bytes) }
+        let ids: [Int32] = [3, 14, 15, 92, 65]
+        let a = try DecoderLM.load(folder: src), b = try DecoderLM.load(folder: dir)
+        XCTAssertEqual(try b.prefill(tokens: ids, cache: b.makeCache()).logits, try a.prefill(tokens: ids, cache: a.makeCache()).logits)
+        try FileManager.default.removeItem(atPath: dir + "/" + ShardedSafetensorsWriter.indexFileName)
+        XCTAssertThrowsError(try DecoderLM.load(folder: dir)) { XCTAssertTrue("\($0)".contains("no model.safetensors"), "\($0)") }
+    }
+
     // MARK: config
 
     static let qwen25Config = """

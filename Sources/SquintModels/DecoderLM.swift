@@ -214,6 +214,25 @@ public final class DecoderLM {
         return (ids, logits)
     }
 
+    /// Generation for `run`/`chat`: prefills `prompt` after whatever `cache` already holds (a chat's
+    /// earlier turns), then samples with `sampling` (greedy by default) until a token of `stop` (kept
+    /// as the last id), `maxNewTokens`, or `onToken` returning false. Returns the new ids; `cache`
+    /// then holds everything but the last id (decode it to continue).
+    public func generate(prompt: [Int32], maxNewTokens: Int, sampling: SamplingOptions = .greedy, stop: Set<Int32> = [],
+                         cache: DecoderCache? = nil, onToken: ((Int32) -> Bool)? = nil) throws -> [Int32] {
+        let cache = cache ?? makeCache(capacity: prompt.count + maxNewTokens)
+        guard maxNewTokens > 0 else { return [] }
+        var logits = try prefill(tokens: prompt, cache: cache, logitRows: (prompt.count - 1)..<prompt.count).logits.data
+        var sampler = Sampler(sampling)
+        var out: [Int32] = []
+        while true {
+            let next = Int32(sampler.next(logits))
+            out.append(next)
+            if stop.contains(next) || out.count == maxNewTokens || onToken?(next) == false { return out }
+            logits = try decode(token: next, cache: cache)
+        }
+    }
+
     /// The blocks and the final norm, in place on x [S, hidden], after the tokens in `cache`.
     func run(_ x: UnsafeMutablePointer<Float>, tokens S: Int, cache: DecoderCache,
              states: UnsafeMutablePointer<[FloatTensor]>?) throws {

@@ -78,6 +78,21 @@ final class DecoderParityTests: XCTestCase {
         }
     }
 
+    func testGenerateStopsAtAStopTokenAndContinuesAChatFromItsCache() throws {
+        let c = try Self.load("llama")
+        let expected = try c.ref.ints("greedy_ids").values                  // [235, 103, 255, 240, ...]
+        XCTAssertEqual(try c.model.generate(prompt: c.ids, maxNewTokens: 8), expected)
+        XCTAssertEqual(try c.model.generate(prompt: c.ids, maxNewTokens: 8, stop: [expected[2]]), Array(expected[..<3]))
+        var seen: [Int32] = []
+        XCTAssertEqual(try c.model.generate(prompt: c.ids, maxNewTokens: 8, onToken: { seen.append($0); return seen.count < 2 }),
+                       Array(expected[..<2]))
+        // A second turn: the prompt split in two, the first half already in the cache.
+        let cache = c.model.makeCache()
+        _ = try c.model.prefill(tokens: Array(c.ids[..<6]), cache: cache, logitRows: 0..<0)
+        XCTAssertEqual(try c.model.generate(prompt: Array(c.ids[6...]), maxNewTokens: 8, cache: cache), expected)
+        XCTAssertEqual(cache.count, c.ids.count + 7)
+    }
+
     func testNegativeLogLikelihoodsMatchTorchCrossEntropy() throws {
         // The perplexity helper against torch's cross_entropy on the same logits (float32 log-softmax
         // in torch, double here: differences ~1e-6 on values ~5).

@@ -101,6 +101,45 @@ final class DecoderBindingTests: XCTestCase {
         XCTAssertLessThan(worst, 0.1)
     }
 
+    func testFusedQKVAndGateUpLayoutsGiveTheSeparateLayersLogits() throws {
+        // Phi-3's layout: qkv_proj rows q | k | v and gate_up_proj rows gate | up. The fixtures'
+        // separate layers concatenated that way must give transformers' logits (Qwen2 also fuses
+        // the q/k/v biases).
+        for name in ["qwen2", "llama"] {
+            let (sep, arch, dims) = try tinyCheckpoint(name)
+            var fd = dims
+            fd.fusedQKV = true; fd.fusedGateUp = true
+            if !dims.biases.isEmpty { fd.biases = [.qkv] }
+            let fused = InMemoryTensorFile(path: "<fused \(name)>")
+            let n = DecoderTensorNaming.huggingFace
+            func cat(_ parts: [String], as out: String) throws {
+                let vs = try parts.map { Kernels.floats(try sep.view($0)) }
+                let shapes = parts.map { sep.info($0)!.shape }
+                try fused.add(name: out, shape: [shapes.map { $0[0] }.reduce(0, +)] + shapes[0].dropFirst(), f32: vs.flatMap { $0 })
+            }
+            for t in sep.tensors {
+                let isQKV = ["q_proj", "k_proj", "v_proj"].contains { t.name.contains("self_attn.\($0).") }
+                let isGU = t.name.contains("mlp.gate_proj.") || t.name.contains("mlp.up_proj.")
+                if !isQKV && !isGU { try fused.add(name: t.name, shape: t.shape, f32: Kernels.floats(try sep.view(t.name))) }
+            }
+            for i in 0..<dims.layers {
+                try cat([.q, .k, .v].map { n.module(i, $0) + ".weight" }, as: n.module(i, .qkv) + ".weight")
+                if !dims.biases.isEmpty { try cat([.q, .k, .v].map { n.module(i, $0) + ".bias" }, as: n.module(i, .qkv) + ".bias") }
+                try cat([.gate, .up].map { n.module(i, $0) + ".weight" }, as: n.module(i, .gateUp) + ".weight")
+            }
+            let m = try DecoderLM(architecture: arch, dims: fd, weights: fused)
+            XCTAssertEqual(m.linear(layer: 0, .qkv)?.outFeatures, dims.qDim + 2 * dims.kvDim)
+            XCTAssertNil(m.linear(layer: 0, .q))
+            let ref = try FixtureSafetensors(path: fixturePath("decoders/\(name)-tiny/reference.safetensors"))
+            let ids = try ref.ints("input_ids").values
+            assertClose(try m.prefill(tokens: ids, cache: m.makeCache()).logits.data, try ref.floats("logits").values,
+                        Tol.logits, "\(name) fused logits")
+            // Cached decode through the fused layers (k and v copied out of the qkv rows into the cache).
+            let g = try m.generateGreedy(prompt: ids, steps: 8)
+            XCTAssertEqual(g.ids, try ref.ints("greedy_ids").values, "\(name) fused greedy")
+        }
+    }
+
     func testShardedFolderLoadsAsTheSingleFile() throws {
         // The llama fixture re-written as shards + model.safetensors.index.json (save_pretrained's
         // layout for big models) loads through the index and gives the same logits bit for bit.

@@ -57,7 +57,8 @@ public final class DecoderCache {
 /// then the final RMSNorm and lm_head (the embedding table when tied). This is transformers'
 /// Qwen2ForCausalLM / LlamaForCausalLM forward (eager attention, no sliding window, no RoPE scaling).
 ///
-/// Weights stay in the checkpoint's dtype and memory (BF16/F16/F32 `Linear`s over the file mapping);
+/// Weights stay in the checkpoint's dtype and memory (BF16/F16/F32 `Linear`s over the file mapping;
+/// block linears stored as Int4, SQ4 records or AutoGPTQ tensors, bind as `QuantizedLinear`);
 /// block linears sit behind `LinearLayer`, so a quantizer can read them (`linear(layer:_:)`), observe
 /// their inputs (`linearInputObserver`) and swap in Int4 layers (`replaceLinear`). Prefill runs every
 /// product through sgemm; decode (one token) through the matrix-vector paths.
@@ -80,6 +81,8 @@ public final class DecoderLM {
     /// Checkpoint tensors accounted for but not read (a tied checkpoint's saved lm_head, old
     /// `rotary_emb.inv_freq` buffers).
     public let ignoredTensors: [String]
+    /// How the checkpoint stores the block linears: dense, SQ4 records or AutoGPTQ tensors.
+    public let quantization: Int4Binding.Layout
     /// Called with (layer, linear, x [tokens, in], tokens) just before each block linear runs: the
     /// hook a GPTQ pass uses to accumulate each layer's input Hessian (q, k and v see the same x).
     public var linearInputObserver: ((Int, DecoderLinear, UnsafePointer<Float>, Int) -> Void)?
@@ -112,7 +115,13 @@ public final class DecoderLM {
         // transformers ties lm_head to the embedding at load even when a checkpoint saved both.
         if dims.tiedEmbeddings && weights.info(n.lmHead) != nil { ignored.append(n.lmHead) }
         ignoredTensors = ignored
-        let b = try WeightBinder(file: weights, expected: table.map { ($0.name, $0.shape) }, owned: Set(ignored))
+        // Int4 block linears (an SQ4 file, or AutoGPTQ qweight/qzeros/scales/g_idx tensors) replace
+        // their dense .weight/.bias entries; the binder still accounts for every tensor.
+        let modules = (0..<dims.layers).flatMap { i in dims.blockLinears.map { m in (n.module(i, m), dims.shape(of: m)[0], dims.shape(of: m)[1]) } }
+        let int4 = try Int4Binding(file: weights, modules: modules, allowed: "the block linears (\(dims.blockLinears.map(\.rawValue).joined(separator: ", ")))")
+        quantization = int4.layout
+        let b = try WeightBinder(file: weights, expected: int4.expected(table.map { ($0.name, $0.shape) }),
+                                 owned: Set(ignored).union(int4.ownedTensors), quantized: int4.layers, extraProblems: int4.problems)
         eps = Float(dims.rmsNormEps)
         let embView = try b.view(n.embedding)
         embedding = EmbeddingTable(embView)

@@ -140,6 +140,47 @@ final class DecoderBindingTests: XCTestCase {
         }
     }
 
+    func testAutoGPTQInt4BlockLinearsBindAsQuantizedLayers() throws {
+        // Two llama linears stored as AutoGPTQ v1 tensors (qweight/qzeros/scales/g_idx, as a GPTQ
+        // Qwen2/Llama checkpoint has them; one with act order) bind as QuantizedLinear, and the model
+        // equals the dense model whose weights are their dequantised values. (The Int4 kernels
+        // themselves are checked against AutoGPTQ in Int4ParityTests / QuantKernelTests.)
+        let (file, arch, dims) = try tinyCheckpoint("llama")
+        let dense = try tinyCheckpoint("llama").0
+        for (i, (module, actOrder)) in [("model.layers.0.mlp.down_proj", false), ("model.layers.1.self_attn.q_proj", true)].enumerated() {
+            let info = try XCTUnwrap(file.info(module + ".weight"))
+            let (rec, _) = try Int4Pack.record(out: info.shape[0], inF: info.shape[1], groupSize: 32, symmetric: true,
+                                               actOrder: actOrder, seed: UInt64(i + 3))
+            let w = QuantizedLinear(record: rec).dequantized()
+            dense.remove(module + ".weight")
+            try dense.add(name: module + ".weight", shape: info.shape, f32: w)
+            file.remove(module + ".weight")
+            let g = try AutoGPTQLayout.toAutoGPTQ(rec, path: "<test>")
+            for (suffix, v) in zip([".qweight", ".qzeros", ".scales", ".g_idx"], [g.qweight, g.qzeros, g.scales, g.gIdx]) {
+                try file.add(name: module + suffix, dtype: v.info.dtype, shape: v.info.shape) { $0.copyMemory(from: v.bytes) }
+            }
+        }
+        let q = try DecoderLM(architecture: arch, dims: dims, weights: file)
+        XCTAssertEqual(q.quantization, .autoGPTQ)
+        XCTAssertTrue(q.linear(layer: 0, .down) is QuantizedLinear)
+        XCTAssertTrue(q.linear(layer: 1, .q) is QuantizedLinear)
+        XCTAssertTrue(q.linear(layer: 0, .q) is Linear)
+        let d = try DecoderLM(architecture: arch, dims: dims, weights: dense)
+        XCTAssertEqual(d.quantization, .dense)
+        let ids: [Int32] = [7, 100, 3, 250, 42, 9]
+        // Same weights, different summation (Int4 kernel vs sgemm): float32 rounding only.
+        assertClose(try q.prefill(tokens: ids, cache: q.makeCache()).logits.data,
+                    try d.prefill(tokens: ids, cache: d.makeCache()).logits.data, Tol.logits, "Int4 vs dequantised dense")
+        let cache = q.makeCache(), dc = d.makeCache()
+        _ = try q.prefill(tokens: ids, cache: cache); _ = try d.prefill(tokens: ids, cache: dc)
+        assertClose(try q.decode(token: 11, cache: cache), try d.decode(token: 11, cache: dc), Tol.logits, "Int4 decode step")
+        // A quantized module that is not a block linear is refused by name with everything else.
+        try file.add(name: "lm_head.qweight", dtype: .i32, shape: [8, 256]) { _ in }
+        XCTAssertThrowsError(try DecoderLM(architecture: arch, dims: dims, weights: file)) { error in
+            XCTAssertTrue("\(error)".contains("lm_head: missing tensor lm_head.qzeros"), "\(error)")
+        }
+    }
+
     func testShardedFolderLoadsAsTheSingleFile() throws {
         // The llama fixture re-written as shards + model.safetensors.index.json (save_pretrained's
         // layout for big models) loads through the index and gives the same logits bit for bit.

@@ -165,8 +165,9 @@ public struct DecoderTensorNaming: Sendable, Equatable {
         embedding: "token_embd.weight", finalNorm: "output_norm.weight", lmHead: "output.weight",
         layerPrefix: "blk.", attnNorm: "attn_norm.weight", mlpNorm: "ffn_norm.weight",
         linears: [.q: "attn_q", .k: "attn_k", .v: "attn_v", .qkv: "attn_qkv", .o: "attn_output",
-                  .gate: "ffn_gate", .up: "ffn_up", .down: "ffn_down"],
-        ignoredSuffixes: ["rope_freqs.weight"])
+                  .gate: "ffn_gate", .up: "ffn_up", .down: "ffn_down"])
+    // Not ignored: `rope_freqs.weight` (Llama 3's RoPE scaling factors) is reported as unexpected,
+    // since running without it would silently rotate every position wrongly.
 }
 
 /// One tensor a decoder reads: the strict binder's table.

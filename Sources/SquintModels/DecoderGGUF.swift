@@ -20,7 +20,8 @@ extension DecoderDims {
     /// absent) and its tensor shapes (torch order [out, in]). As llama.cpp: head_count_kv defaults to
     /// head_count, key_length to embedding_length / head_count, rope.freq_base to 10000; lm_head is
     /// tied when there is no `output.weight`; the block's biases are those `blk.0` carries (the strict
-    /// binder then requires them in every block). Validated before it is returned.
+    /// binder then requires them in every block). Validated before it is returned. RoPE scaling
+    /// (`<arch>.rope.scaling.type` other than none) is a string key: the caller refuses it.
     public static func gguf(architecture: DecoderArchitecture, integer: (String) -> Int?, float: (String) -> Double?,
                             shapes: [String: [Int]], path: String) throws -> DecoderDims {
         let a = architecture.name, n = DecoderTensorNaming.gguf
@@ -36,10 +37,16 @@ extension DecoderDims {
         guard let eps = float("\(a).attention.layer_norm_rms_epsilon") else {
             throw ModelError.config(path: path, message: "missing metadata key \(a).attention.layer_norm_rms_epsilon")
         }
+        // Partial rotary (rope.dimension_count < head size) is not what the shared block does.
+        let headDim = integer("\(a).attention.key_length") ?? hidden / heads
+        if let r = integer("\(a).rope.dimension_count"), r != headDim {
+            throw ModelError.config(path: path, message: "\(a).rope.dimension_count \(r) differs from the head size \(headDim) "
+                                    + "(partial rotary embeddings are not supported)")
+        }
         let biases = Set([DecoderLinear.q, .k, .v, .o, .gate, .up, .down].filter { shapes[n.module(0, $0) + ".bias"] != nil })
         let d = DecoderDims(hidden: hidden, layers: try need("\(a).block_count"), heads: heads,
                             kvHeads: integer("\(a).attention.head_count_kv") ?? heads,
-                            headDim: integer("\(a).attention.key_length") ?? hidden / heads,
+                            headDim: headDim,
                             intermediate: try need("\(a).feed_forward_length"), vocab: emb[0],
                             ropeTheta: float("\(a).rope.freq_base") ?? 10000, rmsNormEps: eps,
                             tiedEmbeddings: shapes[n.lmHead] == nil, biases: biases,

@@ -98,6 +98,17 @@ final class DecoderGGUFTests: XCTestCase {
         XCTAssertThrowsError(try DecoderLM.fromGGUF(architecture: .llama, dims: ld, shapes: odd, path: "odd.gguf") { name in
             name == "blk.0.attn_q.weight" ? [Float](repeating: 0, count: 126 * 64) : lv[name]!
         }) { XCTAssertTrue("\($0)".contains("blk.0.attn_q.weight: shape [126, 64], expected [128, 64]"), "\($0)") }
+        // Llama 3's rope_freqs (RoPE scaling factors) is never dropped silently.
+        let withFreqs = ls + [("rope_freqs.weight", [8])]
+        XCTAssertThrowsError(try DecoderLM.fromGGUF(architecture: .llama, dims: ld, shapes: withFreqs, path: "l3.gguf") { lv[$0]! }) {
+            XCTAssertTrue("\($0)".contains("unexpected tensor rope_freqs.weight [8]"), "\($0)")
+        }
+        // Partial rotary embeddings are refused by key.
+        XCTAssertThrowsError(try DecoderDims.gguf(architecture: .qwen2, integer: { $0 == "qwen2.rope.dimension_count" ? 8 : ($0.hasSuffix("head_count") ? 4 : 64) },
+                                                  float: { $0.hasSuffix("epsilon") ? 1e-6 : nil },
+                                                  shapes: ["token_embd.weight": [300, 64]], path: "bad.gguf")) {
+            XCTAssertTrue("\($0)".contains("qwen2.rope.dimension_count 8 differs from the head size 64"), "\($0)")
+        }
         // Metadata errors name the GGUF key.
         XCTAssertThrowsError(try DecoderDims.gguf(architecture: .qwen2, integer: { $0 == "qwen2.attention.head_count" ? 4 : ($0.hasSuffix("head_count_kv") ? 3 : 64) },
                                                   float: { $0.hasSuffix("epsilon") ? 1e-6 : nil },

@@ -38,13 +38,18 @@ public struct Int4Binding {
     }
 
     public init(file: TensorFile, config: QwenVLConfig) throws {
+        try self.init(file: file, modules: Self.blockModules(config).map { ($0.prefix, $0.out, $0.in) },
+                      allowed: "the LLM blocks' attn.c_attn, attn.c_proj, mlp.w1, mlp.w2, mlp.c_proj")
+    }
+
+    /// Any model: `modules` are the linears that may be Int4 (module prefix, out, in); `allowed`
+    /// describes them in the message about a quantized module outside that list.
+    public init(file: TensorFile, modules: [(prefix: String, out: Int, in: Int)], allowed: String) throws {
         var layers: [String: QuantizedLinear] = [:], owned = Set<String>(), problems: [String] = [], declared = Set<String>()
-        let modules = Self.blockModules(config)
         let wanted = Dictionary(uniqueKeysWithValues: modules.map { ($0.prefix, ($0.out, $0.in)) })
         func check(_ prefix: String, _ out: Int, _ inF: Int) -> Bool {
             guard let (eo, ei) = wanted[prefix] else {
-                problems.append("quantized module \(prefix) is not a block linear of this model (only the LLM blocks' "
-                                + "attn.c_attn, attn.c_proj, mlp.w1, mlp.w2, mlp.c_proj may be Int4)")
+                problems.append("quantized module \(prefix) is not a block linear of this model (only \(allowed) may be Int4)")
                 return false
             }
             guard out == eo && inF == ei else {

@@ -196,18 +196,9 @@ public final class QwenLM {
     /// RoPE cos/sin tables [S, d/2] for absolute positions past ..< past+S, with the base raised by
     /// dynamic NTK: base * alpha^(d/(d-2)). Float32 like the official cache (inv_freq, outer, cos).
     func rotaryTables(past: Int, count S: Int, alpha: Double) -> (cos: [Float], sin: [Float]) {
-        let d = config.headDim, half = d / 2
-        let base = Float(config.rotaryEmbBase * pow(alpha, Double(d) / Double(d - 2)))
-        let invFreq: [Float] = (0..<half).map { j in 1 / powf(base, Float(2 * j) / Float(d)) }
-        var c = [Float](repeating: 0, count: S * half), s = c
-        for t in 0..<S {
-            let pos = Float(past + t)
-            for j in 0..<half {
-                let f = pos * invFreq[j]
-                c[t * half + j] = cosf(f); s[t * half + j] = sinf(f)
-            }
-        }
-        return (c, s)
+        let d = config.headDim
+        return Kernels.ropeTables(base: Float(config.rotaryEmbBase * pow(alpha, Double(d) / Double(d - 2))),
+                                  headDim: d, past: past, count: S)
     }
 
     /// The blocks and ln_f, in place on x [S, hidden].

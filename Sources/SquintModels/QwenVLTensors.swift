@@ -17,6 +17,10 @@ public struct QwenVLTensorSpec: Sendable, Equatable {
     public var role: TensorRole
     /// Inputs per output for linear / conv weights (SYNTHETIC_WEIGHTS.md); 0 otherwise.
     public var fanIn: Int
+
+    public init(name: String, shape: [Int], role: TensorRole, fanIn: Int) {
+        self.name = name; self.shape = shape; self.role = role; self.fanIn = fanIn
+    }
 }
 
 extension QwenVLConfig {

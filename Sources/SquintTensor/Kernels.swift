@@ -95,6 +95,24 @@ extension Kernels {
         }
     }
 
+    /// RoPE cos/sin tables [count, headDim/2] for absolute positions past ..< past+count, float32 as
+    /// torch computes them (Qwen-VL's RotaryEmbedding, transformers' default rope): inv_freq[j] =
+    /// 1 / base^(2j/d), angle = position * inv_freq[j]. Shared by every decoder so a RoPE fix is made
+    /// once; `base` already carries any NTK adjustment.
+    public static func ropeTables(base: Float, headDim d: Int, past: Int, count S: Int) -> (cos: [Float], sin: [Float]) {
+        let half = d / 2
+        let invFreq: [Float] = (0..<half).map { j in 1 / powf(base, Float(2 * j) / Float(d)) }
+        var c = [Float](repeating: 0, count: S * half), s = c
+        for t in 0..<S {
+            let pos = Float(past + t)
+            for j in 0..<half {
+                let f = pos * invFreq[j]
+                c[t * half + j] = cosf(f); s[t * half + j] = sinf(f)
+            }
+        }
+        return (c, s)
+    }
+
     /// torch F.interpolate(mode="bicubic", align_corners=False) of a square grid of vectors:
     /// table [src*src, channels] (row-major grid, channels last) -> [dst*dst, channels].
     /// Cubic convolution with A = -0.75; source coordinate scale*(i+0.5)-0.5 (not clamped for cubic),

@@ -62,6 +62,11 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
     /// Token types. [vocabularySize]
     public let tokenTypes: [TokenType]
     public let preTokenizer: PreTokenizerKind
+    /// The splitting rules actually applied, whether whole-token pre-tokens skip merging, and
+    /// whether text is NFC-normalised first (only `tokenizer.json` files ask for it).
+    let rules: PreTokenizer.Rules
+    let ignoreMerges: Bool
+    public let normalizesNFC: Bool
     public let bosTokenID: Int?
     public let eosTokenID: Int?
     public let addBOS: Bool
@@ -86,14 +91,25 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
     /// - `merges`: `"left right"` in rank order; a line without a space is refused.
     /// - `preTokenizer`: a `tokenizer.ggml.pre` name (see `PreTokenizerKind.llamaCppNames`).
     /// - `addBOS` / `addEOS`: nil = llama.cpp's default for this pre-tokenizer (BOS only for llama3).
-    public init(tokens: [String], tokenTypes: [Int32]? = nil, merges: [String], preTokenizer: String,
-                bosTokenID: Int? = nil, eosTokenID: Int? = nil, addBOS: Bool? = nil, addEOS: Bool? = nil,
-                source: String = "<memory>") throws
+    public convenience init(tokens: [String], tokenTypes: [Int32]? = nil, merges: [String], preTokenizer: String,
+                            bosTokenID: Int? = nil, eosTokenID: Int? = nil, addBOS: Bool? = nil, addEOS: Bool? = nil,
+                            source: String = "<memory>") throws
     {
         guard let kind = PreTokenizerKind.llamaCppNames[preTokenizer] else {
             throw TokenizerError.unknownPreTokenizer(
                 name: preTokenizer, supported: PreTokenizerKind.llamaCppNames.keys.sorted())
         }
+        try self.init(tokens: tokens, tokenTypes: tokenTypes, merges: merges, kind: kind, rules: kind.rules,
+                      ignoreMerges: kind.ignoresMerges, nfc: false, bosTokenID: bosTokenID, eosTokenID: eosTokenID,
+                      addBOS: addBOS, addEOS: addEOS, source: source)
+    }
+
+    /// The general form: `rules` and `ignoreMerges` may differ from the kind's llama.cpp behaviour
+    /// (a `tokenizer.json` runs its regex in a regex engine), `nfc` normalises the text first.
+    init(tokens: [String], tokenTypes: [Int32]?, merges: [String], kind: PreTokenizerKind,
+         rules: PreTokenizer.Rules, ignoreMerges: Bool, nfc: Bool, bosTokenID: Int?, eosTokenID: Int?,
+         addBOS: Bool?, addEOS: Bool?, source: String) throws
+    {
         guard !tokens.isEmpty, tokens.count < Int(Int32.max) else {
             throw TokenizerError.badBPEVocabulary(source: source, problem: "\(tokens.count) tokens")
         }
@@ -169,6 +185,9 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
         self.tokens = texts
         self.tokenTypes = types
         self.preTokenizer = kind
+        self.rules = rules
+        self.ignoreMerges = ignoreMerges
+        self.normalizesNFC = nfc
         self.bosTokenID = bosTokenID
         self.eosTokenID = eosTokenID
         self.addBOS = addBOS ?? kind.addsBOSByDefault
@@ -226,7 +245,7 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
     /// - `parseSpecial`: recognise control tokens (`<|im_start|>`...) in the text; without it they
     ///   are ordinary text. User-defined tokens are always recognised.
     public func encode(_ text: String, addSpecial: Bool = true, parseSpecial: Bool = false) -> [Int] {
-        var bytes = Array(text.utf8)
+        var bytes = normalizesNFC ? QwenTokenizer.nfcBytes(text) : Array(text.utf8)
         let n = bytes.count
         var out: [Int] = []
         out.reserveCapacity(n / 3 + 8)
@@ -300,7 +319,7 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
         guard n > 0 else { return }
         var cache = state.cache
         var cacheBytes = state.cacheBytes
-        PreTokenizer.split(p, n, rules: preTokenizer.rules, scratch: &state.pre) { s, e in
+        PreTokenizer.split(p, n, rules: rules, scratch: &state.pre) { s, e in
             let len = e - s
             let cacheable = len <= QwenTokenizer.maxCachedPieceLength
             let key = cacheable ? Array(UnsafeBufferPointer(start: p + s, count: len)) : []
@@ -321,7 +340,7 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
 
     /// Step 3 for one pre-token.
     private func encodePiece(_ p: UnsafePointer<UInt8>, _ len: Int, into out: inout [Int]) {
-        if preTokenizer.ignoresMerges {
+        if ignoreMerges {
             let whole = symbols.lookup(p, len)
             if whole >= 0 && tokenOfSymbol[whole] >= 0 {
                 out.append(Int(tokenOfSymbol[whole]))

@@ -41,6 +41,13 @@
 enum PreTokenizer {
     enum Rules: Sendable {
         case qwenTiktoken, qwen2, llama3, gpt2, gpt2DigitsIsolated
+        /// Llama 3's regex as a regex engine runs it (Hugging Face `tokenizer.json`): `.llama3` with
+        /// `(?i:)` folding U+017F too.
+        case llama3Tiktoken
+
+        /// Contractions compared under Unicode simple case folding (regex engines), not lower-casing.
+        var foldsLongS: Bool { self == .qwenTiktoken || self == .llama3Tiktoken }
+        var digitsInThrees: Bool { self == .llama3 || self == .llama3Tiktoken }
     }
 
     /// Character classes of the regex, one byte per scalar.
@@ -103,7 +110,7 @@ enum PreTokenizer {
             scratch.classes.withUnsafeBufferPointer { cl in
                 scratch.offsets.withUnsafeBufferPointer { of in
                     switch rules {
-                    case .qwenTiktoken, .qwen2, .llama3:
+                    case .qwenTiktoken, .qwen2, .llama3, .llama3Tiktoken:
                         var i = 0
                         while i < count {
                             let j = matchEnd(at: i, count, sc, cl, rules: rules)
@@ -163,7 +170,7 @@ enum PreTokenizer {
     {
         // 1. Contractions (tiktoken's (?i:) also folds U+017F; llama.cpp lower-cases: ASCII only).
         @inline(__always) func fold(_ v: UInt32) -> UInt8 {
-            rules == .qwenTiktoken ? foldContractionLetter(v) : (v == 0x17F ? 0 : foldContractionLetter(v))
+            rules.foldsLongS ? foldContractionLetter(v) : (v == 0x17F ? 0 : foldContractionLetter(v))
         }
         if s[i] == 0x27 && i + 1 < n {
             let a = fold(s[i + 1])
@@ -189,7 +196,7 @@ enum PreTokenizer {
         }
         // 3. One number (llama3: a run of up to three).
         if ci == number {
-            guard rules == .llama3 else { return i + 1 }
+            guard rules.digitsInThrees else { return i + 1 }
             var j = i + 1
             while j < n && j < i + 3 && c[j] == number { j += 1 }
             return j

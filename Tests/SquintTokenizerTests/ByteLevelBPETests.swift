@@ -235,3 +235,135 @@ final class ByteLevelBPETests: XCTestCase {
         try assertFullTexts(try Self.llamaBPE(), vocabulary: "llama-bpe")
     }
 }
+
+/// The `tokenizer.json` reader against Hugging Face `tokenizers` (fixtures/tokenizer-gguf/hf-samples.json)
+/// on files of the real releases' shapes built from the same vocabularies.
+final class TokenizerJSONTests: XCTestCase {
+    /// The tokenizer.json the fixture script's `hf_tokenizer_json` writes, rebuilt here from the arrays.
+    static func tokenizerJSON(tokens: [String], types: [Int32], merges: [String], shape: String, bos: Int? = nil) throws -> Data {
+        var vocab: [String: Int] = [:]
+        var added: [[String: Any]] = []
+        for (i, t) in tokens.enumerated() {
+            vocab[t] = i
+            if types[i] == 3 || types[i] == 4 {
+                added.append(["id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                              "normalized": false, "special": types[i] == 3])
+            }
+        }
+        let byteLevelNoRegex: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false]
+        var model: [String: Any] = ["type": "BPE", "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges]
+        var root: [String: Any] = ["version": "1.0", "added_tokens": added, "model": model,
+                                   "post_processor": byteLevelNoRegex, "decoder": byteLevelNoRegex]
+        switch shape {
+        case "qwen2-nfc":
+            root["normalizer"] = ["type": "NFC"]
+            root["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [
+                ["type": "Split", "pattern": ["Regex": ByteLevelBPETokenizer.qwen2Pattern], "behavior": "Isolated", "invert": false],
+                byteLevelNoRegex]]
+        case "smollm":
+            root["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [
+                ["type": "Digits", "individual_digits": true],
+                ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]]]
+        case "llama3":
+            root["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [
+                ["type": "Split", "pattern": ["Regex": ByteLevelBPETokenizer.llama3Pattern], "behavior": "Isolated", "invert": false],
+                byteLevelNoRegex]]
+            model["ignore_merges"] = true
+            root["model"] = model
+            let b = tokens[try XCTUnwrap(bos)]
+            root["post_processor"] = ["type": "TemplateProcessing",
+                                      "single": [["SpecialToken": ["id": b, "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]]]
+        default:
+            XCTFail("unknown shape \(shape)")
+        }
+        return try JSONSerialization.data(withJSONObject: root)
+    }
+
+    func assertHuggingFaceSamples(_ tok: ByteLevelBPETokenizer, shape: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let texts = try XCTUnwrap(try ByteLevelBPETests.fixture("samples.json")["texts"] as? [String: String])
+        let ids = try XCTUnwrap((try ByteLevelBPETests.fixture("hf-samples.json")["ids"] as? [String: Any])?[shape] as? [String: Any])
+        for (name, text) in texts.sorted(by: { $0.key < $1.key }) {
+            let ref = try XCTUnwrap(ids[name] as? [String: Any])
+            XCTAssertEqual(tok.encode(text, addSpecial: true, parseSpecial: true), try intArray(ref["special"]),
+                           "\(shape) \(name), special", file: file, line: line)
+            XCTAssertEqual(tok.encode(text, addSpecial: false, parseSpecial: false), try intArray(ref["plain"]),
+                           "\(shape) \(name), plain", file: file, line: line)
+        }
+    }
+
+    func testQwen2TokenizerJSONWithNFCMatchesHuggingFace() throws {
+        let a = try ByteLevelBPETests.qwenArrays.get()
+        let tok = try ByteLevelBPETokenizer(tokenizerJSON: Self.tokenizerJSON(tokens: a.tokens, types: a.types, merges: a.merges, shape: "qwen2-nfc"))
+        XCTAssertTrue(tok.normalizesNFC)
+        XCTAssertEqual(tok.preTokenizer, .qwen2)
+        XCTAssertFalse(tok.addBOS)
+        try assertHuggingFaceSamples(tok, shape: "qwen2-nfc")
+    }
+
+    func smolArrays(extra: Bool) throws -> ([String], [Int32], [String]) {
+        let v = try ByteLevelBPETests.fixture("smollm2-vocab.json")
+        var tokens = try XCTUnwrap(v["tokens"] as? [String]), merges = try XCTUnwrap(v["merges"] as? [String])
+        var types = try intArray(v["token_types"]).map { Int32($0) }
+        if extra {
+            let e = try XCTUnwrap(try ByteLevelBPETests.fixture("samples.json")["llama_bpe_extra"] as? [String: [String]])
+            tokens += try XCTUnwrap(e["tokens"])
+            types += [Int32](repeating: 1, count: try XCTUnwrap(e["tokens"]).count)
+            merges += try XCTUnwrap(e["merges"])
+        }
+        return (tokens, types, merges)
+    }
+
+    func testSmolLMTokenizerJSONMatchesHuggingFace() throws {
+        let (t, ty, m) = try smolArrays(extra: false)
+        let tok = try ByteLevelBPETokenizer(tokenizerJSON: Self.tokenizerJSON(tokens: t, types: ty, merges: m, shape: "smollm"))
+        XCTAssertEqual(tok.preTokenizer, .smollm)
+        try assertHuggingFaceSamples(tok, shape: "smollm")
+    }
+
+    func testLlama3TokenizerJSONMatchesHuggingFace() throws {
+        let (t, ty, m) = try smolArrays(extra: true)
+        let tok = try ByteLevelBPETokenizer(tokenizerJSON: Self.tokenizerJSON(tokens: t, types: ty, merges: m, shape: "llama3", bos: 1))
+        XCTAssertEqual(tok.preTokenizer, .llama3)
+        XCTAssertTrue(tok.addBOS)
+        XCTAssertEqual(tok.bosTokenID, 1)
+        try assertHuggingFaceSamples(tok, shape: "llama3")
+    }
+
+    /// The files the fixture script wrote (and fed to `tokenizers`), read through the file API.
+    func testTokenizerJSONFilesInTheCacheMatchHuggingFace() throws {
+        for shape in ["qwen2-nfc", "smollm", "llama3"] {
+            let path = ByteLevelBPETests.cache + "/tokenizer-gguf/hf-\(shape).tokenizer.json"
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw XCTSkip("\(path) is absent: run scripts/fixtures/make_tokenizer_gguf_fixtures.sh")
+            }
+            try assertHuggingFaceSamples(try ByteLevelBPETokenizer(tokenizerJSONFile: path), shape: shape)
+        }
+    }
+
+    func testUnsupportedTokenizerJSONIsRefusedByName() throws {
+        func refused(_ root: [String: Any], _ needle: String, line: UInt = #line) throws {
+            let data = try JSONSerialization.data(withJSONObject: root)
+            XCTAssertThrowsError(try ByteLevelBPETokenizer(tokenizerJSON: data, source: "t.json"), line: line) { error in
+                XCTAssertTrue("\(error)".hasPrefix("t.json: unusable BPE vocabulary: "), "\(error)", line: line)
+                XCTAssertTrue("\(error)".contains(needle), "\(error)", line: line)
+            }
+        }
+        let vocab = Dictionary(uniqueKeysWithValues: (0 ... 255).map { (ByteLevel.encode([UInt8($0)]), $0) })
+        let model: [String: Any] = ["type": "BPE", "vocab": vocab, "merges": [String]()]
+        let gpt2: [String: Any] = ["type": "ByteLevel", "use_regex": true, "add_prefix_space": false]
+        try refused(["model": ["type": "WordPiece", "vocab": vocab]], "model type WordPiece is not BPE")
+        try refused(["model": model.merging(["byte_fallback": true]) { $1 }, "pre_tokenizer": gpt2], "byte_fallback")
+        try refused(["model": model, "pre_tokenizer": gpt2, "normalizer": ["type": "Lowercase"]], "normalizer Lowercase")
+        try refused(["model": model, "pre_tokenizer": ["type": "Whitespace"]], "pre_tokenizer {\"type\":\"Whitespace\"} is not supported")
+        try refused(["model": model, "pre_tokenizer": ["type": "Sequence", "pretokenizers": [
+            ["type": "Split", "pattern": ["Regex": "\\s+"], "behavior": "Isolated"],
+            ["type": "ByteLevel", "use_regex": false]]]], "Split pattern \\s+ is not one we implement")
+        try refused(["model": ["type": "BPE", "vocab": ["a": 0, "b": 0], "merges": [String]()], "pre_tokenizer": gpt2],
+                    "id 0 is both")
+        try refused(["model": model, "pre_tokenizer": gpt2, "added_tokens": [["id": 65, "content": "<s>", "special": true]]],
+                    "added token 65 '<s>' conflicts with vocab entry 'A'")
+        // And a minimal valid one loads: 256 byte tokens (id = byte value), no merges, GPT-2 rules.
+        let ok = try ByteLevelBPETokenizer(tokenizerJSON: JSONSerialization.data(withJSONObject: ["model": model, "pre_tokenizer": gpt2]))
+        XCTAssertEqual(ok.encode("a b\n", addSpecial: false), [0x61, 0x20, 0x62, 0x0A])
+    }
+}

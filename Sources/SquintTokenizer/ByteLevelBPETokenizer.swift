@@ -19,9 +19,13 @@ import Foundation
 /// 4. With `addSpecial`, BOS before and EOS after, as the flags say.
 /// No Unicode normalisation is applied (llama.cpp applies none for these vocabularies).
 ///
-/// Not reproduced: llama.cpp's per-model LSTRIP/RSTRIP attributes (set by model name for jina, phi-3
-/// and modern-bert only) and its renaming of control-looking tokens ("<|im_end|>"...) whose type is
-/// not control (the Qwen2.5 and SmolLM2 files already type them as control).
+/// Token types as llama.cpp loads them (`llamaCppTokenTypes`): a token whose text is on its
+/// end-of-generation list (`</s>`, `<|im_end|>`, `<|endoftext|>`, ... ; `eogTexts`) becomes control
+/// whatever the file says (Qwen2.5's normal token 128,247 `</s>` is the case that matters here), with
+/// its two exceptions, and gpt-oss's four channel tokens become user-defined.
+/// Not reproduced: the per-model LSTRIP/RSTRIP attributes (jina, phi-3, modern-bert only) and the
+/// first-match-only promotions of EOT / FIM tokens when the file names none (in the Qwen2.5 and
+/// SmolLM2 files every such token is control already).
 ///
 /// Immutable after `init`; `encode`/`decode` may be called from several threads at once.
 public final class ByteLevelBPETokenizer: @unchecked Sendable {
@@ -100,15 +104,16 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
                 name: preTokenizer, supported: PreTokenizerKind.llamaCppNames.keys.sorted())
         }
         try self.init(tokens: tokens, tokenTypes: tokenTypes, merges: merges, kind: kind, rules: kind.rules,
-                      ignoreMerges: kind.ignoresMerges, nfc: false, bosTokenID: bosTokenID, eosTokenID: eosTokenID,
+                      ignoreMerges: kind.ignoresMerges, nfc: false, llamaCppTokenTypes: true,
+                      bosTokenID: bosTokenID, eosTokenID: eosTokenID,
                       addBOS: addBOS, addEOS: addEOS, source: source)
     }
 
     /// The general form: `rules` and `ignoreMerges` may differ from the kind's llama.cpp behaviour
     /// (a `tokenizer.json` runs its regex in a regex engine), `nfc` normalises the text first.
     init(tokens: [String], tokenTypes: [Int32]?, merges: [String], kind: PreTokenizerKind,
-         rules: PreTokenizer.Rules, ignoreMerges: Bool, nfc: Bool, bosTokenID: Int?, eosTokenID: Int?,
-         addBOS: Bool?, addEOS: Bool?, source: String) throws
+         rules: PreTokenizer.Rules, ignoreMerges: Bool, nfc: Bool, llamaCppTokenTypes: Bool,
+         bosTokenID: Int?, eosTokenID: Int?, addBOS: Bool?, addEOS: Bool?, source: String) throws
     {
         guard !tokens.isEmpty, tokens.count < Int(Int32.max) else {
             throw TokenizerError.badBPEVocabulary(source: source, problem: "\(tokens.count) tokens")
@@ -124,9 +129,10 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
             }
         }
         let texts = tokens.enumerated().map { $0.element.isEmpty ? "[EMPTY_\($0.offset)]" : $0.element }
-        let types = (tokenTypes ?? [Int32](repeating: 1, count: tokens.count)).map {
+        var types = (tokenTypes ?? [Int32](repeating: 1, count: tokens.count)).map {
             TokenType(rawValue: $0) ?? .undefined
         }
+        if llamaCppTokenTypes { Self.applyLlamaCppTypeOverrides(texts: tokens, types: &types, eosTokenID: eosTokenID) }
         var seen = [String: Int](minimumCapacity: texts.count)
         for (i, t) in texts.enumerated() {
             if let j = seen.updateValue(i, forKey: t) {
@@ -203,6 +209,39 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
         mergeRank = ranks
         singleCharacterToken = single
         specials = sp
+    }
+
+    /// llama.cpp's end-of-generation texts (`llama-vocab.cpp`, `special_eog_ids`): a token with one
+    /// of these texts is made control when the vocabulary is loaded.
+    public static let eogTexts: Set<String> = [
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+        "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+        "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+        "<\u{FF5C}end\u{2581}of\u{2581}sentence\u{FF5C}>", "[e~[",
+    ]
+
+    /// The load-time type changes of llama.cpp described in the type's documentation.
+    static func applyLlamaCppTypeOverrides(texts: [String], types: inout [TokenType], eosTokenID: Int?) {
+        var idOfText: [String: Int] = [:]
+        for (i, t) in texts.enumerated() where eogTexts.contains(t) || t.hasPrefix("<|") { idOfText[t] = i }
+        for (t, i) in idOfText where eogTexts.contains(t) && types[i] != .control { types[i] = .control }
+        // "</s>" stays normal next to gemma4's "<|tool_response>" or plamo's "<|plamo:eos|>" eos.
+        if let s = idOfText["</s>"],
+           idOfText["<|tool_response>"] != nil || eosTokenID.map({ texts[$0] == "<|plamo:eos|>" }) == true
+        {
+            types[s] = .normal
+        }
+        // o200k_harmony / solar-open: "<|end|>" is not end-of-generation next to return+call or call+flush.
+        if let e = idOfText["<|end|>"] {
+            let has = { (t: String) in idOfText[t] != nil }
+            let call = has("<|call|>") || has("<|calls|>")
+            if (has("<|return|>") && call) || (call && has("<|flush|>")) {
+                types[e] = .userDefined
+            }
+        }
+        for t in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {  // gpt-oss
+            if let i = idOfText[t] { types[i] = .userDefined }
+        }
     }
 
     // MARK: - Qwen: the same vocabulary from qwen.tiktoken

@@ -121,7 +121,7 @@ extension ByteLevelBPETokenizer {
         }
 
         try self.init(tokens: tokens, tokenTypes: types, merges: merges, kind: kind, rules: rules,
-                      ignoreMerges: model["ignore_merges"] as? Bool ?? false, nfc: nfc,
+                      ignoreMerges: model["ignore_merges"] as? Bool ?? false, nfc: nfc, llamaCppTokenTypes: false,
                       bosTokenID: bos, eosTokenID: eos, addBOS: addBOS, addEOS: addEOS, source: source)
     }
 

@@ -132,7 +132,7 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
         var types = (tokenTypes ?? [Int32](repeating: 1, count: tokens.count)).map {
             TokenType(rawValue: $0) ?? .undefined
         }
-        if llamaCppTokenTypes { Self.applyLlamaCppTypeOverrides(texts: tokens, types: &types, eosTokenID: eosTokenID) }
+        if llamaCppTokenTypes { Self.applyLlamaCppTypeOverrides(texts: texts, types: &types, eosTokenID: eosTokenID) }
         var seen = [String: Int](minimumCapacity: texts.count)
         for (i, t) in texts.enumerated() {
             if let j = seen.updateValue(i, forKey: t) {

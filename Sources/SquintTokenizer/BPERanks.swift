@@ -24,7 +24,7 @@ public final class BPERanks: @unchecked Sendable {
     /// silently tokenizing differently: exactly one space, canonical standard base64 of a non-empty
     /// token, a decimal rank equal to the line index, no duplicate tokens, LF line ends (a final LF
     /// is optional, no blank lines).
-    public init(tiktokenData data: [UInt8], file: String) throws {
+    public convenience init(tiktokenData data: [UInt8], file: String) throws {
         // Pass 1: split lines and decode, collecting bytes and offsets.
         var tokenBytes: [UInt8] = []
         tokenBytes.reserveCapacity(data.count)
@@ -80,6 +80,36 @@ public final class BPERanks: @unchecked Sendable {
                 offs.append(Int32(tokenBytes.count))
             }
         }
+        try self.init(packed: tokenBytes, offsets: offs) { r, other in
+            TokenizerError.malformedVocabulary(
+                file: file, line: r + 1, problem: "token duplicates the one of rank \(other) (line \(other + 1))")
+        }
+    }
+
+    /// A table over arbitrary byte strings, rank = index (e.g. a GGUF vocabulary's token bytes).
+    /// Refuses empty and duplicate strings: either would make `rank(of:)` ambiguous.
+    public convenience init(byteStrings: [[UInt8]], source: String) throws {
+        var tokenBytes: [UInt8] = []
+        var offs: [Int32] = [0]
+        offs.reserveCapacity(byteStrings.count + 1)
+        for (i, b) in byteStrings.enumerated() {
+            guard !b.isEmpty else { throw TokenizerError.badBPEVocabulary(source: source, problem: "entry \(i) is empty") }
+            tokenBytes += b
+            guard tokenBytes.count < Int(Int32.max) else {
+                throw TokenizerError.badBPEVocabulary(source: source, problem: "more than 2 GiB of token bytes")
+            }
+            offs.append(Int32(tokenBytes.count))
+        }
+        try self.init(packed: tokenBytes, offsets: offs) { r, other in
+            TokenizerError.badBPEVocabulary(
+                source: source, problem: "entry \(r) has the same bytes as entry \(other)")
+        }
+    }
+
+    /// `offs[r] ..< offs[r + 1]` of `tokenBytes` are the bytes of rank r (checked by the callers).
+    private init(packed tokenBytes: [UInt8], offsets offs: [Int32],
+                 duplicate: (_ rank: Int, _ other: Int) -> TokenizerError) throws
+    {
         count = offs.count - 1
         bytes = .allocate(capacity: max(tokenBytes.count, 1))
         bytes.initialize(from: tokenBytes, count: tokenBytes.count)
@@ -94,8 +124,7 @@ public final class BPERanks: @unchecked Sendable {
         for r in 0 ..< count {
             let start = Int(offsets[r]), len = Int(offsets[r + 1]) - start
             if let other = rank(of: UnsafeBufferPointer(start: bytes + start, count: len)) {
-                throw TokenizerError.malformedVocabulary(
-                    file: file, line: r + 1, problem: "token duplicates the one of rank \(other) (line \(other + 1))")
+                throw duplicate(r, other)  // self is fully initialised: deinit frees the buffers
             }
             var slot = Int(truncatingIfNeeded: Self.hash(bytes + start, len)) & slotMask
             while slots[slot] >= 0 { slot = (slot + 1) & slotMask }
@@ -241,10 +270,37 @@ public final class BPERanks: @unchecked Sendable {
     /// start is still a part and that part's pair rank still equals the entry's (equal rank at the
     /// same start means the same byte string).
     func encodePieceHeap(_ p: UnsafePointer<UInt8>, _ len: Int, into out: inout [Int]) {
+        Self.mergeLowestRank(len, pairRank: { s, _, e in lookup(p + s, e - s) },
+                             emit: { s, e in out.append(lookup(p + s, e - s)) })
+    }
+
+    /// The byte-level BPE merge loop shared by tiktoken-style ranks (`encodePieceHeap`: the rank of a
+    /// pair is the rank of its concatenation) and merge-list ranks (`ByteLevelBPETokenizer`: the rank
+    /// of a pair is its line in the merges list). Starts from single bytes `0 ..< len` and repeatedly
+    /// merges the adjacent pair with the lowest rank, leftmost on ties, until no pair has a rank;
+    /// then calls `emit(start, end)` for every part, in order.
+    ///
+    /// `pairRank(start, mid, end)` is the rank (0 ..< 2^32 - 1) of the part `start ..< mid` followed by
+    /// the part `mid ..< end`, or a negative number if they do not merge. It must depend only on the
+    /// bytes and the split point (then equal rank at one start means the same pair, which the
+    /// staleness test below relies on).
+    ///
+    /// A min-heap of `(rank << 32 | start)` keys over a doubly linked list of parts: popping the
+    /// smallest key picks the lowest rank and, among equal ranks, the leftmost pair. Entries made stale
+    /// by a neighbouring merge are skipped: an entry is current iff its start is still a part and that
+    /// part's pair rank still equals the entry's. O(n log n).
+    @inline(__always)
+    static func mergeLowestRank(_ len: Int, pairRank: (_ start: Int, _ mid: Int, _ end: Int) -> Int,
+                                emit: (_ start: Int, _ end: Int) -> Void)
+    {
+        guard len > 1 else {
+            if len == 1 { emit(0, 1) }
+            return
+        }
         let none = Int(UInt32.max)
         var next = [Int](0 ..< len).map { $0 + 1 }  // next part start (len = end)
         var prev = [Int](0 ..< len).map { $0 - 1 }  // previous part start (-1 = none)
-        var pairRank = [Int](repeating: none, count: len)  // rank of part(start) + following part
+        var pairRankAt = [Int](repeating: none, count: len)  // rank of part(start) + following part
         var alive = [Bool](repeating: true, count: len)
         var heap: [UInt64] = []
         heap.reserveCapacity(len)
@@ -279,35 +335,34 @@ public final class BPERanks: @unchecked Sendable {
         func rankOfPair(_ start: Int) -> Int {
             let mid = next[start]
             guard mid < len else { return none }
-            let end = next[mid]
-            let r = lookup(p + start, end - start)
-            return r >= 0 ? r : none
+            let r = pairRank(start, mid, next[mid])
+            return r >= 0 && r < none ? r : none
         }
         for i in 0 ..< len - 1 {
             let r = rankOfPair(i)
-            pairRank[i] = r
+            pairRankAt[i] = r
             if r != none { push(UInt64(r) << 32 | UInt64(i)) }
         }
         while !heap.isEmpty {
             let key = pop()
             let start = Int(key & 0xFFFF_FFFF), rank = Int(key >> 32)
-            guard alive[start], pairRank[start] == rank else { continue }
+            guard alive[start], pairRankAt[start] == rank else { continue }
             // Merge part(start) with the following part.
             let mid = next[start]
             alive[mid] = false
             next[start] = next[mid]
             if next[mid] < len { prev[next[mid]] = start }
-            pairRank[start] = rankOfPair(start)
-            if pairRank[start] != none { push(UInt64(pairRank[start]) << 32 | UInt64(start)) }
+            pairRankAt[start] = rankOfPair(start)
+            if pairRankAt[start] != none { push(UInt64(pairRankAt[start]) << 32 | UInt64(start)) }
             let before = prev[start]
             if before >= 0 {
-                pairRank[before] = rankOfPair(before)
-                if pairRank[before] != none { push(UInt64(pairRank[before]) << 32 | UInt64(before)) }
+                pairRankAt[before] = rankOfPair(before)
+                if pairRankAt[before] != none { push(UInt64(pairRankAt[before]) << 32 | UInt64(before)) }
             }
         }
         var start = 0
         while start < len {
-            out.append(lookup(p + start, next[start] - start))
+            emit(start, next[start])
             start = next[start]
         }
     }

@@ -27,7 +27,29 @@
 /// `\s` is the Unicode White_Space property, `\p{L}` general category L*, `\p{N}` N*.
 /// Text between special tokens is split separately (tiktoken does the same), so look-ahead never
 /// sees across a special token.
+///
+/// Other byte-level BPE families use variants, selected by `Rules` (the regexes as llama.cpp spells
+/// them in `llama-vocab.cpp`, and as its hand-written matchers in `unicode.cpp` behave):
+/// - `.qwen2`: the regex above, but the contraction letters are compared after lower-casing
+///   (`'[sS]|'[tT]|...`), so U+017F LONG S is not `s`.
+/// - `.llama3` (llama.cpp's "llama-bpe", "llama3"): as `.qwen2` with `\p{N}{1,3}` instead of `\p{N}`:
+///   digits go in runs of at most three.
+/// - `.gpt2`: `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
+///   (contractions lower-case only; CR/LF are ordinary whitespace).
+/// - `.gpt2DigitsIsolated` (llama.cpp's "smollm", "starcoder", "refact", ...): first every `\p{N}`
+///   scalar becomes a piece of its own, then `.gpt2` splits the text between them.
 enum PreTokenizer {
+    enum Rules: Sendable {
+        case qwenTiktoken, qwen2, llama3, gpt2, gpt2DigitsIsolated
+        /// Llama 3's regex as a regex engine runs it (Hugging Face `tokenizer.json`): `.llama3` with
+        /// `(?i:)` folding U+017F too.
+        case llama3Tiktoken
+
+        /// Contractions compared under Unicode simple case folding (regex engines), not lower-casing.
+        var foldsLongS: Bool { self == .qwenTiktoken || self == .llama3Tiktoken }
+        var digitsInThrees: Bool { self == .llama3 || self == .llama3Tiktoken }
+    }
+
     /// Character classes of the regex, one byte per scalar.
     static let other: UInt8 = 0  // [^\s\p{L}\p{N}]
     static let letter: UInt8 = 1  // \p{L}
@@ -79,7 +101,7 @@ enum PreTokenizer {
     }
 
     /// Splits the valid UTF-8 `p[0..<n]` and calls `body(byteStart, byteEnd)` for each pre-token.
-    static func split(_ p: UnsafePointer<UInt8>, _ n: Int, scratch: inout Scratch,
+    static func split(_ p: UnsafePointer<UInt8>, _ n: Int, rules: Rules = .qwenTiktoken, scratch: inout Scratch,
                       _ body: (Int, Int) -> Void)
     {
         decode(p, n, &scratch)
@@ -87,11 +109,39 @@ enum PreTokenizer {
         scratch.scalars.withUnsafeBufferPointer { sc in
             scratch.classes.withUnsafeBufferPointer { cl in
                 scratch.offsets.withUnsafeBufferPointer { of in
-                    var i = 0
-                    while i < count {
-                        let j = matchEnd(at: i, count, sc, cl)
-                        body(of[i], of[j])
-                        i = j
+                    switch rules {
+                    case .qwenTiktoken, .qwen2, .llama3, .llama3Tiktoken:
+                        var i = 0
+                        while i < count {
+                            let j = matchEnd(at: i, count, sc, cl, rules: rules)
+                            body(of[i], of[j])
+                            i = j
+                        }
+                    case .gpt2:
+                        var i = 0
+                        while i < count {
+                            let j = matchEndGPT2(at: i, count, sc, cl)
+                            body(of[i], of[j])
+                            i = j
+                        }
+                    case .gpt2DigitsIsolated:
+                        // Segments between number scalars, each split by the GPT-2 rules with its own
+                        // end (look-ahead stops there, as it does in llama.cpp's second pass).
+                        var segStart = 0
+                        var k = 0
+                        while k <= count {
+                            if k == count || cl[k] == number {
+                                var i = segStart
+                                while i < k {
+                                    let j = matchEndGPT2(at: i, k, sc, cl)
+                                    body(of[i], of[j])
+                                    i = j
+                                }
+                                if k < count { body(of[k], of[k + 1]) }
+                                segStart = k + 1
+                            }
+                            k += 1
+                        }
                     }
                 }
             }
@@ -99,14 +149,14 @@ enum PreTokenizer {
     }
 
     /// Splits a string into its pre-tokens (for tests and tools; encoding uses `split`).
-    static func pieces(_ text: String) -> [String] {
+    static func pieces(_ text: String, rules: Rules = .qwenTiktoken) -> [String] {
         var bytes = Array(text.utf8)
         var scratch = Scratch()
         var out: [String] = []
         let n = bytes.count
         bytes.withUnsafeMutableBufferPointer { b in
             guard let base = b.baseAddress else { return }
-            split(base, n, scratch: &scratch) { s, e in
+            split(base, n, rules: rules, scratch: &scratch) { s, e in
                 out.append(String(decoding: UnsafeBufferPointer(rebasing: b[s ..< e]), as: UTF8.self))
             }
         }
@@ -116,14 +166,17 @@ enum PreTokenizer {
     /// End index (exclusive) of the pre-token starting at scalar i.
     @inline(__always)
     static func matchEnd(at i: Int, _ n: Int, _ s: UnsafeBufferPointer<UInt32>,
-                         _ c: UnsafeBufferPointer<UInt8>) -> Int
+                         _ c: UnsafeBufferPointer<UInt8>, rules: Rules = .qwenTiktoken) -> Int
     {
-        // 1. Contractions.
+        // 1. Contractions (tiktoken's (?i:) also folds U+017F; llama.cpp lower-cases: ASCII only).
+        @inline(__always) func fold(_ v: UInt32) -> UInt8 {
+            rules.foldsLongS ? foldContractionLetter(v) : (v == 0x17F ? 0 : foldContractionLetter(v))
+        }
         if s[i] == 0x27 && i + 1 < n {
-            let a = foldContractionLetter(s[i + 1])
+            let a = fold(s[i + 1])
             if a == 0x73 || a == 0x74 || a == 0x6D || a == 0x64 { return i + 2 }  // 's 't 'm 'd
             if i + 2 < n {
-                let b = foldContractionLetter(s[i + 2])
+                let b = fold(s[i + 2])
                 if (a == 0x72 && b == 0x65) || (a == 0x76 && b == 0x65) || (a == 0x6C && b == 0x6C) {
                     return i + 3  // 're 've 'll
                 }
@@ -141,8 +194,13 @@ enum PreTokenizer {
             while j < n && c[j] == letter { j += 1 }
             return j
         }
-        // 3. One number.
-        if ci == number { return i + 1 }
+        // 3. One number (llama3: a run of up to three).
+        if ci == number {
+            guard rules.digitsInThrees else { return i + 1 }
+            var j = i + 1
+            while j < n && j < i + 3 && c[j] == number { j += 1 }
+            return j
+        }
         // 4. Optional ' ', "other" run, CR/LF run.
         var k = -1
         if ci == other {
@@ -167,6 +225,42 @@ enum PreTokenizer {
         if j == n { return j }  // 6, at the end
         if j - 1 > i { return j - 1 }  // 6, leave the last space for the next word
         return j  // 7
+    }
+
+    /// End of the pre-token at scalar i under the GPT-2 regex
+    /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`, alternatives in
+    /// order: a lower-case contraction; an optional U+0020 then a run of letters, or of numbers, or of
+    /// "other" scalars; otherwise whitespace (CR/LF included): a run followed by a non-space gives up
+    /// its last scalar if it has more than one, else the whole run; at the end, the whole run.
+    @inline(__always)
+    static func matchEndGPT2(at i: Int, _ n: Int, _ s: UnsafeBufferPointer<UInt32>,
+                             _ c: UnsafeBufferPointer<UInt8>) -> Int
+    {
+        if s[i] == 0x27 && i + 1 < n {
+            let a = s[i + 1]
+            if a == 0x73 || a == 0x74 || a == 0x6D || a == 0x64 { return i + 2 }  // 's 't 'm 'd
+            if i + 2 < n {
+                let b = s[i + 2]
+                if (a == 0x72 && b == 0x65) || (a == 0x76 && b == 0x65) || (a == 0x6C && b == 0x6C) {
+                    return i + 3  // 're 've 'll
+                }
+            }
+        }
+        let j0 = s[i] == 0x20 ? i + 1 : i
+        if j0 < n {
+            let k = c[j0]
+            if k == letter || k == number || k == other {
+                var j = j0 + 1
+                while j < n && c[j] == k { j += 1 }
+                return j
+            }
+        }
+        var j = i
+        while j < n && (c[j] == space || c[j] == newline) { j += 1 }
+        let run = j - i
+        if run > 1 && j < n { return j - 1 }
+        if run > 0 { return j }
+        return i + 1
     }
 
     /// Decodes valid UTF-8 (Swift strings always are) into scalars, classes and byte offsets.

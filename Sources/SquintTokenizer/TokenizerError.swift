@@ -23,6 +23,12 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     case unclosedTag(tag: String, position: Int)
     /// The text inside `<box>...</box>` is not four integers `(x1,y1),(x2,y2)`.
     case malformedBox(text: String)
+    /// A byte-level BPE vocabulary (GGUF arrays, `tokenizer.json`) that cannot be used as given.
+    case badBPEVocabulary(source: String, problem: String)
+    /// A pre-tokenizer name (GGUF `tokenizer.ggml.pre`) whose rules we do not implement.
+    case unknownPreTokenizer(name: String, supported: [String])
+    /// An id outside the vocabulary of a byte-level BPE tokenizer.
+    case tokenIDOutOfRange(id: Int, index: Int, vocabularySize: Int)
 
     /// One line: text from the vocabulary file or the prompt is escaped (`printable`).
     public var description: String { printable(rawDescription) }
@@ -41,6 +47,10 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
         case let .malformedImageSpan(i, p): return "image span starting at index \(i): \(p)"
         case let .unclosedTag(t, p): return "\(t) at character \(p) is never closed"
         case let .malformedBox(t): return "box '\(t)' is not (x1,y1),(x2,y2) with integer coordinates"
+        case let .badBPEVocabulary(s, p): return "\(s): unusable BPE vocabulary: \(p)"
+        case let .unknownPreTokenizer(n, s):
+            return "pre-tokenizer '\(n)' is not supported (supported: \(s.joined(separator: ", ")))"
+        case let .tokenIDOutOfRange(id, i, n): return "token id \(id) at index \(i) is outside the vocabulary (0..<\(n))"
         }
     }
 }

@@ -97,8 +97,8 @@ public enum Perplexity {
         }
     }
 
-    /// Runs every window through `evaluate` (which returns [ctx, vocab] logits for positions
-    /// `from..<ctx`, `from` = ctx/2 being enough) and accumulates.
+    /// Runs every window through `evaluate` (which returns the logits of positions `from..<ctx-1`
+    /// or `from..<ctx`, row-major [rows, vocab]; `from` <= ctx/2, ctx/2 being enough) and accumulates.
     public static func run(tokens: [Int32], options o: Options, vocab: Int,
                            evaluate: ([Int32]) throws -> (logits: [Float], from: Int),
                            progress: ((Int, Int, Double) -> Void)? = nil) throws -> Result {
@@ -107,8 +107,8 @@ public enum Perplexity {
         var running: [Double] = []
         for (i, w) in ws.enumerated() {
             let (logits, from) = try evaluate(w)
-            guard logits.count == (w.count - from) * vocab else {
-                throw PerplexityError.badLogitsShape(got: logits.count, expected: (w.count - from) * vocab)
+            guard from <= w.count / 2, logits.count >= (w.count - 1 - from) * vocab, logits.count <= (w.count - from) * vocab else {
+                throw PerplexityError.badLogitsShape(got: logits.count, expected: (w.count - 1 - from) * vocab)
             }
             try logits.withUnsafeBufferPointer { try acc.add(logits: $0, vocab: vocab, logitsFrom: from, tokens: w[...]) }
             running.append(acc.perplexity)
@@ -121,6 +121,7 @@ public enum Perplexity {
 public enum PerplexityError: Error, CustomStringConvertible, Equatable {
     case textTooShort(tokens: Int, context: Int)
     case contextTooSmall(Int)
+    case contextTooLong(Int, Int)
     case tokenOutsideVocabulary(Int, Int)
     case nonFiniteLogits(position: Int)
     case badLogitsShape(got: Int, expected: Int)
@@ -130,6 +131,7 @@ public enum PerplexityError: Error, CustomStringConvertible, Equatable {
         case .textTooShort(let t, let c):
             return "the text has \(t) tokens; perplexity at a context of \(c) needs at least \(2 * c) (use a longer text or a smaller --ctx)"
         case .contextTooSmall(let c): return "--ctx \(c) is too small (at least 4)"
+        case .contextTooLong(let c, let m): return "--ctx \(c) is longer than the model's context of \(m) positions"
         case .tokenOutsideVocabulary(let t, let v): return "token id \(t) is outside the model's vocabulary of \(v)"
         case .nonFiniteLogits(let p): return "the model produced NaN or infinite logits at window position \(p)"
         case .badLogitsShape(let g, let e): return "internal: \(g) logits where \(e) were expected"

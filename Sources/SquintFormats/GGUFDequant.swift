@@ -38,8 +38,7 @@ public enum GGUFDequant {
     public static func dequantize(_ type: GGMLType, blocks: UnsafeRawBufferPointer, kernel: Kernel = .best) -> [Float] {
         let n = blocks.count / type.blockBytes * type.blockSize
         return [Float](unsafeUninitializedCapacity: n) { buf, count in
-            dequantize(type, blocks: UnsafeRawBufferPointer(rebasing: blocks[0..<(n / type.blockSize * type.blockBytes)]),
-                       into: buf, kernel: kernel)
+            dequantize(type, blocks: blocks, into: buf, kernel: kernel)   // (whole blocks: a precondition there)
             count = n
         }
     }

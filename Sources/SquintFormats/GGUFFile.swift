@@ -73,9 +73,9 @@ public final class GGUFFile: TensorFile {
         for i in 0..<nKV {
             let key = try r.string("key of metadata pair \(i)")
             guard !key.isEmpty else { throw FormatError.invalid(path: path, what: "metadata pair \(i) has an empty key") }
-            guard keyIndex[key] == nil else { throw FormatError.invalid(path: path, what: "duplicate metadata key '\(key)'") }
-            let typeID = try r.u32("value type of '\(key)'")
-            let value = try r.value(typeID: typeID, depth: 0, what: "'\(key)'")
+            guard keyIndex[key] == nil else { throw FormatError.invalid(path: path, what: "duplicate metadata key \(shown(key))") }
+            let typeID = try r.u32("value type of \(shown(key))")
+            let value = try r.value(typeID: typeID, depth: 0, what: "\(shown(key))")
             keyIndex[key] = kvs.count
             kvs.append(GGUFKeyValue(key: key, value: value))
         }
@@ -101,43 +101,43 @@ public final class GGUFFile: TensorFile {
         for i in 0..<nTensors {
             let name = try r.string("name of tensor info \(i)")
             guard !name.isEmpty else { throw FormatError.invalid(path: path, what: "tensor info \(i) has an empty name") }
-            guard tensorIndex[name] == nil else { throw FormatError.invalid(path: path, what: "duplicate tensor name '\(name)'") }
-            let nDims = try r.u32("n_dims of tensor '\(name)'")
+            guard tensorIndex[name] == nil else { throw FormatError.invalid(path: path, what: "duplicate tensor name \(shown(name))") }
+            let nDims = try r.u32("n_dims of tensor \(shown(name))")
             guard (1...4).contains(nDims) else {
-                throw FormatError.invalid(path: path, what: "tensor '\(name)' has n_dims \(nDims) (must be 1...4)")
+                throw FormatError.invalid(path: path, what: "tensor \(shown(name)) has n_dims \(nDims) (must be 1...4)")
             }
             var ne: [Int] = []
             var count = 1
             for d in 0..<Int(nDims) {
-                let n = try r.u64("dimension \(d) of tensor '\(name)'")
+                let n = try r.u64("dimension \(d) of tensor \(shown(name))")
                 guard let n = Int(exactly: n) else {
-                    throw FormatError.invalid(path: path, what: "tensor '\(name)' dimension \(d) is \(n), above 2^63-1")
+                    throw FormatError.invalid(path: path, what: "tensor \(shown(name)) dimension \(d) is \(n), above 2^63-1")
                 }
                 let (p, o) = count.multipliedReportingOverflow(by: n)
-                guard !o else { throw FormatError.invalid(path: path, what: "tensor '\(name)' element count overflows 64 bits (ne \(ne + [n]))") }
+                guard !o else { throw FormatError.invalid(path: path, what: "tensor \(shown(name)) element count overflows 64 bits (ne \(ne + [n]))") }
                 count = p
                 ne.append(n)
             }
-            let typeID = try r.u32("ggml type of tensor '\(name)'")
+            let typeID = try r.u32("ggml type of tensor \(shown(name))")
             guard let type = GGMLType(rawValue: typeID) else {
                 if let known = GGMLType.knownName(of: typeID) {
-                    throw FormatError.unsupported(path: path, what: "tensor '\(name)' has ggml type \(known) (id \(typeID)), "
+                    throw FormatError.unsupported(path: path, what: "tensor \(shown(name)) has ggml type \(known) (id \(typeID)), "
                         + "valid GGUF but not read by Squint (it reads \(GGMLType.allCases.map(\.name).joined(separator: ", ")))")
                 }
-                throw FormatError.invalid(path: path, what: "tensor '\(name)' has unknown ggml type id \(typeID)")
+                throw FormatError.invalid(path: path, what: "tensor \(shown(name)) has unknown ggml type id \(typeID)")
             }
             guard ne[0] % type.blockSize == 0 else {
-                throw FormatError.invalid(path: path, what: "tensor '\(name)' row length ne[0] = \(ne[0]) is not a multiple of "
+                throw FormatError.invalid(path: path, what: "tensor \(shown(name)) row length ne[0] = \(ne[0]) is not a multiple of "
                     + "the \(type.name) block size \(type.blockSize)")
             }
             let (bytes, o) = (count / type.blockSize).multipliedReportingOverflow(by: type.blockBytes)
-            guard !o else { throw FormatError.invalid(path: path, what: "tensor '\(name)' byte size overflows 64 bits") }
-            let rel64 = try r.u64("data offset of tensor '\(name)'")
+            guard !o else { throw FormatError.invalid(path: path, what: "tensor \(shown(name)) byte size overflows 64 bits") }
+            let rel64 = try r.u64("data offset of tensor \(shown(name))")
             guard let rel = Int(exactly: rel64) else {
-                throw FormatError.invalid(path: path, what: "tensor '\(name)' offset \(rel64) is beyond any file")
+                throw FormatError.invalid(path: path, what: "tensor \(shown(name)) offset \(rel64) is beyond any file")
             }
             guard rel % align == 0 else {
-                throw FormatError.invalid(path: path, what: "tensor '\(name)' offset \(rel) is not a multiple of the alignment \(align)")
+                throw FormatError.invalid(path: path, what: "tensor \(shown(name)) offset \(rel) is not a multiple of the alignment \(align)")
             }
             tensorIndex[name] = raws.count
             raws.append(Raw(name: name, type: type, ne: ne, rel: rel, bytes: bytes, count: count))
@@ -155,10 +155,10 @@ public final class GGUFFile: TensorFile {
             let (start, o1) = padded.addingReportingOverflow(t.rel)
             let (end, o2) = start.addingReportingOverflow(t.bytes)
             guard !o1, !o2 else {
-                throw FormatError.invalid(path: path, what: "tensor '\(t.name)' offset \(t.rel) + \(t.bytes) bytes overflows 64 bits")
+                throw FormatError.invalid(path: path, what: "tensor \(shown(t.name)) offset \(t.rel) + \(t.bytes) bytes overflows 64 bits")
             }
             guard end <= file.size || t.bytes == 0 else {
-                throw FormatError.truncated(path: path, what: "tensor '\(t.name)' (\(t.type.name), ne \(t.ne)) needs bytes "
+                throw FormatError.truncated(path: path, what: "tensor \(shown(t.name)) (\(t.type.name), ne \(t.ne)) needs bytes "
                     + "\(start)..<\(end) of a \(file.size)-byte file")
             }
             infos.append(GGUFTensorInfo(name: t.name, type: t.type, ne: t.ne, offset: start, byteCount: t.bytes,
@@ -167,8 +167,8 @@ public final class GGUFFile: TensorFile {
         // Overlap: sort non-empty ranges by start; each must begin at or after the previous end.
         let order = infos.indices.filter { infos[$0].byteCount > 0 }.sorted { infos[$0].offset < infos[$1].offset }
         for (a, b) in zip(order, order.dropFirst()) where infos[b].offset < infos[a].offset + infos[a].byteCount {
-            throw FormatError.invalid(path: path, what: "tensor '\(infos[b].name)' (bytes \(infos[b].offset)..<"
-                + "\(infos[b].offset + infos[b].byteCount)) overlaps tensor '\(infos[a].name)' (bytes \(infos[a].offset)..<"
+            throw FormatError.invalid(path: path, what: "tensor \(shown(infos[b].name)) (bytes \(infos[b].offset)..<"
+                + "\(infos[b].offset + infos[b].byteCount)) overlaps tensor \(shown(infos[a].name)) (bytes \(infos[a].offset)..<"
                 + "\(infos[a].offset + infos[a].byteCount))")
         }
         ggufTensors = infos
@@ -203,7 +203,7 @@ public final class GGUFFile: TensorFile {
     /// The tensor's bytes, straight from the mapping (no copy). Valid while this file is alive.
     public func bytes(of t: GGUFTensorInfo) throws -> UnsafeRawBufferPointer {
         if t.byteCount == 0 { return UnsafeRawBufferPointer(start: nil, count: 0) }
-        return try mapping.slice(t.offset, t.byteCount, what: "tensor '\(t.name)'")
+        return try mapping.slice(t.offset, t.byteCount, what: "tensor \(shown(t.name))")
     }
 
     public func bytes(named name: String) throws -> UnsafeRawBufferPointer {
@@ -301,4 +301,14 @@ struct GGUFCursor {
             return .array(elementType, items)
         }
     }
+}
+
+/// A name from the file as error messages show it: quoted, control characters escaped and long names
+/// cut, so a hostile name cannot break the one-line message or flood the terminal.
+func shown(_ s: String) -> String {
+    var out = ""
+    for u in s.unicodeScalars.prefix(120) {
+        if u.value < 0x20 || u.value == 0x7f { out += "\\u{\(String(u.value, radix: 16))}" } else { out.unicodeScalars.append(u) }
+    }
+    return "'" + out + (s.unicodeScalars.count > 120 ? "...'" : "'")
 }

@@ -39,6 +39,17 @@ public struct GGUFSection: Codable, Equatable, Sendable {
     }
 }
 
+/// llama.cpp's `general.file_type` values (llama_ftype): the mix a quantiser aimed at.
+let llamaFileTypes: [Int: String] = [
+    0: "ALL_F32", 1: "MOSTLY_F16", 2: "MOSTLY_Q4_0", 3: "MOSTLY_Q4_1", 7: "MOSTLY_Q8_0", 8: "MOSTLY_Q5_0",
+    9: "MOSTLY_Q5_1", 10: "MOSTLY_Q2_K", 11: "MOSTLY_Q3_K_S", 12: "MOSTLY_Q3_K_M", 13: "MOSTLY_Q3_K_L",
+    14: "MOSTLY_Q4_K_S", 15: "MOSTLY_Q4_K_M", 16: "MOSTLY_Q5_K_S", 17: "MOSTLY_Q5_K_M", 18: "MOSTLY_Q6_K",
+    19: "MOSTLY_IQ2_XXS", 20: "MOSTLY_IQ2_XS", 21: "MOSTLY_Q2_K_S", 22: "MOSTLY_IQ3_XS", 23: "MOSTLY_IQ3_XXS",
+    24: "MOSTLY_IQ1_S", 25: "MOSTLY_IQ4_NL", 26: "MOSTLY_IQ3_S", 27: "MOSTLY_IQ3_M", 28: "MOSTLY_IQ2_S",
+    29: "MOSTLY_IQ2_M", 30: "MOSTLY_IQ4_XS", 31: "MOSTLY_IQ1_M", 32: "MOSTLY_BF16", 36: "MOSTLY_TQ1_0",
+    37: "MOSTLY_TQ2_0", 38: "MOSTLY_MXFP4_MOE", 39: "MOSTLY_NVFP4", 40: "MOSTLY_Q1_0", 1024: "GUESSED",
+]
+
 extension Inspector {
     /// Tensor infos with their *element* shapes (row-major), so module sums count weights, not bytes.
     static func ggufElementInfos(_ g: GGUFFile) -> [TensorInfo] {
@@ -59,7 +70,11 @@ extension Inspector {
             }
             return v.type.name
         }
-        let entries = g.keyValues.map { GGUFSection.Entry(key: $0.key, type: typeName($0.value), value: $0.value.summary(limit: 5)) }
+        let entries = g.keyValues.map { kv in
+            var value = kv.value.summary(limit: 5)
+            if kv.key == "general.file_type", let n = kv.value.int, let name = llamaFileTypes[n] { value += " (\(name))" }
+            return GGUFSection.Entry(key: kv.key, type: typeName(kv.value), value: value)
+        }
         var acc: [GGMLType: GGUFSection.TypeTotal] = [:]
         for t in g.ggufTensors {
             var e = acc[t.type] ?? .init(type: t.type.name, tensors: 0, elements: 0, bytes: 0, bitsPerWeight: t.type.bitsPerWeight)

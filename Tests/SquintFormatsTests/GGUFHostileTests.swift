@@ -129,6 +129,22 @@ final class GGUFHostileTests: XCTestCase {
         refuse(t, "invalid", mentioning: "duplicate tensor name 'w'")
     }
 
+    func testNamesInMessagesCannotBreakTheLine() {
+        var g = GGUFBytes(); g.header(tensors: 0, kv: 2)
+        g.str("a\nb"); g.u32(0); g.u8(1); g.str("a\nb"); g.u32(0); g.u8(2)
+        refuse(g, "invalid", mentioning: "duplicate metadata key 'a\\u{a}b'")
+        let long = String(repeating: "x", count: 5000)
+        refuse(oneTensorNamed(long, ne: [4], type: 99), "invalid", mentioning: "'\(String(repeating: "x", count: 120))...'")
+    }
+
+    private func oneTensorNamed(_ name: String, ne: [UInt64], type: UInt32) -> GGUFBytes {
+        var g = GGUFBytes()
+        g.header(tensors: 1, kv: 0)
+        g.tensor(name, ne: ne, type: type)
+        g.data(64)
+        return g
+    }
+
     func testArrayNestingIsCapped() throws {
         func nested(_ depth: Int) -> GGUFBytes {
             var g = GGUFBytes(); g.header(tensors: 0, kv: 1); g.str("deep"); g.u32(9)

@@ -81,3 +81,19 @@ final class InspectGGUFDiffTests: XCTestCase {
         XCTAssertEqual(d.added, ["blk.0.b"])
     }
 }
+
+final class InspectGGUFFileTypeTests: XCTestCase {
+    func testFileTypeIsNamedAsLlamaCppNamesIt() throws {
+        let dir = Fixtures.temporaryFolder("gguf-ftype")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let w = GGUFWriter()
+        try w.add(key: "general.architecture", .string("qwen2"))
+        try w.add(key: "general.file_type", .uint32(15))
+        try w.addTensor(name: "output_norm.weight", type: .f32, shape: [2], values: [1, 1])
+        try w.write(to: "\(dir)/m.gguf", overwrite: false)
+        let ck = try CheckpointOpener.open("\(dir)/m.gguf")
+        let r = try Inspector.inspect(ck.file, format: ck.format, config: nil, quantization: nil)
+        XCTAssertEqual(r.gguf?.metadata.first { $0.key == "general.file_type" }?.value, "15 (MOSTLY_Q4_K_M)")
+        XCTAssertEqual(r.layoutNotes, [], "no qwen2.block_count, no general.name: nothing to check")
+    }
+}

@@ -79,6 +79,9 @@ public final class TextModel {
             return try GGUFDequant.dequantize(t, of: file)
         }
         let tok = try tokenizer(of: file)
+        guard tok.vocabularySize <= dims.vocab else {
+            throw FormatError.invalid(path: path, what: "the tokenizer has \(tok.vocabularySize) tokens but token_embd.weight only \(dims.vocab) rows")
+        }
         let types = Set(file.ggufTensors.map(\.type.name)).sorted().joined(separator: ", ")
         return TextModel(path: path, model: model, tokenizer: tok, gguf: file, source: "gguf \(archName) (\(types))")
     }

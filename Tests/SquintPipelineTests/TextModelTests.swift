@@ -1,0 +1,118 @@
+import Foundation
+import XCTest
+import SquintFormats
+import SquintModels
+import SquintTensor
+import SquintTokenizer
+@testable import SquintPipeline
+import TestSupport
+
+/// A real GGUF file on disk, written from the tiny random Qwen2ForCausalLM that transformers made
+/// (fixtures/decoders/qwen2-tiny), opened back through `TextModel` (GGUF reader -> dequantisation ->
+/// llama.cpp's names and metadata keys -> the shared decoder -> the file's tokenizer): its logits must
+/// be transformers' own, and `squint perplexity` on it must be the perplexity of those logits.
+final class TextModelTests: XCTestCase {
+    var tmp = ""
+    override func setUp() { tmp = Fixtures.temporaryFolder("textmodel") }
+    override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
+
+    /// 256 byte tokens (GPT-2's byte-to-unicode alphabet) and a few merges, padded to `vocab` with
+    /// control tokens: a vocabulary whose ids all fit the tiny model.
+    static func byteVocabulary(vocab: Int) -> (tokens: [String], types: [Int32], merges: [String]) {
+        var tokens = (0..<256).map { ByteLevel.encode([UInt8($0)]) }
+        var merges: [String] = []
+        for pair in [("t", "h"), ("th", "e"), ("Ġ", "t"), ("Ġt", "he"), ("i", "n")] {
+            merges.append("\(pair.0) \(pair.1)"); tokens.append(pair.0 + pair.1)
+        }
+        var types = [Int32](repeating: 1, count: tokens.count)
+        while tokens.count < vocab { tokens.append("<|ctl_\(tokens.count)|>"); types.append(3) }
+        return (tokens, types, merges)
+    }
+
+    /// The tiny Qwen2 written as a GGUF v3 file with F32 tensors under llama.cpp's names.
+    func writeTinyQwen2GGUF() throws -> (path: String, ref: FixtureSafetensors) {
+        let folder = fixturePath("decoders/qwen2-tiny")
+        let hf = try DecoderLM.load(folder: folder)
+        let st = try SafetensorsFile(path: folder + "/model.safetensors")
+        let d = hf.dims
+        let w = GGUFWriter()
+        let v = Self.byteVocabulary(vocab: d.vocab)
+        try w.add(key: "general.architecture", .string("qwen2"))
+        try w.add(key: "general.name", .string("qwen2-tiny (random, transformers)"))
+        try w.add(key: "qwen2.block_count", .uint32(UInt32(d.layers)))
+        try w.add(key: "qwen2.context_length", .uint32(256))
+        try w.add(key: "qwen2.embedding_length", .uint32(UInt32(d.hidden)))
+        try w.add(key: "qwen2.feed_forward_length", .uint32(UInt32(d.intermediate)))
+        try w.add(key: "qwen2.attention.head_count", .uint32(UInt32(d.heads)))
+        try w.add(key: "qwen2.attention.head_count_kv", .uint32(UInt32(d.kvHeads)))
+        try w.add(key: "qwen2.rope.freq_base", .float32(Float(d.ropeTheta)))
+        try w.add(key: "qwen2.attention.layer_norm_rms_epsilon", .float32(Float(d.rmsNormEps)))
+        try w.add(key: "tokenizer.ggml.model", .string("gpt2"))
+        try w.add(key: "tokenizer.ggml.pre", .string("qwen2"))
+        try w.add(key: "tokenizer.ggml.tokens", .array(.string, v.tokens.map { .string($0) }))
+        try w.add(key: "tokenizer.ggml.token_type", .array(.int32, v.types.map { .int32($0) }))
+        try w.add(key: "tokenizer.ggml.merges", .array(.string, v.merges.map { .string($0) }))
+        try w.add(key: "tokenizer.ggml.add_bos_token", .bool(false))
+        for (h, g) in zip(d.tensorTable(.huggingFace), d.tensorTable(.gguf)) {
+            try w.addTensor(name: g.name, type: .f32, shape: g.shape, values: Kernels.floats(try st.view(h.name)))
+        }
+        let path = tmp + "/qwen2-tiny.gguf"
+        try w.write(to: path, overwrite: false)
+        return (path, try FixtureSafetensors(path: folder + "/reference.safetensors"))
+    }
+
+    func testGGUFFileGivesTransformersLogits() throws {
+        let (path, ref) = try writeTinyQwen2GGUF()
+        XCTAssertTrue(TextModel.canOpen(path))
+        let m = try TextModel.open(path)
+        XCTAssertEqual(m.model.architecture.name, "qwen2")
+        XCTAssertEqual(m.tokenizer.vocabularySize, m.model.dims.vocab)
+        let ids = try ref.ints("input_ids").values
+        let r = try m.model.prefill(tokens: ids, cache: m.model.makeCache())
+        // Same float32 graph as transformers; bounds as DecoderParityTests (rtol 1e-5, atol 1e-4 on
+        // logits of magnitude ~3: summation order and libm last bits only).
+        let e = try ref.floats("logits").values
+        XCTAssertEqual(r.logits.data.count, e.count)
+        var worst: Float = 0
+        for (a, b) in zip(r.logits.data, e) { worst = max(worst, abs(a - b) / (1e-4 + 1e-5 * abs(b))) }
+        XCTAssertLessThanOrEqual(worst, 1, "logits differ from transformers beyond the float32 bound")
+    }
+
+    func testPerplexityOfTheFileIsThatOfItsLogits() throws {
+        let (path, _) = try writeTinyQwen2GGUF()
+        let m = try TextModel.open(path)
+        let text = "the theme in the thin thing then the end; " + String(repeating: "this is the text that the tiny model reads. ", count: 6)
+        let ids = m.tokenizer.encode(text, addSpecial: true, parseSpecial: false).map(Int32.init)
+        XCTAssertGreaterThanOrEqual(ids.count, 64)
+        let r = try m.perplexity(text: text, context: 32)
+        XCTAssertEqual(r.windows, ids.count / 32)
+        XCTAssertEqual(r.scoredTokens, r.windows * 15)
+        // Independently: the whole window's logits (no row selection, no cache reuse) and a
+        // double-precision log-softmax of each scored position.
+        var nll: [Double] = []
+        for i in 0..<r.windows {
+            let w = Array(ids[(i * 32)..<((i + 1) * 32)])
+            let logits = try m.model.prefill(tokens: w, cache: m.model.makeCache()).logits
+            let vocab = m.model.dims.vocab
+            for p in 16..<31 {
+                let row = logits.data[(p * vocab)..<((p + 1) * vocab)].map(Double.init)
+                let mx = row.max()!
+                let lse = mx + log(row.map { exp($0 - mx) }.reduce(0, +))
+                nll.append(lse - row[Int(w[p + 1])])
+            }
+        }
+        let mean = nll.reduce(0, +) / Double(nll.count)
+        XCTAssertEqual(r.meanNLL, mean, accuracy: 1e-5 * mean)
+        XCTAssertEqual(r.perplexity, exp(mean), accuracy: 1e-5 * exp(mean))
+    }
+
+    func testRefusesNonDecoderGGUFAndUnknownArchitecturesByName() throws {
+        let w = GGUFWriter()
+        try w.add(key: "general.architecture", .string("mamba"))
+        try w.addTensor(name: "x", type: .f32, shape: [2], values: [1, 2])
+        try w.write(to: tmp + "/m.gguf", overwrite: false)
+        XCTAssertThrowsError(try TextModel.open(tmp + "/m.gguf")) {
+            XCTAssertTrue("\($0)".contains("architecture 'mamba' is not one Squint runs"), "\($0)")
+        }
+    }
+}

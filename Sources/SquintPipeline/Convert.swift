@@ -97,7 +97,7 @@ public enum Converter {
         }
         if state == nil {
             do { try fm.createDirectory(atPath: work, withIntermediateDirectories: false) } catch {
-                throw FormatError.io(path: work, message: "cannot create the work folder: \(error.localizedDescription)")
+                throw FormatError.io(path: work, doing: "cannot create the work folder", error)
             }
         }
         let resumedFrom = state?.blocksDone

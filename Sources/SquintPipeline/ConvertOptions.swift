@@ -107,7 +107,7 @@ public enum ConvertError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case let .invalidOption(s): return "convert: \(s)"
-        case let .calibrationLine(p, l, w): return "\(p):\(l): \(w)"
+        case let .calibrationLine(p, l, w): return l > 0 ? "\(p):\(l): \(w)" : "\(p): \(w)"   // line 0: the whole file
         case let .calibrationImage(p, l, i, w): return "\(p):\(l): image \(i): \(w)"
         case let .workState(p, w): return "\(p): \(w)"
         case let .source(p, w): return "\(p): \(w)"

@@ -49,6 +49,9 @@ public final class LoadedModel {
         }
         generation = g
     }
+
+    /// True for an Int4 model (an SQ4 file or an AutoGPTQ checkpoint), false for BF16/F16/F32 weights.
+    public var isQuantized: Bool { checkpoint.isSquintInt4 || checkpoint.quantization != nil }
 }
 
 /// One answer of `squint run` / a `chat` turn.

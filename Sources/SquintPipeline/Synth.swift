@@ -120,7 +120,7 @@ public enum Synth {
         do {
             try fm.createDirectory(atPath: work, withIntermediateDirectories: false)
         } catch {
-            throw FormatError.io(path: work, message: "cannot create folder: \(error.localizedDescription)")
+            throw FormatError.io(path: work, doing: "cannot create folder", error)
         }
         var files: [String] = []
         do {

@@ -11,7 +11,7 @@ public enum ValidateError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case let .pairs(p, l, m): return "\(p):\(l): \(m)"
+        case let .pairs(p, l, m): return l > 0 ? "\(p):\(l): \(m)" : "\(p): \(m)"   // line 0: the whole file
         case let .incompatible(m): return "the two models cannot be compared: \(m)"
         }
     }

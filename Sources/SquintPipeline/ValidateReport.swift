@@ -180,13 +180,56 @@ public enum ValidateText {
         return p
     }
 
-    /// Writes `dir/index.html` (creating the folder) atomically.
-    public static func writeHTML(_ r: ValidationReport, folder: String) throws -> String {
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let path = folder + "/index.html"
-        do { try Data(html(r).utf8).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
-            throw FormatError.io(path: path, message: "cannot write the report (\(error.localizedDescription))")
+    /// Checks, before any work, that the report can go to `folder`: a folder that does not exist yet
+    /// (it and missing parents are created), or an empty one; an existing file or a folder with
+    /// something in it is refused unless `overwrite` (--force). The nearest existing parent must be a
+    /// writable folder. Every refusal is one line naming the path.
+    public static func checkReportFolder(_ folder: String, overwrite: Bool) throws {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: folder, isDirectory: &isDir) {
+            if !isDir.boolValue {
+                guard overwrite else {
+                    throw FormatError.io(path: folder, message: "is a file, and --report takes a folder (pass --force to replace the file)")
+                }
+                return try checkWritableParent(of: folder)
+            }
+            let entries = (try? fm.contentsOfDirectory(atPath: folder)) ?? []
+            if !entries.isEmpty && !overwrite {
+                throw FormatError.io(path: folder, message: "already exists and is not empty (pass --force to write index.html into it)")
+            }
+            guard access(folder, W_OK) == 0 else { throw FormatError.io(path: folder, message: "the folder is not writable") }
+            return
         }
+        try checkWritableParent(of: folder)
+    }
+
+    static func checkWritableParent(of path: String) throws {
+        var p = Paths.parent(of: path)
+        var isDir: ObjCBool = false
+        while !FileManager.default.fileExists(atPath: p, isDirectory: &isDir) {
+            let up = Paths.parent(of: p)
+            if up == p { break }
+            p = up
+        }
+        guard isDir.boolValue else { throw FormatError.io(path: p, message: "is a file, so the report folder cannot be made under it") }
+        guard access(p, W_OK) == 0 else { throw FormatError.io(path: p, message: "the folder is not writable") }
+    }
+
+    /// Writes `folder/index.html` atomically, creating the folder (see `checkReportFolder` for what
+    /// is refused without `overwrite`). Returns the page's path.
+    public static func writeHTML(_ r: ValidationReport, folder: String, overwrite: Bool = false) throws -> String {
+        try checkReportFolder(folder, overwrite: overwrite)
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: folder, isDirectory: &isDir), !isDir.boolValue {
+            do { try fm.removeItem(atPath: folder) } catch { throw FormatError.io(path: folder, doing: "cannot replace the file", error) }
+        }
+        do { try fm.createDirectory(atPath: folder, withIntermediateDirectories: true) } catch {
+            throw FormatError.io(path: folder, doing: "cannot create the report folder", error)
+        }
+        let path = folder + "/index.html"
+        try AtomicFileWriter.write(Array(html(r).utf8), to: path, overwrite: true)
         return path
     }
 }

@@ -14,6 +14,11 @@ struct Convert: ParsableCommand {
         writes the same bytes. Nothing is written at OUT until the result is complete, and an \
         existing OUT is never replaced without --force. An AutoGPTQ checkpoint as MODEL_DIR is \
         repacked into an SQ4 file without re-quantising. See docs/QUANTIZING.md.
+
+        Exit codes: 0 written; 1 bad input, the output exists, or the run failed (the message says what was kept \
+        and how to resume); 64 bad command line.
+
+        Example: squint convert tiny-bf16 --calib fixtures/calibration/pairs.jsonl -o tiny.sq4
         """)
 
     @Argument(help: "The source model folder (BF16 Qwen-VL-Chat, or an AutoGPTQ Int4 checkpoint to repack).")
@@ -102,7 +107,7 @@ struct Convert: ParsableCommand {
                 default: refusal = false
                 }
                 if !refusal, let hint = Converter.resumeHint(for: output) {
-                    FileHandle.standardError.write(Data("error: \(error)\nnote: \(hint)\n".utf8))
+                    printError("\(userMessage(error))\nnote: \(hint)")
                     throw ExitCode(1)
                 }
                 throw error

@@ -72,6 +72,10 @@ struct Run: ParsableCommand {
         per image, then the text (which may hold <ref>/<box> tags), in a ChatML conversation with the \
         system prompt "You are a helpful assistant.". Sampling follows generation_config.json unless \
         --greedy. Boxes in the answer are listed, and drawn with --draw.
+
+        Exit codes: 0 answered; 1 unreadable model, image or vocabulary, or an output file exists; 64 bad command line.
+
+        Example: squint run tiny.sq4 --image photo.jpg --prompt "What is in this picture?" --greedy
         """)
 
     @Argument(help: "Model folder (config.json, weights, qwen.tiktoken).")
@@ -140,6 +144,10 @@ struct Chat: ParsableCommand {
         Type a question and press Enter. Commands: ":image PATH" attaches an image to the next question \
         (repeatable), ":draw OUT.png" draws the last answer's boxes, ":reset" clears the history, \
         ":quit" (or end of input) leaves.
+
+        Exit codes: 0 left with :quit or end of input; 1 the model could not be loaded; 64 bad command line.
+
+        Example: squint chat tiny.sq4 --vocab fixtures/tokenizer/qwen.tiktoken
         """)
 
     @Argument(help: "Model folder (config.json, weights, qwen.tiktoken).")
@@ -172,7 +180,7 @@ struct Chat: ParsableCommand {
                     do {
                         try Runner.drawBoxes(lastBoxes, imagePath: img, output: String(text.dropFirst(6)), overwrite: true)
                         print("(drew \(lastBoxes.count) boxes)")
-                    } catch { print("error: \(error)") }
+                    } catch { print("error: \(userMessage(error))") }
                     continue
                 }
                 let query = QwenTokenizer.fromListFormat(pending.map { .image($0) } + [.text(text)])
@@ -185,7 +193,7 @@ struct Chat: ParsableCommand {
                     history.append(ChatTurn(query: query, response: r.response))
                     lastBoxes = r.boxes
                 } catch {
-                    print("error: \(error)")
+                    print("error: \(userMessage(error))")
                 }
             }
         }

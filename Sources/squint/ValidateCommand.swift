@@ -15,6 +15,8 @@ struct Validate: ParsableCommand {
 
         Exit codes: 0 success (gate passed or no gate), 1 error (unreadable model or pairs file, \
         incompatible models), 4 gate failed (--max-kl / --min-top1), 64 bad command line.
+
+        Example: squint validate tiny-bf16 tiny.sq4 --eval fixtures/calibration/pairs.jsonl --report drift --max-kl 0.1
         """)
 
     @Argument(help: "The BF16 model folder (config.json, weights, qwen.tiktoken).")
@@ -50,6 +52,9 @@ struct Validate: ParsableCommand {
     @Flag(help: "Print the result as JSON (keys: docs/VALIDATE_JSON.md).")
     var json = false
 
+    @Flag(help: "Replace an existing --report folder's index.html (or a file at that path).")
+    var force = false
+
     @Flag(name: .customLong("no-verify"), help: "Skip the CRC-32 check of a Squint Int4 file's tensors (checked by default before anything runs).")
     var noVerify = false
 
@@ -64,8 +69,14 @@ struct Validate: ParsableCommand {
     func run() throws {
         var gateFailed = false
         try runReportingErrors {
+            // The output path first: a refusal must come before minutes of work, not after.
+            if let report { try ValidateText.checkReportFolder(report, overwrite: force) }
             let a = try LoadedModel(folder: bf16, vocab: vocab, verifyChecksums: !noVerify)
             let b = try LoadedModel(folder: int4, vocab: vocab ?? a.vocabularyPath, verifyChecksums: !noVerify)
+            guard b.isQuantized else {
+                throw ValidationErrorExit(message: "\(int4): not an Int4 model (no quantized weights); validate compares "
+                    + "a BF16 model with its Int4 conversion: pass the SQ4 file or AutoGPTQ folder that `squint convert` wrote")
+            }
             let samples = try ValidationSample.load(pairs: eval, tokenizer: a.tokenizer, limit: limit)
             let bar = ProgressBar(label: "validate", unit: .items("blocks"))
             let tok = a.tokenizer
@@ -74,7 +85,9 @@ struct Validate: ParsableCommand {
                                       decode: { (try? tok.decode($0)) ?? $0.map(String.init).joined(separator: " ") },
                                       progress: { bar.update($0, $1, detail: $2) })
             bar.finish()
-            if let report { FileHandle.standardError.write(Data("report: \(try ValidateText.writeHTML(r, folder: report))\n".utf8)) }
+            if let report {
+                FileHandle.standardError.write(Data("report: \(try ValidateText.writeHTML(r, folder: report, overwrite: force))\n".utf8))
+            }
             if json {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

@@ -40,7 +40,7 @@ final class CLITests: XCTestCase {
     func testMissingFileIsOneClearErrorLine() throws {
         let r = try Fixtures.run(squint, ["inspect", "\(tmp)/nope.safetensors"])
         XCTAssertEqual(r.status, 1)
-        XCTAssertTrue(r.err.hasPrefix("error: \(tmp)/nope.safetensors: no such file"), r.err)
+        XCTAssertTrue(r.err.hasPrefix("squint: error: \(tmp)/nope.safetensors: no such file"), r.err)
     }
 
     func testTruncatedFileIsReportedNotCrashed() throws {
@@ -114,5 +114,56 @@ final class TokenizeCLITests: XCTestCase {
         let r = try Fixtures.run(squint, ["tokenize", "--vocab", "/nonexistent/qwen.tiktoken", "hi"])
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.err.contains("/nonexistent/qwen.tiktoken"), r.err)
+    }
+}
+
+/// Messages a user sees for wrong usage: one prefix, the typo named, a suggestion, help with exit codes.
+final class MessagesCLITests: XCTestCase {
+    let squint = Fixtures.squintExecutable()
+
+    func testAMistypedOptionIsNamedEvenWhenARequiredOptionIsMissing() throws {
+        let r = try Fixtures.run(squint, ["validate", "a", "b", "--evl", "pairs.jsonl"])
+        XCTAssertEqual(r.status, 64)
+        XCTAssertTrue(r.err.hasPrefix("squint: error: Unknown option '--evl'. Did you mean '--eval'?"), r.err)
+        XCTAssertFalse(r.err.contains("Missing expected argument"), r.err)
+    }
+
+    func testAMistypedSubcommandGetsASuggestion() throws {
+        let r = try Fixtures.run(squint, ["valdate", "a", "b"])
+        XCTAssertEqual(r.status, 64)
+        XCTAssertTrue(r.err.hasPrefix("squint: error: unknown command 'valdate'; did you mean 'validate'?"), r.err)
+    }
+
+    func testEveryErrorHasTheSamePrefix() throws {
+        let tmp = Fixtures.temporaryFolder("messages")
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        let cases: [([String], Int32)] = [
+            (["inspect", tmp + "/nope.safetensors"], 1),                         // Squint's own error
+            (["synth", "--config", "x.json", "--format", "onnx", "-o", tmp + "/o"], 64),   // validate()
+            (["run", "model"], 64),                                               // missing option
+            (["tokenize", "--vocab", tmp + "/none.tiktoken", "hi"], 1),           // thrown from run()
+            (["inspect", "--bogus"], 64),                                         // unknown option
+        ]
+        for (args, status) in cases {
+            let r = try Fixtures.run(squint, args)
+            XCTAssertEqual(r.status, status, args.joined(separator: " "))
+            XCTAssertTrue(r.err.hasPrefix("squint: error: "), "\(args): \(r.err)")
+            XCTAssertFalse(r.err.contains("Error: "), "\(args): \(r.err)")
+        }
+    }
+
+    func testAMissingPairsFileIsNotLineZero() throws {
+        let r = try Fixtures.run(squint, ["convert", "/nonexistent-model", "--calib", "/nonexistent/pairs.jsonl", "-o", "/nonexistent/o.sq4"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertFalse(r.err.contains(":0:"), r.err)
+    }
+
+    func testEveryCommandsHelpListsExitCodesAndAnExample() throws {
+        for c in ["inspect", "synth", "convert", "validate", "run", "chat", "tokenize", "bench"] {
+            let r = try Fixtures.run(squint, [c, "--help"])
+            XCTAssertEqual(r.status, 0, c)
+            XCTAssertTrue(r.out.contains("Exit codes: 0"), "\(c) --help lists no exit codes")
+            XCTAssertTrue(r.out.contains("Example: squint \(c) "), "\(c) --help has no example")
+        }
     }
 }

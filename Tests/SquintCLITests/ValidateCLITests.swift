@@ -95,6 +95,38 @@ final class ValidateCLITests: XCTestCase {
         XCTAssert(html.contains("block 1 + ln_f"))
     }
 
+    /// --report's path is checked before anything is loaded (the models here do not even exist), and
+    /// nothing the user has is replaced without --force; no raw Foundation error reaches the user.
+    func testReportPathIsCheckedFirstAndNeverReplacedWithoutForce() throws {
+        let file = Self.tmp + "/report-file"
+        FileManager.default.createFile(atPath: file, contents: Data("keep".utf8))
+        let r = try Fixtures.run(squint, ["validate", Self.tmp + "/no-model", Self.tmp + "/no-int4", "--eval", pairs, "--report", file])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.hasPrefix("squint: error: \(file): is a file"), r.err)
+        XCTAssertTrue(r.err.contains("--force"), r.err)
+        XCTAssertFalse(r.err.contains("Domain"), r.err)
+        XCTAssertEqual(try String(contentsOfFile: file, encoding: .utf8), "keep")
+
+        let folder = Self.tmp + "/report-folder"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: folder + "/index.html", contents: Data("mine".utf8))
+        let f = try Fixtures.run(squint, ["validate", Self.tmp + "/no-model", Self.tmp + "/no-int4", "--eval", pairs, "--report", folder])
+        XCTAssertEqual(f.status, 1)
+        XCTAssertTrue(f.err.hasPrefix("squint: error: \(folder): already exists"), f.err)
+        XCTAssertEqual(try String(contentsOfFile: folder + "/index.html", encoding: .utf8), "mine")
+
+        let forced = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "0",
+                                               "--report", folder, "--force"])
+        XCTAssertEqual(forced.status, 0, forced.err)
+        XCTAssertTrue(try String(contentsOfFile: folder + "/index.html", encoding: .utf8).hasPrefix("<!DOCTYPE html>"))
+    }
+
+    func testTheSecondModelMustBeQuantized() throws {
+        let r = try Fixtures.run(squint, ["validate", bf16, bf16, "--eval", pairs, "--limit", "1"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.hasPrefix("squint: error: \(bf16): not an Int4 model"), r.err)
+    }
+
     func testInspectRecognisesTheSQ4File() throws {
         let r = try Fixtures.run(squint, ["inspect", sq4, "--json"])
         XCTAssertEqual(r.status, 0, r.err)

@@ -51,7 +51,11 @@ public struct CalibrationSet {
             do {
                 obj = try bytes.withUnsafeBytes { try StrictJSON.parseObject($0, path: path, what: "line \(lineNo)") }
             } catch let e as FormatError {
-                throw ConvertError.calibrationLine(path: path, line: lineNo, problem: "\(e)")
+                // The parser's message starts with the path and the line, which the case already names.
+                var problem = e.description
+                if problem.hasPrefix(path + ": ") { problem.removeFirst(path.count + 2) }
+                if problem.hasPrefix("invalid: line \(lineNo) ") { problem = String(problem.dropFirst("invalid: line \(lineNo) ".count)) }
+                throw ConvertError.calibrationLine(path: path, line: lineNo, problem: problem)
             }
             guard case .object(let members) = obj else {
                 throw ConvertError.calibrationLine(path: path, line: lineNo, problem: "expected a JSON object")

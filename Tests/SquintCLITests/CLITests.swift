@@ -158,6 +158,16 @@ final class MessagesCLITests: XCTestCase {
         XCTAssertFalse(r.err.contains(":0:"), r.err)
     }
 
+    func testAPathIsNamedOnceInAMessage() throws {
+        let tmp = Fixtures.temporaryFolder("messages")
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        let bad = tmp + "/pairs.jsonl"
+        FileManager.default.createFile(atPath: bad, contents: Data("root:x:0:0\n".utf8))
+        let r = try Fixtures.run(squint, ["convert", tmp + "/model", "--calib", bad, "-o", tmp + "/o.sq4"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertEqual(r.err.components(separatedBy: bad).count - 1, 1, r.err)
+    }
+
     func testEveryCommandsHelpListsExitCodesAndAnExample() throws {
         for c in ["inspect", "synth", "convert", "validate", "run", "chat", "tokenize", "bench"] {
             let r = try Fixtures.run(squint, [c, "--help"])

@@ -191,7 +191,7 @@ public enum Synth {
                     files.append(p)
                 }
             }
-            try AtomicFileWriter.write(Array(configBytes), to: "\(work)/config.json", overwrite: false)
+            try AtomicFileWriter.write(SyntheticWeights.markedConfig(Array(configBytes)), to: "\(work)/config.json", overwrite: false)
             try AtomicFileWriter.write(Array((generationConfig + "\n").utf8), to: "\(work)/generation_config.json", overwrite: false)
             files += ["\(work)/config.json", "\(work)/generation_config.json"]
             if let v = o.vocabPath {

@@ -147,6 +147,9 @@ public struct ValidationReport: Codable, Sendable {
     /// Seconds spent in the plain teacher-forced forward passes of both models (vision + prefill),
     /// to show validate's overhead over them.
     public var forwardSeconds: Double
+    /// Either model's config carries `"squint_synthetic": true` (weights from `squint synth`): the
+    /// drift figures are real, the perplexities and texts are noise by design.
+    public var synthetic = false
 
     enum CodingKeys: String, CodingKey {
         case samples, positions, worst, greedy, gate, seconds
@@ -157,6 +160,7 @@ public struct ValidationReport: Codable, Sendable {
         case perBlock = "per_block", imageFeatures = "image_features"
         case greedyTokens = "greedy_tokens", greedyAgreement = "greedy_agreement", greedyPrefixAgreement = "greedy_prefix_agreement"
         case klHistogram = "kl_histogram", forwardSeconds = "forward_seconds"
+        case synthetic
     }
 }
 

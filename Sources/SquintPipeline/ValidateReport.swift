@@ -21,9 +21,15 @@ public enum ValidateText {
         return o
     }
 
+    /// What a newcomer must know about a model written by `squint synth`.
+    public static let syntheticNote = "synthetic weights (squint synth): the drift figures measure the conversion, "
+        + "but perplexities and generated texts are noise by design"
+
     public static func table(_ r: ValidationReport) -> String {
         var s = "squint validate: \(r.bf16Model) (BF16) vs \(r.int4Model) (Int4)\n"
-        s += "  \(r.samples) samples, \(r.positions) scored caption positions\n\n"
+        s += "  \(r.samples) samples, \(r.positions) scored caption positions\n"
+        if r.synthetic { s += "  note: \(syntheticNote)\n" }
+        s += "\n"
         s += "  KL(BF16 || Int4)   mean \(f(r.klMean))   median \(f(r.klMedian))   p99 \(f(r.klP99))   max \(f(r.klMax))  (nats)\n"
         s += String(format: "  top-1 agreement    %.2f %%     top-5 agreement %.2f %%  (BF16 top-1 within Int4 top-5)\n",
                     r.top1Agreement * 100, r.top5Agreement * 100)
@@ -133,10 +139,11 @@ public enum ValidateText {
     public static func html(_ r: ValidationReport) -> String {
         var p = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>squint validate: \(esc(r.int4Model))</title>\n"
         p += "<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse}"
-        p += "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}.pass{color:#2a2}.fail{color:#c22}"
+        p += "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}.pass{color:#2a2}.fail{color:#c22}.note{background:#fff6d5;border-left:4px solid #e0a800;padding:6px 10px}"
         p += "code{background:#f6f6f6}</style></head><body>\n"
         p += "<h1>Drift: BF16 vs Int4</h1>\n<p>BF16 <code>\(esc(r.bf16Model))</code> vs Int4 <code>\(esc(r.int4Model))</code>: "
         p += "\(r.samples) samples, \(r.positions) scored caption positions (teacher forcing).</p>\n"
+        if r.synthetic { p += "<p class=\"note\"><b>Note:</b> \(esc(syntheticNote)).</p>\n" }
         if r.gate.maxKL != nil || r.gate.minTop1 != nil {
             p += r.gate.passed ? "<p class=\"pass\"><b>Gate passed.</b></p>\n"
                 : "<p class=\"fail\"><b>Gate failed:</b> \(esc(r.gate.failures.joined(separator: "; ")))</p>\n"

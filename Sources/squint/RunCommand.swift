@@ -111,6 +111,7 @@ struct Run: ParsableCommand {
                 throw ValidationError("\(f) exists; pass --force to replace it")
             }
             let m = try generation.load(model)
+            if m.checkpoint.isSynthetic { FileHandle.standardError.write(Data("note: \(syntheticNote(model))\n".utf8)) }
             let query = QwenTokenizer.fromListFormat(images.map { .image($0) } + [.text(prompt)])
             let result = try Runner.answer(
                 m, query: query, maxNewTokens: generation.maxNewTokens, sampling: generation.sampling(m.generation),
@@ -163,6 +164,7 @@ struct Chat: ParsableCommand {
             var lastBoxes: [RunResult.Box] = []
             var lastImage: String?
             print("squint chat: \(model). :image PATH, :draw OUT.png, :reset, :quit")
+            if m.checkpoint.isSynthetic { print("note: \(syntheticNote(model))") }
             while true {
                 print("> ", terminator: ""); fflush(stdout)
                 guard let line = readLine() else { print(""); break }
@@ -198,4 +200,9 @@ struct Chat: ParsableCommand {
             }
         }
     }
+}
+
+/// The banner line for a model written by `squint synth`.
+func syntheticNote(_ model: String) -> String {
+    "\(model) has synthetic weights (squint synth): its answers are noise by design; the pipeline, not the model, is what is real"
 }

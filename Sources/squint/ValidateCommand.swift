@@ -80,11 +80,12 @@ struct Validate: ParsableCommand {
             let samples = try ValidationSample.load(pairs: eval, tokenizer: a.tokenizer, limit: limit)
             let bar = ProgressBar(label: "validate", unit: .items("blocks"))
             let tok = a.tokenizer
-            let r = try Validator.run(bf16: a.model, int4: b.model, bf16Name: bf16, int4Name: int4, samples: samples,
+            var r = try Validator.run(bf16: a.model, int4: b.model, bf16Name: bf16, int4Name: int4, samples: samples,
                                       options: ValidateOptions(greedyTokens: greedyTokens, worstCount: worst, maxKL: maxKL, minTop1: minTop1),
                                       decode: { (try? tok.decode($0)) ?? $0.map(String.init).joined(separator: " ") },
                                       progress: { bar.update($0, $1, detail: $2) })
             bar.finish()
+            r.synthetic = a.checkpoint.isSynthetic || b.checkpoint.isSynthetic
             if let report {
                 FileHandle.standardError.write(Data("report: \(try ValidateText.writeHTML(r, folder: report, overwrite: force))\n".utf8))
             }

@@ -163,6 +163,8 @@ final class MessagesCLITests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: tmp) }
         let bad = tmp + "/pairs.jsonl"
         FileManager.default.createFile(atPath: bad, contents: Data("root:x:0:0\n".utf8))
+        let s = try Fixtures.run(squint, ["synth", "--config", Fixtures.path("qwen-vl-tiny/config.json"), "--vocab", Fixtures.path("tokenizer/qwen.tiktoken"), "-o", tmp + "/model"])
+        XCTAssertEqual(s.status, 0, s.err)
         let r = try Fixtures.run(squint, ["convert", tmp + "/model", "--calib", bad, "-o", tmp + "/o.sq4"])
         XCTAssertEqual(r.status, 1)
         XCTAssertEqual(r.err.components(separatedBy: bad).count - 1, 1, r.err)

@@ -156,9 +156,11 @@ public struct ConvertResult: Codable, Sendable {
     public var spilledBytes: Int
     public var seconds: Double
     public var stageSeconds: [String: Double]
+    /// Sizes and bits per weight of the result (`ConvertSizes.measure`), set by the CLI.
+    public var sizes: ConvertSizes? = nil
 
     enum CodingKeys: String, CodingKey {
-        case output, format, method, mode, files, log, samples, tokens, blocks, modules, seconds
+        case output, format, method, mode, files, log, samples, tokens, blocks, modules, seconds, sizes
         case resumedFromBlock = "resumed_from_block", peakRSSBytes = "peak_rss_bytes", spilledBytes = "spilled_bytes"
         case stageSeconds = "stage_seconds"
     }

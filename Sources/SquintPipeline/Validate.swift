@@ -150,6 +150,8 @@ public struct ValidationReport: Codable, Sendable {
     /// Either model's config carries `"squint_synthetic": true` (weights from `squint synth`): the
     /// drift figures are real, the perplexities and texts are noise by design.
     public var synthetic = false
+    /// How the report was made (command line, version, date, the models' sizes): set by the CLI.
+    public var run: RunInfo? = nil
 
     enum CodingKeys: String, CodingKey {
         case samples, positions, worst, greedy, gate, seconds
@@ -160,7 +162,7 @@ public struct ValidationReport: Codable, Sendable {
         case perBlock = "per_block", imageFeatures = "image_features"
         case greedyTokens = "greedy_tokens", greedyAgreement = "greedy_agreement", greedyPrefixAgreement = "greedy_prefix_agreement"
         case klHistogram = "kl_histogram", forwardSeconds = "forward_seconds"
-        case synthetic
+        case synthetic, run
     }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SquintPipeline
 
 @main
 struct Squint: ParsableCommand {
@@ -12,7 +13,7 @@ struct Squint: ParsableCommand {
 
         Example: squint inspect MODEL_DIR --summary
         """,
-        version: "0.1.0",
+        version: squintVersion,
         subcommands: [Inspect.self, Synth.self, Convert.self, Validate.self, Run.self, Chat.self, Tokenize.self, Bench.self]
     )
 

@@ -86,6 +86,7 @@ struct Validate: ParsableCommand {
                                       progress: { bar.update($0, $1, detail: $2) })
             bar.finish()
             r.synthetic = a.checkpoint.isSynthetic || b.checkpoint.isSynthetic
+            r.run = .init(bf16: a, int4: b, arguments: ["squint"] + CommandLine.arguments.dropFirst())
             if let report {
                 FileHandle.standardError.write(Data("report: \(try ValidateText.writeHTML(r, folder: report, overwrite: force))\n".utf8))
             }

@@ -84,8 +84,9 @@ final class ValidateCLITests: XCTestCase {
 
     func testHTMLReportIsSelfContained() throws {
         let dir = Self.tmp + "/report"
-        let r = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "2", "--report", dir])
-        XCTAssertEqual(r.status, 0, r.err)
+        let r = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "2", "--report", dir,
+                                          "--max-kl", "1e-9", "--force"])
+        XCTAssertEqual(r.status, 4, r.err)
         let html = try String(contentsOfFile: dir + "/index.html", encoding: .utf8)
         XCTAssert(html.hasPrefix("<!DOCTYPE html>"))
         XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, 2, "per-block drift and KL histogram plots")
@@ -93,6 +94,51 @@ final class ValidateCLITests: XCTestCase {
             XCTAssertFalse(html.lowercased().contains(banned), "the report must not reference \(banned)")
         }
         XCTAssert(html.contains("block 1 + ln_f"))
+    }
+
+    /// What the screenshots in docs/VALIDATING.md show, as structure: the page fits a phone (viewport,
+    /// plots scale with a viewBox, tables scroll inside a box), the axes are labelled, an error of 0
+    /// sits on a labelled 0 line, the gate's threshold is drawn and
+    /// the failing figure is marked, and the header says what was run on what.
+    func testHTMLReportReadsOnAnyScreen() throws {
+        let dir = Self.tmp + "/report-structure"
+        let r = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "0", "--report", dir,
+                                          "--max-kl", "1e-9", "--min-top1", "0"])
+        XCTAssertEqual(r.status, 4, r.err)
+        let html = try String(contentsOfFile: dir + "/index.html", encoding: .utf8)
+        XCTAssert(html.contains("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"))
+        let svgs = html.components(separatedBy: "<svg").dropFirst()
+        XCTAssertEqual(svgs.count, 2)
+        for svg in svgs {
+            let tag = String(svg.prefix { $0 != ">" })
+            XCTAssert(tag.range(of: #"viewBox="0 0 \d+ \d+""#, options: .regularExpression) != nil, tag)
+            XCTAssert(tag.contains("width=\"100%\""), tag)
+            XCTAssertFalse(tag.contains("height=\""), "a fixed height would not scale: \(tag)")
+        }
+        // Every table sits in a box that scrolls sideways.
+        XCTAssert(html.contains(".scroll{overflow-x:auto"))
+        let tables = html.components(separatedBy: "<table").count - 1
+        XCTAssertGreaterThanOrEqual(tables, 4)
+        XCTAssertEqual(html.components(separatedBy: "<div class=\"scroll\"><table").count - 1, tables)
+        // Axis labels, the zero line, the gate.
+        XCTAssert(html.contains(">positions</text>"), "histogram y axis label")
+        XCTAssert(html.contains("class=\"axis-label\">relative error"), "drift plot y axis label")
+        // The AutoGPTQ folder and the SQ4 file hold the same F16 embeddings: their drift is exactly 0.
+        let zero = Self.tmp + "/report-zero"
+        let z = try Fixtures.run(squint, ["validate", int4, sq4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "0", "--report", zero])
+        XCTAssertEqual(z.status, 0, z.err)
+        let zhtml = try String(contentsOfFile: zero + "/index.html", encoding: .utf8)
+        XCTAssert(zhtml.contains("class=\"zero-label\">0</text>"), "a drift of exactly 0 gets its own labelled line")
+        XCTAssertFalse(zhtml.contains(">1e-9<"), "zero must not be drawn at 1e-9")
+        XCTAssert(html.contains("class=\"gate-line\""))
+        XCTAssert(html.contains("gate --max-kl 1e-09"))
+        XCTAssert(html.contains("<tr class=\"fail\"><th>KL mean (nats)</th>"), "the failing figure is marked")
+        XCTAssert(html.contains("✓ ≥ 0.00 % (--min-top1)"), "the passing figure shows its threshold")
+        // The header.
+        for k in ["<th>command</th><td><code>squint validate ", "<th>Squint</th><td>0.", "<th>date</th><td>20", "<th>BF16 model</th>",
+                  "<th>Int4 model</th>", "bits per weight", "<th>quantization</th><td>gptq, 4-bit, group"] {
+            XCTAssert(html.contains(k), "header lacks \(k)")
+        }
     }
 
     /// --report's path is checked before anything is loaded (the models here do not even exist), and

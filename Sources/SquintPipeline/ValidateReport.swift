@@ -7,6 +7,13 @@ public enum ValidateText {
         x.isFinite ? String(format: "%.\(digits)g", x) : "\(x)"
     }
 
+    /// "x ± se" (the standard error; omitted when unknown).
+    static func pm(_ x: Double, _ se: Double) -> String { se.isFinite ? "\(f(x)) ± \(f(se, 2))" : f(x) }
+    /// A proportion as "p ± se %".
+    static func pct(_ p: Double, _ se: Double) -> String {
+        se.isFinite ? String(format: "%.2f ± %.2f %%", p * 100, se * 100) : String(format: "%.2f %%", p * 100)
+    }
+
     /// Control characters and newlines shown escaped, so a token cannot break the table.
     static func visible(_ s: String) -> String {
         var o = ""
@@ -30,10 +37,12 @@ public enum ValidateText {
         s += "  \(r.samples) samples, \(r.positions) scored caption positions\n"
         if r.synthetic { s += "  note: \(syntheticNote)\n" }
         s += "\n"
-        s += "  KL(BF16 || Int4)   mean \(f(r.klMean))   median \(f(r.klMedian))   p99 \(f(r.klP99))   max \(f(r.klMax))  (nats)\n"
-        s += String(format: "  top-1 agreement    %.2f %%     top-5 agreement %.2f %%  (BF16 top-1 within Int4 top-5)\n",
-                    r.top1Agreement * 100, r.top5Agreement * 100)
-        s += "  perplexity         BF16 \(f(r.pplBF16))   Int4 \(f(r.pplInt4))   ratio \(f(r.pplRatio))\n"
+        s += "  KL(BF16 || Int4)   mean \(pm(r.klMean, r.klMeanSE))   max \(f(r.klMax))  (nats)\n"
+        s += "    percentiles      99.9% \(f(r.klP999))   99% \(f(r.klP99))   90% \(f(r.klP90))   50% \(f(r.klMedian))   10% \(f(r.klP10))\n"
+        s += "  same top-1         \(pct(r.top1Agreement, r.top1AgreementSE))     top-5 agreement "
+            + String(format: "%.2f %%", r.top5Agreement * 100) + "  (BF16 top-1 within Int4 top-5)\n"
+        s += "  perplexity         BF16 \(f(r.pplBF16))   Int4 \(f(r.pplInt4))   ratio Int4/BF16 \(pm(r.pplRatio, r.pplRatioSE))"
+            + "   (mean ln ratio \(pm(r.lnPplRatio, r.lnPplRatioSE)))\n"
         if r.greedyTokens > 0 {
             s += String(format: "  greedy (%d tokens)  same token %.1f %%   shared prefix %.1f %%\n", r.greedyTokens,
                         r.greedyAgreement * 100, r.greedyPrefixAgreement * 100)
@@ -227,15 +236,17 @@ public enum ValidateText {
             return (v + (fails ? "  ✗ fails \(rule)" : "  ✓ \(rule)"), fails)
         }
         var rows: [(String, String, Bool)] = []
-        let klMean = gated(f(r.klMean), klFails, "≤ \(r.gate.maxKL.map { f($0) } ?? "") (--max-kl)")
+        let klMean = gated(pm(r.klMean, r.klMeanSE), klFails, "≤ \(r.gate.maxKL.map { f($0) } ?? "") (--max-kl)")
         rows.append(("KL mean (nats)", klMean.0, klMean.1))
-        rows += [("KL median", f(r.klMedian), false), ("KL p99", f(r.klP99), false), ("KL max", f(r.klMax), false)]
-        let top1 = gated(String(format: "%.2f %%", r.top1Agreement * 100), top1Fails,
+        rows += [("KL max", f(r.klMax), false), ("KL 99.9 %", f(r.klP999), false), ("KL 99 %", f(r.klP99), false),
+                 ("KL 90 %", f(r.klP90), false), ("KL median", f(r.klMedian), false), ("KL 10 %", f(r.klP10), false)]
+        let top1 = gated(pct(r.top1Agreement, r.top1AgreementSE), top1Fails,
                          "≥ \(r.gate.minTop1.map { String(format: "%.2f %%", $0 * 100) } ?? "") (--min-top1)")
-        rows.append(("top-1 agreement", top1.0, top1.1))
+        rows.append(("same top-1", top1.0, top1.1))
         rows += [
             ("top-5 agreement (BF16 top-1 in Int4 top-5)", String(format: "%.2f %%", r.top5Agreement * 100), false),
-            ("perplexity BF16", f(r.pplBF16), false), ("perplexity Int4", f(r.pplInt4), false), ("perplexity ratio", f(r.pplRatio), false),
+            ("perplexity BF16", f(r.pplBF16), false), ("perplexity Int4", f(r.pplInt4), false), ("perplexity ratio Int4 / BF16", pm(r.pplRatio, r.pplRatioSE), false),
+            ("mean ln(PPL Int4 / PPL BF16)", pm(r.lnPplRatio, r.lnPplRatioSE), false),
         ]
         if r.greedyTokens > 0 {
             rows += [("greedy: same token", String(format: "%.1f %% of %d tokens", r.greedyAgreement * 100, r.greedyTokens), false),

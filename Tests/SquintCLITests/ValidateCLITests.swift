@@ -173,6 +173,45 @@ final class ValidateCLITests: XCTestCase {
         XCTAssertTrue(r.err.hasPrefix("squint: error: \(bf16): not an Int4 model"), r.err)
     }
 
+    /// --save-base writes the BF16 side once; --base reuses it and gives the same figures (the logits
+    /// are stored as computed, so KL and agreement are exact; hidden states are F16, so per-block
+    /// errors move by at most about 2^-11 ≈ 4.9e-4 relative); a file made from anything else is refused.
+    func testSavedBaseGivesTheSameDriftAndIsRefusedForOtherInputs() throws {
+        let base = Self.tmp + "/base.safetensors"
+        let args = ["--eval", pairs, "--limit", "2", "--greedy-tokens", "3", "--json"]
+        let a = try Fixtures.run(squint, ["validate", bf16, sq4, "--save-base", base] + args)
+        XCTAssertEqual(a.status, 0, a.err)
+        let b = try Fixtures.run(squint, ["validate", bf16, int4, "--base", base] + args)
+        XCTAssertEqual(b.status, 0, b.err)
+        let direct = try Fixtures.run(squint, ["validate", bf16, int4] + args)
+        let ob = try json(b.out), od = try json(direct.out)
+        for k in ["kl_mean", "kl_mean_se", "kl_max", "kl_p999", "kl_p99", "kl_p90", "kl_median", "kl_p10", "top1_agreement",
+                  "top1_agreement_se", "top5_agreement", "ppl_bf16", "ppl_int4", "ppl_ratio", "ppl_ratio_se", "ln_ppl_ratio", "ln_ppl_ratio_se",
+                  "greedy_agreement"] {
+            XCTAssertEqual(ob[k] as? Double, od[k] as? Double, k)
+        }
+        let pb = ob["per_block"] as! [[String: Any]], pd = od["per_block"] as! [[String: Any]]
+        for (x, y) in zip(pb, pd) {
+            XCTAssertEqual(x["relative_error"] as! Double, y["relative_error"] as! Double, accuracy: 1e-3, x["name"] as! String)
+        }
+        // Uncertainties as llama-perplexity reports them, from the values themselves.
+        let n = Double(od["positions"] as! Int), p = od["top1_agreement"] as! Double
+        XCTAssertEqual(od["top1_agreement_se"] as! Double, (p * (1 - p) / n).squareRoot(), accuracy: 1e-12)
+        XCTAssertEqual(od["ppl_ratio"] as! Double, exp(od["ln_ppl_ratio"] as! Double), accuracy: 1e-9)
+        XCTAssertEqual(od["ppl_ratio_se"] as! Double, (od["ppl_ratio"] as! Double) * (od["ln_ppl_ratio_se"] as! Double), accuracy: 1e-9)
+
+        // Refusals: another BF16 model, other samples, more greedy tokens than stored, an existing file.
+        for (extra, why) in [(["validate", int4, sq4, "--base", base, "--eval", pairs, "--limit", "2", "--greedy-tokens", "3"], "another BF16 model"),
+                             (["validate", bf16, sq4, "--base", base, "--eval", pairs, "--limit", "1", "--greedy-tokens", "3"], "other samples"),
+                             (["validate", bf16, sq4, "--base", base, "--eval", pairs, "--limit", "2", "--greedy-tokens", "5"], "greedy tokens"),
+                             (["validate", bf16, sq4, "--save-base", base, "--eval", pairs, "--limit", "2"], "already exists")] {
+            let r = try Fixtures.run(squint, extra)
+            XCTAssertEqual(r.status, 1, why)
+            XCTAssertTrue(r.err.hasPrefix("squint: error: \(base): "), r.err)
+            XCTAssertTrue(r.err.contains(why), "\(why): \(r.err)")
+        }
+    }
+
     func testInspectRecognisesTheSQ4File() throws {
         let r = try Fixtures.run(squint, ["inspect", sq4, "--json"])
         XCTAssertEqual(r.status, 0, r.err)

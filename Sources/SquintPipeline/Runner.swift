@@ -117,6 +117,7 @@ public enum Runner {
     public static func answer(_ m: LoadedModel, query: String, history: [ChatTurn] = [], maxNewTokens: Int,
                               sampling: SamplingOptions, imageBase: String? = nil,
                               onToken: ((String) -> Void)? = nil,
+                              shouldStop: (() -> Bool)? = nil,
                               dump: ((_ ids: [Int], _ logits: FloatTensor, _ features: FloatTensor?) throws -> Void)? = nil) throws -> RunResult {
         let ctx = try m.tokenizer.makeContext(query: query, history: history)
         let ids = ctx.tokens
@@ -135,13 +136,15 @@ public enum Runner {
         var generated: [Int] = []
         let stops: Set<Int> = [SpecialTokens.imEnd, SpecialTokens.imStart, SpecialTokens.endOfText]
         var printed = ""
+        let shown = displayedIds
         while generated.count < maxNewTokens {
+            if shouldStop?() == true { break }
             let next = sampler.next(logits)
             generated.append(next)
             if stops.contains(next) { break }
             if let onToken {
                 // Stream only whole characters: decode all and print the new suffix.
-                let text = (try? m.tokenizer.decode(generated, skipSpecialTokens: false)) ?? ""
+                let text = (try? m.tokenizer.decode(shown(generated), skipSpecialTokens: false)) ?? ""
                 if text.hasPrefix(printed), !text.hasSuffix("\u{FFFD}") {
                     onToken(String(text.dropFirst(printed.count))); printed = text
                 }
@@ -151,8 +154,7 @@ public enum Runner {
         }
         if let onToken {
             // Flush what was held back (a trailing partial character at the end of generation).
-            let body = generated.filter { !stops.contains($0) }
-            let text = (try? m.tokenizer.decode(body, skipSpecialTokens: false)) ?? printed
+            let text = (try? m.tokenizer.decode(shown(generated), skipSpecialTokens: false)) ?? printed
             if text.hasPrefix(printed), text.count > printed.count { onToken(String(text.dropFirst(printed.count))) }
         }
         let t3 = Date()
@@ -162,6 +164,19 @@ public enum Runner {
                          boxes: boxes.map { .init(ref: $0.ref, x1: $0.box.x1, y1: $0.box.y1, x2: $0.box.x2, y2: $0.box.y2) },
                          visionSeconds: t1.timeIntervalSince(t0), prefillSeconds: t2.timeIntervalSince(t1),
                          decodeSeconds: t3.timeIntervalSince(t2))
+    }
+
+    /// The generated ids a reader sees: text and the grounding tags (<ref>, <box>, <quad>), never
+    /// control tokens such as `<|extra_154|>` or `<|im_end|>`, nor ids past the vocabulary (the padded
+    /// embedding lets a model pick 151860...151935).
+    public static func displayedIds(_ ids: [Int]) -> [Int] {
+        ids.filter { $0 < SpecialTokens.firstID || SpecialTokens.groundingTagIDs.contains($0) }
+    }
+
+    /// Checks at once that `path` is an image Squint can read (JPEG or PNG), so `chat`'s `:image` can
+    /// refuse it before the question is asked. The error names the file and the problem.
+    public static func checkImage(_ path: String) throws {
+        _ = try RGBImage.load(path: path)
     }
 
     /// Writes `--dump`: input_ids I32 [S], logits F32 [S, vocab], image_features F32 [n, 256, hidden].

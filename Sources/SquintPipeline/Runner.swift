@@ -14,7 +14,8 @@ public final class LoadedModel {
     public let tokenizer: QwenTokenizer
     /// top_p etc. from generation_config.json (official defaults when absent).
     public let generation: SamplingOptions
-    /// The qwen.tiktoken the tokenizer was read from (an Int4 file or folder without one can reuse it).
+    /// The qwen.tiktoken the tokenizer was read from (an Int4 file or folder without one can reuse it);
+    /// "FILE (tensor NAME)" for a vocabulary embedded in an SQ4 file.
     public let vocabularyPath: String
 
     /// - Parameter vocab: qwen.tiktoken; default: the folder's, then $SQUINT_VOCAB.
@@ -32,13 +33,25 @@ public final class LoadedModel {
             throw ModelError.config(path: "\(checkpoint.folder)/config.json", message: "no config.json next to the weights")
         }
         model = try QwenVLModel(config: config, weights: checkpoint.file)
-        let candidates = [vocab, "\(checkpoint.folder)/qwen.tiktoken", ProcessInfo.processInfo.environment["SQUINT_VOCAB"]].compactMap { $0 }
-        guard let v = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+        // --vocab, the folder's qwen.tiktoken, the vocabulary inside an SQ4 file, then $SQUINT_VOCAB.
+        let local = [vocab, "\(checkpoint.folder)/qwen.tiktoken"].compactMap { $0 }
+        let env = ProcessInfo.processInfo.environment["SQUINT_VOCAB"].map { [$0] } ?? []
+        if let v = local.first(where: { FileManager.default.fileExists(atPath: $0) }) {
+            tokenizer = try QwenTokenizer(vocabularyFile: v)
+            vocabularyPath = v
+        } else if let sq4 = checkpoint.file as? SquintInt4File, let name = sq4.header.tokenizer.vocabTensor {
+            let bytes = Array(try sq4.view(name).bytes)
+            let label = "\(sq4.path) (tensor \(name))"
+            tokenizer = try QwenTokenizer(ranks: BPERanks(tiktokenData: bytes, file: label), file: label)
+            vocabularyPath = label     // not a file: a model given it as `vocab` falls back to its own
+
+        } else if let v = env.first(where: { FileManager.default.fileExists(atPath: $0) }) {
+            tokenizer = try QwenTokenizer(vocabularyFile: v)
+            vocabularyPath = v
+        } else {
             throw ModelError.config(path: "\(checkpoint.folder)/qwen.tiktoken",
                                     message: "no tokenizer vocabulary: put qwen.tiktoken in the model folder, pass --vocab FILE or set SQUINT_VOCAB")
         }
-        tokenizer = try QwenTokenizer(vocabularyFile: v)
-        vocabularyPath = v
         var g = SamplingOptions(doSample: true, temperature: 1, topK: 0, topP: 0.3, seed: 0)
         if let d = FileManager.default.contents(atPath: "\(checkpoint.folder)/generation_config.json"),
            let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] {

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import SquintFormats
 import TestSupport
 
 /// A model written by `synth` says so in its config, the label survives conversion into the SQ4
@@ -27,6 +28,21 @@ final class SyntheticLabelCLITests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.err)
         XCTAssertTrue(r.err.contains("has synthetic weights"), r.err)
         XCTAssertTrue(r.err.contains("noise by design"), r.err)
+
+        // Self-contained: the SQ4 file carries the vocabulary (tokenizer.vocab_tensor), byte for byte, so
+        // it runs with nothing beside it and gives the same tokens as with --vocab.
+        let sq4 = try SquintInt4File(path: tmp + "/alone/tiny.sq4")
+        let name = try XCTUnwrap(sq4.header.tokenizer.vocabTensor)
+        XCTAssertEqual(Array(try sq4.view(name).bytes), Array(try Data(contentsOf: URL(fileURLWithPath: vocab))))
+        try FileManager.default.removeItem(atPath: tmp + "/alone/tiny.sq4.log.json")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp + "/alone"), ["tiny.sq4"])
+        let alone = try Fixtures.run(squint, ["run", "tiny.sq4", "--prompt", "Hi", "--greedy", "--max-new-tokens", "3", "--json"], cwd: tmp + "/alone")
+        let withVocab = try Fixtures.run(squint, ["run", "tiny.sq4", "--prompt", "Hi", "--greedy", "--max-new-tokens", "3", "--json", "--vocab", vocab],
+                                         cwd: tmp + "/alone")
+        XCTAssertEqual(alone.status, 0, alone.err)
+        func ids(_ s: String) throws -> [Int]? { (try JSONSerialization.jsonObject(with: Data(s.utf8)) as? [String: Any])?["generated_ids"] as? [Int] }
+        XCTAssertEqual(try ids(alone.out), try ids(withVocab.out))
+        XCTAssertEqual(try ids(alone.out)?.count, 3)
 
         let chat = try Fixtures.run(squint, ["chat", tmp + "/bf16", "--max-new-tokens", "1"], stdin: ":quit\n")
         XCTAssertEqual(chat.status, 0, chat.err)

@@ -240,12 +240,14 @@ final class ValidationPairsTests: XCTestCase {
                     XCTAssert("\(e)".contains("a.png"), "\(e)")   // the missing image is named
                 } else {
                     guard case .pairs(p, line, _)? = e as? ValidateError else { return XCTFail("\(e)") }
-                    XCTAssert("\(e)".hasPrefix("\(p):\(line): ") && "\(e)".contains(message), "\(e)")
+                    // Line 0 is the whole file: named without a line number ("path: no pairs").
+                    XCTAssert("\(e)".hasPrefix(line > 0 ? "\(p):\(line): " : "\(p): ") && "\(e)".contains(message), "\(e)")
                 }
             }
         }
         XCTAssertThrowsError(try ValidationSample.load(pairs: dir + "/none.jsonl", tokenizer: try tokenizer())) { e in
             XCTAssertEqual(e as? ValidateError, .pairs(path: dir + "/none.jsonl", line: 0, message: "no such file"))
+            XCTAssertEqual("\(e)", dir + "/none.jsonl: no such file")
         }
     }
 }

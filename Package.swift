@@ -27,6 +27,7 @@ let package = Package(
         .systemLibrary(name: "CJSONC", path: "Sources/CJSONC"),
         .systemLibrary(name: "CJPEG", path: "Sources/CJPEG"),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
+        .systemLibrary(name: "CEditLine", path: "Sources/CEditLine"),   // chat's line editing (libedit)
 
         // Small C targets: SIMD kernels, and the setjmp-based error handling libjpeg/libpng need.
         .target(name: "CSquintKernels", cSettings: cOptimize,
@@ -51,7 +52,7 @@ let package = Package(
                 dependencies: ["SquintFormats", "SquintTensor", "SquintImage", "SquintTokenizer", "SquintModels",
                                "SquintQuant", "CZstd"]),
         .executableTarget(name: "squint", dependencies: [
-            "SquintPipeline", "SquintModels", "SquintTokenizer", "SquintFormats", "SquintTensor",
+            "SquintPipeline", "SquintModels", "SquintTokenizer", "SquintFormats", "SquintTensor", "CEditLine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["SquintFormats", "SquintTensor"]),

@@ -13,7 +13,10 @@ cd "$(dirname "$0")/.."
 SQUINT=${SQUINT:-.build/release/squint}
 OUT=${1:-/tmp/squint-demo}
 rm -rf "$OUT"; mkdir -p "$OUT"
-echo "== 1. synth: tiny Qwen-VL-Chat, seed 20240611 -> $OUT/bf16"
+echo "Note: the demo's weights are SYNTHETIC (random, docs/SYNTHETIC_WEIGHTS.md): the pipeline is real, but"
+echo "      the model's answers and perplexities are noise by design. Point the same commands at the real"
+echo "      Qwen-VL-Chat folder for meaningful numbers (docs/QUANTIZING.md)."
+echo; echo "== 1. synth: tiny Qwen-VL-Chat, seed 20240611 -> $OUT/bf16"
 "$SQUINT" synth --config fixtures/qwen-vl-tiny/config.json --seed 20240611 --format bin \
   --shard-size 39747574 --vocab fixtures/tokenizer/qwen.tiktoken -o "$OUT/bf16"
 echo; echo "== 2. inspect"

@@ -3,7 +3,7 @@
 # (OpenBLAS with LAPACK, zstd, json-c, libjpeg-turbo, libpng, zlib for CRC-32). Swift 6 must already be on PATH.
 # Safe to run again: apt skips what is installed.
 set -euo pipefail
-pkgs="libopenblas-dev liblapacke-dev libzstd-dev libjson-c-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev"
+pkgs="libopenblas-dev liblapacke-dev libzstd-dev libjson-c-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev libedit-dev"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

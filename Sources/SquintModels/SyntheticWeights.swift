@@ -5,6 +5,20 @@ import CSquintKernels
 /// docs/SYNTHETIC_WEIGHTS.md): one SplitMix64 stream per tensor, seeded by the seed XOR the FNV-1a
 /// hash of the tensor's name. Lets us test at any size, up to the real 9.6B layout, with no download.
 public struct SyntheticWeights: Sendable {
+    /// The config.json member `squint synth` adds (`"squint_synthetic": true`) so that every tool, and
+    /// every file converted from the model (the SQ4 header and AutoGPTQ config.json copy the config),
+    /// can say the weights are synthetic: their answers and perplexities are noise by design.
+    public static let configMarker = "squint_synthetic"
+
+    /// `config` (the bytes of a config.json object) with `"squint_synthetic": true` as its first member.
+    public static func markedConfig(_ config: [UInt8]) -> [UInt8] {
+        guard let open = config.firstIndex(of: UInt8(ascii: "{")) else { return config }
+        let rest = config[(open + 1)...]
+        let next = rest.first { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }
+        let member = "\n  \"\(configMarker)\": true" + (next == UInt8(ascii: "}") ? "" : ",")
+        return Array(config[...open]) + Array(member.utf8) + Array(rest)
+    }
+
     public let seed: UInt64
     public init(seed: UInt64) { self.seed = seed }
 

@@ -14,6 +14,9 @@ public struct OpenedCheckpoint {
     public var isSquintInt4: Bool
     /// The model folder (the file's folder when a file was given).
     public var folder: String
+    /// The config says `"squint_synthetic": true`: weights written by `squint synth` (or converted
+    /// from such a model), whose answers and perplexities are noise by design.
+    public var isSynthetic = false
 }
 
 public enum CheckpointOpener {
@@ -102,8 +105,14 @@ public enum CheckpointOpener {
             }
             try quant?.validate(path: qPath)
         }
+        var synthetic = false
+        if let sq4 = file as? SquintInt4File {
+            if case .object(let members) = sq4.header.config { synthetic = members.contains { $0.key == SyntheticWeights.configMarker && $0.value == .bool(true) } }
+        } else if let d = fm.contents(atPath: cfgPath), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] {
+            synthetic = (o[SyntheticWeights.configMarker] as? Bool) == true
+        }
         return OpenedCheckpoint(file: file, format: format, config: config, quantization: quant,
-                                isSquintInt4: file is SquintInt4File, folder: folder)
+                                isSquintInt4: file is SquintInt4File, folder: folder, isSynthetic: synthetic)
     }
 
     /// An SQ4 file carries its model's whole config.json in the header (Formats/SQUINT_INT4.md §2),

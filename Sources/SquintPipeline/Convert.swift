@@ -109,7 +109,7 @@ public enum Converter {
         }
         if state == nil {
             do { try fm.createDirectory(atPath: work, withIntermediateDirectories: false) } catch {
-                throw FormatError.io(path: work, message: "cannot create the work folder: \(error.localizedDescription)")
+                throw FormatError.io(path: work, doing: "cannot create the work folder", error)
             }
         }
         // A run that fails before its first state.json (a bad image, a model that does not bind) did
@@ -205,11 +205,12 @@ public enum Converter {
                                    quantization: SQ4Quantization(bits: o.bits, groupSize: o.groupSize, sym: o.sym, descAct: o.descAct,
                                                                  staticGroups: o.staticGroups, dampPercent: o.dampPercent,
                                                                  trueSequential: true, method: o.method == .gptq ? .gptq : .rtn),
-                                   tokenizer: SQ4Tokenizer(qwenTiktokenSHA256: tiktokenSHA),
+                                   tokenizer: SQ4Tokenizer(qwenTiktokenSHA256: tiktokenSHA, vocabTensor: ConvertOutput.vocabularyTensor),
                                    provenance: SQ4Provenance(source: (opened.folder as NSString).lastPathComponent, sourceSHA256: sourceSHA,
                                                              calibration: calibText, tool: toolVersion))
+            // The vocabulary travels inside the file, so `squint run model.sq4` needs nothing beside it.
             try ConvertOutput.writeSQ4(to: dest, overwrite: o.force, header: header, config: config, source: opened.file,
-                                       blockFiles: blockFiles)
+                                       blockFiles: blockFiles, vocabulary: Array(try Data(contentsOf: URL(fileURLWithPath: vocabPath))))
             written = [dest]
             logPath = dest + ".log.json"
         case .autogptq:

@@ -115,7 +115,7 @@ public enum ConvertError: Error, CustomStringConvertible, Equatable {
     private var rawDescription: String {
         switch self {
         case let .invalidOption(s): return "convert: \(s)"
-        case let .calibrationLine(p, l, w): return "\(p):\(l): \(w)"
+        case let .calibrationLine(p, l, w): return l > 0 ? "\(p):\(l): \(w)" : "\(p): \(w)"   // line 0: the whole file
         case let .calibrationImage(p, l, i, w): return "\(p):\(l): image \(i): \(w)"
         case let .workState(p, w): return "\(p): \(w)"
         case let .source(p, w): return "\(p): \(w)"
@@ -164,9 +164,11 @@ public struct ConvertResult: Codable, Sendable {
     public var spilledBytes: Int
     public var seconds: Double
     public var stageSeconds: [String: Double]
+    /// Sizes and bits per weight of the result (`ConvertSizes.measure`), set by the CLI.
+    public var sizes: ConvertSizes? = nil
 
     enum CodingKeys: String, CodingKey {
-        case output, format, method, mode, files, log, samples, tokens, blocks, modules, seconds
+        case output, format, method, mode, files, log, samples, tokens, blocks, modules, seconds, sizes
         case resumedFromBlock = "resumed_from_block", peakRSSBytes = "peak_rss_bytes", spilledBytes = "spilled_bytes"
         case stageSeconds = "stage_seconds"
     }

@@ -62,8 +62,11 @@ public enum ConvertOutput {
 
     /// One SQ4 file: the source's tensors in BF16 state_dict order (kept in their own dtype), each
     /// block linear as an SQ4 record converted from its packed AutoGPTQ form.
+    /// The rank-1 U8 tensor holding the qwen.tiktoken bytes (`tokenizer.vocab_tensor`, Formats/SQUINT_INT4.md §2).
+    static let vocabularyTensor = "tokenizer.qwen_tiktoken"
+
     static func writeSQ4(to dest: String, overwrite: Bool, header: SQ4Header, config: QwenVLConfig, source: TensorFile,
-                         blockFiles: [SafetensorsFile]) throws {
+                         blockFiles: [SafetensorsFile], vocabulary: [UInt8]? = nil) throws {
         var tensors: [SafetensorsWriter.Tensor] = []
         var linears: [QuantizedLinearSpec] = []
         var recordOf: [String: String] = [:]     // tensor name -> module prefix
@@ -85,10 +88,15 @@ public enum ConvertOutput {
                 tensors.append(.init(name: info.name, dtype: info.dtype, shape: info.shape))
             }
         }
+        if let vocabulary, let name = header.tokenizer.vocabTensor {
+            tensors.append(.init(name: name, dtype: .u8, shape: [vocabulary.count]))
+        }
         let writer = try SquintInt4Writer(header: header, linears: linears, tensors: tensors, path: dest)
         var cached: (prefix: String, views: [String: TensorView])? = nil
         try writer.write(to: dest, overwrite: overwrite) { t, sink in
-            if let prefix = recordOf[t.name] {
+            if let vocabulary, t.name == header.tokenizer.vocabTensor {
+                try sink.write(vocabulary)
+            } else if let prefix = recordOf[t.name] {
                 if cached?.prefix != prefix {
                     let r = try record(prefix)
                     cached = (prefix, Dictionary(uniqueKeysWithValues: r.views.map { ($0.info.name, $0) }))

@@ -26,7 +26,7 @@ final class ActivationStore {
     init(folder: String, hidden: Int, tokens: [Int], budget: Int, persistent: Bool = true) throws {
         self.folder = folder; self.hidden = hidden; self.tokens = tokens; self.budget = budget; self.persistent = persistent
         do { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) } catch {
-            throw FormatError.io(path: folder, message: "cannot create folder: \(error.localizedDescription)")
+            throw FormatError.io(path: folder, doing: "cannot create folder", error)
         }
     }
 
@@ -56,7 +56,7 @@ final class ActivationStore {
         } else {
             // Scratch that no later run reads: neither atomicity nor durability needed.
             do { try Data(compressed).write(to: URL(fileURLWithPath: file(i))) } catch {
-                throw FormatError.io(path: file(i), message: "cannot write spilled activations: \(error.localizedDescription)")
+                throw FormatError.io(path: file(i), doing: "cannot write spilled activations", error)
             }
         }
         if persistent && cachedBytes + bytes <= budget {

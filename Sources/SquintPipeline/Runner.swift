@@ -14,7 +14,8 @@ public final class LoadedModel {
     public let tokenizer: QwenTokenizer
     /// top_p etc. from generation_config.json (official defaults when absent).
     public let generation: SamplingOptions
-    /// The qwen.tiktoken the tokenizer was read from (an Int4 file or folder without one can reuse it).
+    /// The qwen.tiktoken the tokenizer was read from (an Int4 file or folder without one can reuse it);
+    /// "FILE (tensor NAME)" for a vocabulary embedded in an SQ4 file.
     public let vocabularyPath: String
 
     /// - Parameter vocab: qwen.tiktoken; default: the folder's, then $SQUINT_VOCAB.
@@ -32,13 +33,25 @@ public final class LoadedModel {
             throw ModelError.config(path: "\(checkpoint.folder)/config.json", message: "no config.json next to the weights")
         }
         model = try QwenVLModel(config: config, weights: checkpoint.file)
-        let candidates = [vocab, "\(checkpoint.folder)/qwen.tiktoken", ProcessInfo.processInfo.environment["SQUINT_VOCAB"]].compactMap { $0 }
-        guard let v = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+        // --vocab, the folder's qwen.tiktoken, the vocabulary inside an SQ4 file, then $SQUINT_VOCAB.
+        let local = [vocab, "\(checkpoint.folder)/qwen.tiktoken"].compactMap { $0 }
+        let env = ProcessInfo.processInfo.environment["SQUINT_VOCAB"].map { [$0] } ?? []
+        if let v = local.first(where: { FileManager.default.fileExists(atPath: $0) }) {
+            tokenizer = try QwenTokenizer(vocabularyFile: v)
+            vocabularyPath = v
+        } else if let sq4 = checkpoint.file as? SquintInt4File, let name = sq4.header.tokenizer.vocabTensor {
+            let bytes = Array(try sq4.view(name).bytes)
+            let label = "\(sq4.path) (tensor \(name))"
+            tokenizer = try QwenTokenizer(ranks: BPERanks(tiktokenData: bytes, file: label), file: label)
+            vocabularyPath = label     // not a file: a model given it as `vocab` falls back to its own
+
+        } else if let v = env.first(where: { FileManager.default.fileExists(atPath: $0) }) {
+            tokenizer = try QwenTokenizer(vocabularyFile: v)
+            vocabularyPath = v
+        } else {
             throw ModelError.config(path: "\(checkpoint.folder)/qwen.tiktoken",
                                     message: "no tokenizer vocabulary: put qwen.tiktoken in the model folder, pass --vocab FILE or set SQUINT_VOCAB")
         }
-        tokenizer = try QwenTokenizer(vocabularyFile: v)
-        vocabularyPath = v
         var g = SamplingOptions(doSample: true, temperature: 1, topK: 0, topP: 0.3, seed: 0)
         let genPath = "\(checkpoint.folder)/generation_config.json"
         if let d = FileManager.default.contents(atPath: genPath),
@@ -56,6 +69,9 @@ public final class LoadedModel {
         }
         generation = g
     }
+
+    /// True for an Int4 model (an SQ4 file or an AutoGPTQ checkpoint), false for BF16/F16/F32 weights.
+    public var isQuantized: Bool { checkpoint.isSquintInt4 || checkpoint.quantization != nil }
 }
 
 /// One answer of `squint run` / a `chat` turn.
@@ -124,6 +140,7 @@ public enum Runner {
     public static func answer(_ m: LoadedModel, query: String, history: [ChatTurn] = [], maxNewTokens: Int,
                               sampling: SamplingOptions, imageBase: String? = nil,
                               onToken: ((String) -> Void)? = nil,
+                              shouldStop: (() -> Bool)? = nil,
                               dump: ((_ ids: [Int], _ logits: FloatTensor, _ features: FloatTensor?) throws -> Void)? = nil) throws -> RunResult {
         // The KV cache is sized from it: bounded before any arithmetic (Int.max used to overflow).
         guard (1...Runner.maxNewTokensLimit).contains(maxNewTokens) else {
@@ -146,18 +163,20 @@ public enum Runner {
         var generated: [Int] = []
         let stops: Set<Int> = [SpecialTokens.imEnd, SpecialTokens.imStart, SpecialTokens.endOfText]
         var printed = ""
+        let shown = displayedIds
         while generated.count < maxNewTokens {
             if let k = firstNonFinite(logits) {
                 let after = generated.last ?? ids.last ?? 0
                 throw ModelError.nonFinite(message: "the logits at position \(ids.count + generated.count - 1) (after token id \(after)) "
                     + "are not finite (token id \(k) is \(logits[k]))")
             }
+            if shouldStop?() == true { break }
             let next = sampler.next(logits)
             generated.append(next)
             if stops.contains(next) { break }
             if let onToken {
                 // Stream only whole characters: decode all and print the new suffix.
-                let text = (try? m.tokenizer.decode(generated, skipSpecialTokens: false)) ?? ""
+                let text = (try? m.tokenizer.decode(shown(generated), skipSpecialTokens: false)) ?? ""
                 if text.hasPrefix(printed), !text.hasSuffix("\u{FFFD}") {
                     onToken(String(text.dropFirst(printed.count))); printed = text
                 }
@@ -167,8 +186,7 @@ public enum Runner {
         }
         if let onToken {
             // Flush what was held back (a trailing partial character at the end of generation).
-            let body = generated.filter { !stops.contains($0) }
-            let text = (try? m.tokenizer.decode(body, skipSpecialTokens: false)) ?? printed
+            let text = (try? m.tokenizer.decode(shown(generated), skipSpecialTokens: false)) ?? printed
             if text.hasPrefix(printed), text.count > printed.count { onToken(String(text.dropFirst(printed.count))) }
         }
         let t3 = Date()
@@ -178,6 +196,19 @@ public enum Runner {
                          boxes: boxes.map { .init(ref: $0.ref, x1: $0.box.x1, y1: $0.box.y1, x2: $0.box.x2, y2: $0.box.y2) },
                          visionSeconds: t1.timeIntervalSince(t0), prefillSeconds: t2.timeIntervalSince(t1),
                          decodeSeconds: t3.timeIntervalSince(t2))
+    }
+
+    /// The generated ids a reader sees: text and the grounding tags (<ref>, <box>, <quad>), never
+    /// control tokens such as `<|extra_154|>` or `<|im_end|>`, nor ids past the vocabulary (the padded
+    /// embedding lets a model pick 151860...151935).
+    public static func displayedIds(_ ids: [Int]) -> [Int] {
+        ids.filter { $0 < SpecialTokens.firstID || SpecialTokens.groundingTagIDs.contains($0) }
+    }
+
+    /// Checks at once that `path` is an image Squint can read (JPEG or PNG), so `chat`'s `:image` can
+    /// refuse it before the question is asked. The error names the file and the problem.
+    public static func checkImage(_ path: String) throws {
+        _ = try RGBImage.load(path: path)
     }
 
     /// Writes `--dump`: input_ids I32 [S], logits F32 [S, vocab], image_features F32 [n, 256, hidden].

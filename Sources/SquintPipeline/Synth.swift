@@ -123,7 +123,7 @@ public enum Synth {
         do {
             try fm.createDirectory(atPath: work, withIntermediateDirectories: false)
         } catch {
-            throw FormatError.io(path: work, message: "cannot create folder: \(error.localizedDescription)")
+            throw FormatError.io(path: work, doing: "cannot create folder", error)
         }
         var files: [String] = []
         do {
@@ -194,7 +194,7 @@ public enum Synth {
                     files.append(p)
                 }
             }
-            try AtomicFileWriter.write(Array(configBytes), to: "\(work)/config.json", overwrite: false)
+            try AtomicFileWriter.write(SyntheticWeights.markedConfig(Array(configBytes)), to: "\(work)/config.json", overwrite: false)
             try AtomicFileWriter.write(Array((generationConfig + "\n").utf8), to: "\(work)/generation_config.json", overwrite: false)
             files += ["\(work)/config.json", "\(work)/generation_config.json"]
             if let v = o.vocabPath {

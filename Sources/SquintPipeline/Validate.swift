@@ -14,7 +14,7 @@ public enum ValidateError: Error, CustomStringConvertible, Equatable {
 
     private var rawDescription: String {
         switch self {
-        case let .pairs(p, l, m): return "\(p):\(l): \(m)"
+        case let .pairs(p, l, m): return l > 0 ? "\(p):\(l): \(m)" : "\(p): \(m)"   // line 0: the whole file
         case let .incompatible(m): return "the two models cannot be compared: \(m)"
         }
     }
@@ -154,6 +154,17 @@ public struct ValidationReport: Codable, Sendable {
     /// Seconds spent in the plain teacher-forced forward passes of both models (vision + prefill),
     /// to show validate's overhead over them.
     public var forwardSeconds: Double
+    /// Either model's config carries `"squint_synthetic": true` (weights from `squint synth`): the
+    /// drift figures are real, the perplexities and texts are noise by design.
+    public var synthetic = false
+    /// How the report was made (command line, version, date, the models' sizes): set by the CLI.
+    public var run: RunInfo? = nil
+    /// Uncertainties and more percentiles (DriftStatistics; llama-perplexity's KL-divergence figures).
+    public var klMeanSE = Double.nan, klP999 = Double.nan, klP90 = Double.nan, klP10 = Double.nan
+    public var top1AgreementSE = Double.nan
+    /// mean over positions of ln p_BF16(target) - ln p_Int4(target) = ln(ppl_int4 / ppl_bf16), and its standard error.
+    public var lnPplRatio = Double.nan, lnPplRatioSE = Double.nan
+    public var pplRatioSE = Double.nan
 
     enum CodingKeys: String, CodingKey {
         case samples, positions, worst, greedy, gate, seconds
@@ -164,6 +175,9 @@ public struct ValidationReport: Codable, Sendable {
         case perBlock = "per_block", imageFeatures = "image_features"
         case greedyTokens = "greedy_tokens", greedyAgreement = "greedy_agreement", greedyPrefixAgreement = "greedy_prefix_agreement"
         case klHistogram = "kl_histogram", forwardSeconds = "forward_seconds"
+        case synthetic, run
+        case klMeanSE = "kl_mean_se", klP999 = "kl_p999", klP90 = "kl_p90", klP10 = "kl_p10", top1AgreementSE = "top1_agreement_se"
+        case lnPplRatio = "ln_ppl_ratio", lnPplRatioSE = "ln_ppl_ratio_se", pplRatioSE = "ppl_ratio_se"
     }
 }
 
@@ -295,6 +309,7 @@ public enum Validator {
     public static func run(bf16: QwenVLModel, int4: QwenVLModel, bf16Name: String = "bf16", int4Name: String = "int4",
                            samples: [ValidationSample], options: ValidateOptions = ValidateOptions(),
                            decode: (([Int]) -> String)? = nil,
+                           base: ValidationBase? = nil,
                            progress: ((Int, Int, String) -> Void)? = nil,
                            warn: ((String) -> Void)? = nil) throws -> ValidationReport {
         let a = bf16.config, b = int4.config
@@ -319,6 +334,7 @@ public enum Validator {
         let t0 = Date()
         let V = a.vocabSize, H = a.hiddenSize, L = a.numHiddenLayers
         var kls: [Double] = [], top1 = 0, top5 = 0, nllA = 0.0, nllB = 0.0, nTargets = 0
+        var logprobDiffs: [Double] = []     // log p_BF16(target) - log p_Int4(target), per position
         var worst: [ValidationReport.Position] = []
         var blockErr = [Double](repeating: 0, count: L + 1), blockRef = blockErr, blockCos = blockErr
         var rows = 0
@@ -332,7 +348,14 @@ public enum Validator {
                 { l in progress?((2 * si + which) * L + l, total, "sample \(si + 1)/\(samples.count) \(name) block \(l + 1)/\(L)") }
             }
             progress?(2 * si * L, total, "sample \(si + 1)/\(samples.count) bf16")
-            let pa = try runPass(bf16, s, greedyTokens: options.greedyTokens, name: bf16Name, onBlock: progress == nil ? nil : report(0, "bf16"))
+            // The BF16 side from a --base file when given (computed once, reused), else run and maybe saved.
+            let pa: Pass
+            if let base, base.isReading {
+                pa = try base.pass(si, sample: s, config: a, greedyTokens: options.greedyTokens)
+            } else {
+                pa = try runPass(bf16, s, greedyTokens: options.greedyTokens, name: bf16Name, onBlock: progress == nil ? nil : report(0, "bf16"))
+                try base?.record(si, sample: s, pass: pa, config: a)
+            }
             progress?((2 * si + 1) * L, total, "sample \(si + 1)/\(samples.count) int4")
             let pb = try runPass(int4, s, greedyTokens: options.greedyTokens, name: int4Name, onBlock: progress == nil ? nil : report(1, "int4"))
             forwardSeconds += pa.forwardSeconds + pb.forwardSeconds
@@ -373,6 +396,7 @@ public enum Validator {
                 if tb5.contains(ta) { top5 += 1 }
                 let target = Int(s.ids[p + 1])
                 nllA -= la[target]; nllB -= lb[target]; nTargets += 1
+                logprobDiffs.append(la[target] - lb[target])
                 let entry = ValidationReport.Position(sample: s.label, position: p, kl: k, tokenId: target, token: text([target]),
                                                       bf16TopId: ta, int4TopId: tb5[0], bf16Top: text([ta]), int4Top: text([tb5[0]]),
                                                       logprobBF16: la[target], logprobInt4: lb[target])
@@ -420,6 +444,7 @@ public enum Validator {
             greedy: greedy, klHistogram: .init(edges: histogramEdges, counts: counts),
             gate: .init(maxKL: options.maxKL, minTop1: options.minTop1, passed: true, failures: []),
             seconds: Date().timeIntervalSince(t0), forwardSeconds: forwardSeconds)
+        DriftStatistics.fill(&report, kls: sorted, logprobDiffs: logprobDiffs)
         report.gate = gate(report, maxKL: options.maxKL, minTop1: options.minTop1)
         return report
     }

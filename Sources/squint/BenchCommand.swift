@@ -10,6 +10,10 @@ struct Bench: ParsableCommand {
         Synthetic weights, nothing to download. Prints sgemm GFLOP/s and memory read GB/s, then one LLM \
         block (prefill 512 tokens, decode with 512 cached) and one ViT block (1024 tokens), each as a \
         fraction of the limit it is bound by. Compare thread counts with --threads 1 and --threads 2.
+
+        Exit codes: 0 success; 1 error (the message says which); 64 bad command line.
+
+        Example: squint bench --threads 2 --only llm
         """)
 
     @Option(help: "Threads for Squint's kernels and OpenBLAS (default: every core, or $SQUINT_THREADS).")

@@ -14,6 +14,11 @@ struct Convert: ParsableCommand {
         writes the same bytes. Nothing is written at OUT until the result is complete, and an \
         existing OUT is never replaced without --force. An AutoGPTQ checkpoint as MODEL_DIR is \
         repacked into an SQ4 file without re-quantising. See docs/QUANTIZING.md.
+
+        Exit codes: 0 written; 1 bad input, the output exists, or the run failed (the message says what was kept \
+        and how to resume); 64 bad command line.
+
+        Example: squint convert tiny-bf16 --calib fixtures/calibration/pairs.jsonl -o tiny.sq4
         """)
 
     @Argument(help: "The source model folder (BF16 Qwen-VL-Chat, or an AutoGPTQ Int4 checkpoint to repack).")
@@ -93,7 +98,7 @@ struct Convert: ParsableCommand {
             o.memoryBudget = SquintPipeline.Synth.parseSize(memoryBudget)!
             guard o.setHinvPrecision(hinv) else { throw ValidationError("--hinv must be mixed, double or float") }
             o.vocab = vocab; o.resume = resume; o.force = force; o.verifyChecksums = !noVerify
-            let r: ConvertResult
+            var r: ConvertResult
             do {
                 r = try Converter.run(o, progress: ProgressBar(label: "convert", unit: .items("passes")))
             } catch {
@@ -105,23 +110,39 @@ struct Convert: ParsableCommand {
                 default: refusal = false
                 }
                 if !refusal, let hint = Converter.resumeHint(for: output) {
-                    FileHandle.standardError.write(Data("error: \(error)\nnote: \(hint)\n".utf8))
+                    printError("\(userMessage(error))\nnote: \(hint)")
                     throw ExitCode(1)
                 }
                 throw error
             }
+            r.sizes = try? ConvertSizes.measure(source: model, output: r.output, files: Array(Set(r.files + (r.log.map { [$0] } ?? []))))
             if json {
                 print(try jsonString(r))
             } else {
                 let resumed = r.resumedFromBlock.map { " (resumed at block \($0))" } ?? ""
                 print("wrote \(r.output) (\(r.format), \(r.mode) with \(r.method), \(r.blocks) blocks, \(r.samples) samples, \(r.tokens) tokens)\(resumed)")
-                for m in r.modules {
-                    print(String(format: "  %-32@ avg_loss %12.6g  damp %.4g  hessian %.2f s  quant %.2f s", m.module, m.avgLoss, m.damp,
-                                 m.hessianSeconds, m.quantSeconds))
+                print(Self.moduleTable(r.modules), terminator: "")
+                if let s = r.sizes {
+                    for l in s.summaryLines(seconds: r.seconds, peakRSSBytes: r.peakRSSBytes) { print(l) }
+                } else {
+                    print(String(format: "time: %.1f s, peak memory (max RSS) %.1f MiB", r.seconds, Double(r.peakRSSBytes) / 1048576))
                 }
-                print(String(format: "peak RSS %.1f MiB, %.1f s", Double(r.peakRSSBytes) / 1048576, r.seconds)
-                    + (r.log.map { "; log: \($0)" } ?? ""))
+                if let log = r.log { print("log:         \(log)") }
             }
         }
+    }
+
+    /// The per-module log as a table with aligned columns.
+    static func moduleTable(_ modules: [ConvertModuleLog]) -> String {
+        guard !modules.isEmpty else { return "" }
+        let w = max(6, modules.map(\.module.count).max() ?? 0)
+        func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+        func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? s : String(repeating: " ", count: n - s.count) + s }
+        var t = "  " + pad("module", w) + "  " + lpad("avg_loss", 12) + "  " + lpad("damp", 10) + "  " + lpad("hessian s", 9) + "  " + lpad("quant s", 8) + "\n"
+        for m in modules {
+            t += "  " + pad(m.module, w) + "  " + lpad(String(format: "%.6g", m.avgLoss), 12) + "  " + lpad(String(format: "%.4g", m.damp), 10)
+                + "  " + lpad(String(format: "%.2f", m.hessianSeconds), 9) + "  " + lpad(String(format: "%.2f", m.quantSeconds), 8) + "\n"
+        }
+        return t
     }
 }

@@ -21,6 +21,8 @@ struct Inspect: ParsableCommand {
         Exit codes: 0 ok; 1 the checkpoint is invalid or unreadable (or, with --verify, corrupt); \
         64 bad arguments; \
         3 (--diff) the checkpoints differ.
+
+        Example: squint inspect tiny.sq4 --summary --verify
         """)
 
     @Argument(help: "A checkpoint file or a model folder.")

@@ -17,8 +17,7 @@ struct PerplexityCommand: ParsableCommand {
             instead multiplies quantised weights with 8-bit activations, so the two differ by a fraction \
             of a percent). Models: Qwen2 (Qwen2.5, the language half of Qwen2-VL) and Llama (SmolLM2).
 
-            Example:
-              squint perplexity qwen2.5-coder-0.5b-instruct.gguf alice29.txt --ctx 512
+            Example: squint perplexity qwen2.5-coder-0.5b-instruct.gguf alice29.txt --ctx 512
 
             Exit codes: 0 success; 1 bad input (the message names the file and the problem); 64 bad usage.
             """)

@@ -72,6 +72,10 @@ struct Run: ParsableCommand {
         per image, then the text (which may hold <ref>/<box> tags), in a ChatML conversation with the \
         system prompt "You are a helpful assistant.". Sampling follows generation_config.json unless \
         --greedy. Boxes in the answer are listed, and drawn with --draw.
+
+        Exit codes: 0 answered; 1 unreadable model, image or vocabulary, or an output file exists; 64 bad command line.
+
+        Example: squint run tiny.sq4 --image photo.jpg --prompt "What is in this picture?" --greedy
         """)
 
     @Argument(help: "Model folder (config.json, weights, qwen.tiktoken).")
@@ -107,6 +111,7 @@ struct Run: ParsableCommand {
                 throw ValidationError("\(f) exists; pass --force to replace it")
             }
             let m = try generation.load(model)
+            if m.checkpoint.isSynthetic { FileHandle.standardError.write(Data("note: \(syntheticNote(model))\n".utf8)) }
             let query = QwenTokenizer.fromListFormat(images.map { .image($0) } + [.text(prompt)])
             let result = try Runner.answer(
                 m, query: query, maxNewTokens: generation.maxNewTokens, sampling: generation.sampling(m.generation),
@@ -133,61 +138,7 @@ struct Run: ParsableCommand {
     }
 }
 
-struct Chat: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Talk with a Qwen-VL-Chat model about images, keeping the conversation history.",
-        discussion: """
-        Type a question and press Enter. Commands: ":image PATH" attaches an image to the next question \
-        (repeatable), ":draw OUT.png" draws the last answer's boxes, ":reset" clears the history, \
-        ":quit" (or end of input) leaves.
-        """)
-
-    @Argument(help: "Model folder (config.json, weights, qwen.tiktoken).")
-    var model: String
-
-    @OptionGroup var generation: GenerationOptions
-
-    func run() throws {
-        try runReportingErrors {
-            let m = try generation.load(model)
-            var history: [ChatTurn] = []
-            var pending: [String] = []
-            var lastBoxes: [RunResult.Box] = []
-            var lastImage: String?
-            print("squint chat: \(model). :image PATH, :draw OUT.png, :reset, :quit")
-            while true {
-                print("> ", terminator: ""); fflush(stdout)
-                guard let line = readLine() else { print(""); break }
-                let text = line.trimmingCharacters(in: .whitespaces)
-                if text.isEmpty { continue }
-                if text == ":quit" { break }
-                if text == ":reset" { history = []; pending = []; print("(history cleared)"); continue }
-                if text.hasPrefix(":image ") {
-                    let p = String(text.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-                    guard FileManager.default.fileExists(atPath: p) else { print("no such image: \(p)"); continue }
-                    pending.append(p); lastImage = p; print("(image \(pending.count) attached: \(p))"); continue
-                }
-                if text.hasPrefix(":draw ") {
-                    guard let img = lastImage else { print("no image yet"); continue }
-                    do {
-                        try Runner.drawBoxes(lastBoxes, imagePath: img, output: String(text.dropFirst(6)), overwrite: true)
-                        print("(drew \(lastBoxes.count) boxes)")
-                    } catch { print("error: \(error)") }
-                    continue
-                }
-                let query = QwenTokenizer.fromListFormat(pending.map { .image($0) } + [.text(text)])
-                pending = []
-                do {
-                    let r = try Runner.answer(m, query: query, history: history, maxNewTokens: generation.maxNewTokens,
-                                              sampling: generation.sampling(m.generation),
-                                              onToken: { print($0, terminator: ""); fflush(stdout) })
-                    print("")
-                    history.append(ChatTurn(query: query, response: r.response))
-                    lastBoxes = r.boxes
-                } catch {
-                    print("error: \(error)")
-                }
-            }
-        }
-    }
+/// The banner line for a model written by `squint synth`.
+func syntheticNote(_ model: String) -> String {
+    "\(model) has synthetic weights (squint synth): its answers are noise by design; the pipeline, not the model, is what is real"
 }

@@ -1,9 +1,19 @@
 import ArgumentParser
 import Foundation
+import SquintFormats
 import SquintPipeline
 
+/// The one prefix of every error line Squint prints (its own and ArgumentParser's).
+let errorPrefix = "squint: error: "
+
+/// Writes one line (or a few) to stderr.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((errorPrefix + message + "\n").utf8))
+}
+
 /// Runs a command body; errors from the library are printed as one clear line on stderr with exit
-/// code 1 (ArgumentParser's own errors keep their codes).
+/// code 1 (ArgumentParser's own errors keep their codes). Errors raised by Foundation itself are
+/// turned into "PATH: problem" (never "NSCocoaErrorDomain Code=...").
 func runReportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
@@ -12,13 +22,77 @@ func runReportingErrors(_ body: () throws -> Void) throws {
     } catch let e as ValidationError {
         throw e
     } catch {
-        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        printError(userMessage(error))
         throw ExitCode(1)
     }
+}
+
+/// The text a user sees for an error: Squint's own errors as they describe themselves, Foundation's
+/// as the path and the problem in a few words.
+func userMessage(_ error: Error) -> String {
+    if FormatError.isFoundationError(error) {
+        let reason = FormatError.plainReason(error)
+        return FormatError.path(of: error).map { "\($0): \(reason)" } ?? reason
+    }
+    return "\(error)"
 }
 
 func jsonString<T: Encodable>(_ value: T) throws -> String {
     let enc = JSONEncoder()
     enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     return String(decoding: try enc.encode(value), as: UTF8.self)
+}
+
+/// Spelling help for the command line: ArgumentParser reports only the first problem it meets, so
+/// `validate A B --evl X` would say "Missing expected argument '--eval'" without naming the typo.
+enum CommandLineHints {
+    /// Levenshtein distance (small strings only).
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var prev = Array(0...b.count)
+        for i in 1...a.count {
+            var cur = [i] + [Int](repeating: 0, count: b.count)
+            for j in 1...b.count {
+                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            prev = cur
+        }
+        return prev[b.count]
+    }
+
+    /// The closest candidate within a typo's reach (distance <= 2, or a prefix), if any.
+    static func suggestion(for word: String, among candidates: [String]) -> String? {
+        let scored = candidates.map { ($0, distance(word, $0)) }.sorted { $0.1 < $1.1 }
+        if let best = scored.first, best.1 <= max(1, min(2, word.count / 3)) { return best.0 }
+        return candidates.first { $0.hasPrefix(word) && word.count >= 3 }
+    }
+
+    /// "unknown command 'valdate'; did you mean 'validate'?" when the first word is not a subcommand.
+    static func unknownSubcommand(_ args: [String], names: [String]) -> String? {
+        guard let first = args.first, !first.hasPrefix("-"), !names.contains(first), first != "help" else { return nil }
+        var m = "unknown command '\(first)'"
+        if let s = suggestion(for: first, among: names) { m += "; did you mean '\(s)'?" }
+        return m + "\nThe commands are: " + names.joined(separator: ", ") + ". See 'squint --help'."
+    }
+
+    /// The first `--option` on the command line that `command` does not have, with the nearest one.
+    static func unknownOption(_ args: [String], command: ParsableCommand.Type) -> String? {
+        let help = Squint.helpMessage(for: command, includeHidden: true)
+        let regex = try? NSRegularExpression(pattern: "--[A-Za-z0-9][A-Za-z0-9-]*")
+        let ns = help as NSString
+        var known = Set(["--help", "--version"])
+        for m in regex?.matches(in: help, range: NSRange(location: 0, length: ns.length)) ?? [] { known.insert(ns.substring(with: m.range)) }
+        for a in args {
+            if a == "--" { break }
+            guard a.hasPrefix("--"), a.count > 2 else { continue }
+            let name = String(a.split(separator: "=", maxSplits: 1)[0])
+            if known.contains(name) { continue }
+            var m = "Unknown option '\(name)'"
+            if let s = suggestion(for: name, among: Array(known)) { m += ". Did you mean '\(s)'?" }
+            return m
+        }
+        return nil
+    }
 }

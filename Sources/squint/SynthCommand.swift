@@ -11,6 +11,10 @@ struct Synth: ParsableCommand {
         official config and --format bin the folder has the official release's shard names, \
         tensor-to-shard map and total size. The folder is written aside and moved into place when \
         complete; an existing folder is never replaced unless --force is given.
+
+        Exit codes: 0 written; 1 bad config or the output exists (nothing partial is left); 64 bad command line.
+
+        Example: squint synth --config fixtures/qwen-vl-tiny/config.json --vocab fixtures/tokenizer/qwen.tiktoken -o tiny-bf16
         """)
 
     @Option(help: "A Qwen-VL config.json.")

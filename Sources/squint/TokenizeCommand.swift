@@ -14,6 +14,10 @@ struct Tokenize: ParsableCommand {
             and <img>PATH</img> becomes the path's bytes padded to 256 ids, exactly as the official \
             QWenTokenizer.encode does. The vocabulary is --vocab, else $SQUINT_VOCAB, else \
             ./qwen.tiktoken.
+
+            Exit codes: 0 success; 1 the vocabulary cannot be loaded or the text cannot be encoded; 64 bad command line.
+
+            Example: squint tokenize --vocab fixtures/tokenizer/qwen.tiktoken "Hello, world"
             """)
 
     enum Mode: String, ExpressibleByArgument, CaseIterable {

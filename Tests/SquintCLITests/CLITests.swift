@@ -40,7 +40,7 @@ final class CLITests: XCTestCase {
     func testMissingFileIsOneClearErrorLine() throws {
         let r = try Fixtures.run(squint, ["inspect", "\(tmp)/nope.safetensors"])
         XCTAssertEqual(r.status, 1)
-        XCTAssertTrue(r.err.hasPrefix("error: \(tmp)/nope.safetensors: no such file"), r.err)
+        XCTAssertTrue(r.err.hasPrefix("squint: error: \(tmp)/nope.safetensors: no such file"), r.err)
     }
 
     func testTruncatedFileIsReportedNotCrashed() throws {
@@ -143,7 +143,70 @@ final class InspectGGUFCLITests: XCTestCase {
         FileManager.default.createFile(atPath: p, contents: Data(b))
         let r = try Fixtures.run(squint, ["inspect", p])
         XCTAssertEqual(r.status, 1)
-        XCTAssertTrue(r.err.hasPrefix("error: \(p): file is truncated: the header declares 18446744073709551615 tensors"), r.err)
+        XCTAssertTrue(r.err.hasPrefix("squint: error: \(p): file is truncated: the header declares 18446744073709551615 tensors"), r.err)
         XCTAssertEqual(r.err.split(separator: "\n").count, 1, r.err)
+    }
+}
+
+/// Messages a user sees for wrong usage: one prefix, the typo named, a suggestion, help with exit codes.
+final class MessagesCLITests: XCTestCase {
+    let squint = Fixtures.squintExecutable()
+
+    func testAMistypedOptionIsNamedEvenWhenARequiredOptionIsMissing() throws {
+        let r = try Fixtures.run(squint, ["validate", "a", "b", "--evl", "pairs.jsonl"])
+        XCTAssertEqual(r.status, 64)
+        XCTAssertTrue(r.err.hasPrefix("squint: error: Unknown option '--evl'. Did you mean '--eval'?"), r.err)
+        XCTAssertFalse(r.err.contains("Missing expected argument"), r.err)
+    }
+
+    func testAMistypedSubcommandGetsASuggestion() throws {
+        let r = try Fixtures.run(squint, ["valdate", "a", "b"])
+        XCTAssertEqual(r.status, 64)
+        XCTAssertTrue(r.err.hasPrefix("squint: error: unknown command 'valdate'; did you mean 'validate'?"), r.err)
+    }
+
+    func testEveryErrorHasTheSamePrefix() throws {
+        let tmp = Fixtures.temporaryFolder("messages")
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        let cases: [([String], Int32)] = [
+            (["inspect", tmp + "/nope.safetensors"], 1),                         // Squint's own error
+            (["synth", "--config", "x.json", "--format", "onnx", "-o", tmp + "/o"], 64),   // validate()
+            (["run", "model"], 64),                                               // missing option
+            (["tokenize", "--vocab", tmp + "/none.tiktoken", "hi"], 1),           // thrown from run()
+            (["inspect", "--bogus"], 64),                                         // unknown option
+        ]
+        for (args, status) in cases {
+            let r = try Fixtures.run(squint, args)
+            XCTAssertEqual(r.status, status, args.joined(separator: " "))
+            XCTAssertTrue(r.err.hasPrefix("squint: error: "), "\(args): \(r.err)")
+            XCTAssertFalse(r.err.contains("Error: "), "\(args): \(r.err)")
+        }
+    }
+
+    func testAMissingPairsFileIsNotLineZero() throws {
+        let r = try Fixtures.run(squint, ["convert", "/nonexistent-model", "--calib", "/nonexistent/pairs.jsonl", "-o", "/nonexistent/o.sq4"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertFalse(r.err.contains(":0:"), r.err)
+    }
+
+    func testAPathIsNamedOnceInAMessage() throws {
+        let tmp = Fixtures.temporaryFolder("messages")
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        let bad = tmp + "/pairs.jsonl"
+        FileManager.default.createFile(atPath: bad, contents: Data("root:x:0:0\n".utf8))
+        let s = try Fixtures.run(squint, ["synth", "--config", Fixtures.path("qwen-vl-tiny/config.json"), "--vocab", Fixtures.path("tokenizer/qwen.tiktoken"), "-o", tmp + "/model"])
+        XCTAssertEqual(s.status, 0, s.err)
+        let r = try Fixtures.run(squint, ["convert", tmp + "/model", "--calib", bad, "-o", tmp + "/o.sq4"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertEqual(r.err.components(separatedBy: bad).count - 1, 1, r.err)
+    }
+
+    func testEveryCommandsHelpListsExitCodesAndAnExample() throws {
+        for c in ["inspect", "synth", "convert", "validate", "run", "chat", "tokenize", "bench"] {
+            let r = try Fixtures.run(squint, [c, "--help"])
+            XCTAssertEqual(r.status, 0, c)
+            XCTAssertTrue(r.out.contains("Exit codes: 0"), "\(c) --help lists no exit codes")
+            XCTAssertTrue(r.out.contains("Example: squint \(c) "), "\(c) --help has no example")
+        }
     }
 }

@@ -42,6 +42,34 @@ final class ConvertCLITests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(tmp)/tiny.sq4")), before)
     }
 
+    /// The closing size summary (as llama-quantize's) against arithmetic from the tiny config:
+    /// 2 blocks x (c_attn 128x384 + c_proj 128x128 + w1, w2 128x384 + mlp.c_proj 384x128) = 425,984
+    /// weights; symmetric 4-bit codes with one F16 scale per 128 inputs = 4 + 16/128 = 4.125 bits.
+    func testConvertEndsWithASizeSummaryAndAlignedLog() throws {
+        let model = try synthTiny()
+        let out = "\(tmp)/rtn.sq4"
+        let r = try Fixtures.run(squint, ["convert", model, "--method", "rtn", "-o", out])
+        XCTAssertEqual(r.status, 0, r.err)
+        let j = try Fixtures.run(squint, ["convert", model, "--method", "rtn", "-o", "\(tmp)/rtn2.sq4", "--json"])
+        let sizes = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(j.out.utf8)) as! [String: Any])["sizes"] as? [String: Any])
+        XCTAssertEqual(sizes["quantized_weights"] as? Int, 425_984)
+        XCTAssertEqual(sizes["quantized_bits_per_weight"] as! Double, 4.125, accuracy: 1e-12)
+        func size(_ p: String) throws -> Int { (try FileManager.default.attributesOfItem(atPath: p)[.size] as! NSNumber).intValue }
+        XCTAssertEqual(sizes["input_bytes"] as? Int, try size(model + "/model.safetensors"))
+        let outBytes = try size("\(tmp)/rtn2.sq4") + size("\(tmp)/rtn2.sq4.log.json")
+        XCTAssertEqual(sizes["output_bytes"] as? Int, outBytes)
+        // BF16 source: 2 bytes a parameter plus the safetensors header.
+        let params = sizes["parameters"] as! Int, input = sizes["input_bytes"] as! Int
+        XCTAssertTrue(input - 2 * params > 0 && input - 2 * params < 65_536, "\(input) bytes for \(params) parameters")
+
+        XCTAssertTrue(r.out.contains("4.125 bits per weight"), r.out)
+        XCTAssertTrue(r.out.contains("peak memory (max RSS)"), r.out)
+        // Every row of the per-module table has its columns at the same offsets as the header.
+        let rows = r.out.split(separator: "\n").filter { $0.hasPrefix("  transformer.h.") || $0.hasPrefix("  module ") }
+        XCTAssertEqual(rows.count, 11)
+        XCTAssertEqual(Set(rows.map(\.count)).count, 1, rows.joined(separator: "\n"))
+    }
+
     func testOptionErrorsAreRefusedBeforeAnyWork() throws {
         for args in [["--format", "gguf"], ["--method", "awq"], ["--memory-budget", "lots"], ["--resume", "--force"]] {
             let r = try Fixtures.run(squint, ["convert", "\(tmp)/none", "--calib", "x.jsonl", "-o", "\(tmp)/o"] + args)

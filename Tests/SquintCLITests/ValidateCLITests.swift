@@ -84,8 +84,9 @@ final class ValidateCLITests: XCTestCase {
 
     func testHTMLReportIsSelfContained() throws {
         let dir = Self.tmp + "/report"
-        let r = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "2", "--report", dir])
-        XCTAssertEqual(r.status, 0, r.err)
+        let r = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "2", "--report", dir,
+                                          "--max-kl", "1e-9", "--force"])
+        XCTAssertEqual(r.status, 4, r.err)
         let html = try String(contentsOfFile: dir + "/index.html", encoding: .utf8)
         XCTAssert(html.hasPrefix("<!DOCTYPE html>"))
         XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, 2, "per-block drift and KL histogram plots")
@@ -93,6 +94,122 @@ final class ValidateCLITests: XCTestCase {
             XCTAssertFalse(html.lowercased().contains(banned), "the report must not reference \(banned)")
         }
         XCTAssert(html.contains("block 1 + ln_f"))
+    }
+
+    /// What the screenshots in docs/VALIDATING.md show, as structure: the page fits a phone (viewport,
+    /// plots scale with a viewBox, tables scroll inside a box), the axes are labelled, an error of 0
+    /// sits on a labelled 0 line, the gate's threshold is drawn and
+    /// the failing figure is marked, and the header says what was run on what.
+    func testHTMLReportReadsOnAnyScreen() throws {
+        let dir = Self.tmp + "/report-structure"
+        let r = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "0", "--report", dir,
+                                          "--max-kl", "1e-9", "--min-top1", "0"])
+        XCTAssertEqual(r.status, 4, r.err)
+        let html = try String(contentsOfFile: dir + "/index.html", encoding: .utf8)
+        XCTAssert(html.contains("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"))
+        let svgs = html.components(separatedBy: "<svg").dropFirst()
+        XCTAssertEqual(svgs.count, 2)
+        for svg in svgs {
+            let tag = String(svg.prefix { $0 != ">" })
+            XCTAssert(tag.range(of: #"viewBox="0 0 \d+ \d+""#, options: .regularExpression) != nil, tag)
+            XCTAssert(tag.contains("width=\"100%\""), tag)
+            XCTAssertFalse(tag.contains("height=\""), "a fixed height would not scale: \(tag)")
+        }
+        // Every table sits in a box that scrolls sideways.
+        XCTAssert(html.contains(".scroll{overflow-x:auto"))
+        let tables = html.components(separatedBy: "<table").count - 1
+        XCTAssertGreaterThanOrEqual(tables, 4)
+        XCTAssertEqual(html.components(separatedBy: "<div class=\"scroll\"><table").count - 1, tables)
+        // Axis labels, the zero line, the gate.
+        XCTAssert(html.contains(">positions</text>"), "histogram y axis label")
+        XCTAssert(html.contains("class=\"axis-label\">relative error"), "drift plot y axis label")
+        // The AutoGPTQ folder and the SQ4 file hold the same F16 embeddings: their drift is exactly 0.
+        let zero = Self.tmp + "/report-zero"
+        let z = try Fixtures.run(squint, ["validate", int4, sq4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "0", "--report", zero])
+        XCTAssertEqual(z.status, 0, z.err)
+        let zhtml = try String(contentsOfFile: zero + "/index.html", encoding: .utf8)
+        XCTAssert(zhtml.contains("class=\"zero-label\">0</text>"), "a drift of exactly 0 gets its own labelled line")
+        XCTAssertFalse(zhtml.contains(">1e-9<"), "zero must not be drawn at 1e-9")
+        XCTAssert(html.contains("class=\"gate-line\""))
+        XCTAssert(html.contains("gate --max-kl 1e-09"))
+        XCTAssert(html.contains("<tr class=\"fail\"><th>KL mean (nats)</th>"), "the failing figure is marked")
+        XCTAssert(html.contains("✓ ≥ 0.00 % (--min-top1)"), "the passing figure shows its threshold")
+        // The header.
+        for k in ["<th>command</th><td><code>squint validate ", "<th>Squint</th><td>0.", "<th>date</th><td>20", "<th>BF16 model</th>",
+                  "<th>Int4 model</th>", "bits per weight", "<th>quantization</th><td>gptq, 4-bit, group"] {
+            XCTAssert(html.contains(k), "header lacks \(k)")
+        }
+    }
+
+    /// --report's path is checked before anything is loaded (the models here do not even exist), and
+    /// nothing the user has is replaced without --force; no raw Foundation error reaches the user.
+    func testReportPathIsCheckedFirstAndNeverReplacedWithoutForce() throws {
+        let file = Self.tmp + "/report-file"
+        FileManager.default.createFile(atPath: file, contents: Data("keep".utf8))
+        let r = try Fixtures.run(squint, ["validate", Self.tmp + "/no-model", Self.tmp + "/no-int4", "--eval", pairs, "--report", file])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.hasPrefix("squint: error: \(file): is a file"), r.err)
+        XCTAssertTrue(r.err.contains("--force"), r.err)
+        XCTAssertFalse(r.err.contains("Domain"), r.err)
+        XCTAssertEqual(try String(contentsOfFile: file, encoding: .utf8), "keep")
+
+        let folder = Self.tmp + "/report-folder"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: folder + "/index.html", contents: Data("mine".utf8))
+        let f = try Fixtures.run(squint, ["validate", Self.tmp + "/no-model", Self.tmp + "/no-int4", "--eval", pairs, "--report", folder])
+        XCTAssertEqual(f.status, 1)
+        XCTAssertTrue(f.err.hasPrefix("squint: error: \(folder): already exists"), f.err)
+        XCTAssertEqual(try String(contentsOfFile: folder + "/index.html", encoding: .utf8), "mine")
+
+        let forced = try Fixtures.run(squint, ["validate", bf16, int4, "--eval", pairs, "--limit", "1", "--greedy-tokens", "0",
+                                               "--report", folder, "--force"])
+        XCTAssertEqual(forced.status, 0, forced.err)
+        XCTAssertTrue(try String(contentsOfFile: folder + "/index.html", encoding: .utf8).hasPrefix("<!DOCTYPE html>"))
+    }
+
+    func testTheSecondModelMustBeQuantized() throws {
+        let r = try Fixtures.run(squint, ["validate", bf16, bf16, "--eval", pairs, "--limit", "1"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.hasPrefix("squint: error: \(bf16): not an Int4 model"), r.err)
+    }
+
+    /// --save-base writes the BF16 side once; --base reuses it and gives the same figures (the logits
+    /// are stored as computed, so KL and agreement are exact; hidden states are F16, so per-block
+    /// errors move by at most about 2^-11 ≈ 4.9e-4 relative); a file made from anything else is refused.
+    func testSavedBaseGivesTheSameDriftAndIsRefusedForOtherInputs() throws {
+        let base = Self.tmp + "/base.safetensors"
+        let args = ["--eval", pairs, "--limit", "2", "--greedy-tokens", "3", "--json"]
+        let a = try Fixtures.run(squint, ["validate", bf16, sq4, "--save-base", base] + args)
+        XCTAssertEqual(a.status, 0, a.err)
+        let b = try Fixtures.run(squint, ["validate", bf16, int4, "--base", base] + args)
+        XCTAssertEqual(b.status, 0, b.err)
+        let direct = try Fixtures.run(squint, ["validate", bf16, int4] + args)
+        let ob = try json(b.out), od = try json(direct.out)
+        for k in ["kl_mean", "kl_mean_se", "kl_max", "kl_p999", "kl_p99", "kl_p90", "kl_median", "kl_p10", "top1_agreement",
+                  "top1_agreement_se", "top5_agreement", "ppl_bf16", "ppl_int4", "ppl_ratio", "ppl_ratio_se", "ln_ppl_ratio", "ln_ppl_ratio_se",
+                  "greedy_agreement"] {
+            XCTAssertEqual(ob[k] as? Double, od[k] as? Double, k)
+        }
+        let pb = ob["per_block"] as! [[String: Any]], pd = od["per_block"] as! [[String: Any]]
+        for (x, y) in zip(pb, pd) {
+            XCTAssertEqual(x["relative_error"] as! Double, y["relative_error"] as! Double, accuracy: 1e-3, x["name"] as! String)
+        }
+        // Uncertainties as llama-perplexity reports them, from the values themselves.
+        let n = Double(od["positions"] as! Int), p = od["top1_agreement"] as! Double
+        XCTAssertEqual(od["top1_agreement_se"] as! Double, (p * (1 - p) / n).squareRoot(), accuracy: 1e-12)
+        XCTAssertEqual(od["ppl_ratio"] as! Double, exp(od["ln_ppl_ratio"] as! Double), accuracy: 1e-9)
+        XCTAssertEqual(od["ppl_ratio_se"] as! Double, (od["ppl_ratio"] as! Double) * (od["ln_ppl_ratio_se"] as! Double), accuracy: 1e-9)
+
+        // Refusals: another BF16 model, other samples, more greedy tokens than stored, an existing file.
+        for (extra, why) in [(["validate", int4, sq4, "--base", base, "--eval", pairs, "--limit", "2", "--greedy-tokens", "3"], "another BF16 model"),
+                             (["validate", bf16, sq4, "--base", base, "--eval", pairs, "--limit", "1", "--greedy-tokens", "3"], "other samples"),
+                             (["validate", bf16, sq4, "--base", base, "--eval", pairs, "--limit", "2", "--greedy-tokens", "5"], "greedy tokens"),
+                             (["validate", bf16, sq4, "--save-base", base, "--eval", pairs, "--limit", "2"], "already exists")] {
+            let r = try Fixtures.run(squint, extra)
+            XCTAssertEqual(r.status, 1, why)
+            XCTAssertTrue(r.err.hasPrefix("squint: error: \(base): "), r.err)
+            XCTAssertTrue(r.err.contains(why), "\(why): \(r.err)")
+        }
     }
 
     func testInspectRecognisesTheSQ4File() throws {

@@ -276,3 +276,23 @@ final class ValidationPairsTests: XCTestCase {
         }
     }
 }
+
+/// The uncertainties against Python's `statistics` module (stdev with n - 1, as llama-perplexity's
+/// KL-divergence mode uses): values in the comments were printed by
+/// `statistics.stdev(x) / math.sqrt(len(x))` etc. in CPython 3.11. Double arithmetic on 5 values:
+/// agreement to 1e-15.
+final class DriftStatisticsTests: XCTestCase {
+    func testStandardErrorsMatchPythonStatistics() {
+        let x = [0.1, 0.4, 0.25, 0.05, 0.3]
+        let (mean, se) = DriftStatistics.meanAndStandardError(x)
+        XCTAssertEqual(mean, 0.22, accuracy: 1e-15)
+        XCTAssertEqual(se, 0.06442049363362562, accuracy: 1e-15)
+        XCTAssertEqual(DriftStatistics.binomialStandardError(0.8, n: 5), 0.1788854381999832, accuracy: 1e-15)
+        // Perplexity ratio exp(mean d) with error exp(mean d) * se(d).
+        let d = DriftStatistics.meanAndStandardError([0.5, -0.25, 0.125, 1.0])
+        XCTAssertEqual(d.mean, 0.34375, accuracy: 1e-15)
+        XCTAssertEqual(d.se, 0.2670001170411728, accuracy: 1e-15)
+        XCTAssertEqual(exp(d.mean) * d.se, 0.37653051637967383, accuracy: 1e-14)
+        XCTAssertTrue(DriftStatistics.meanAndStandardError([1]).se.isNaN, "one value has no spread")
+    }
+}

@@ -1,0 +1,3 @@
+// Debian's libedit (libedit-dev): line editing and history for `squint chat` on a terminal.
+#include <stdio.h>
+#include <editline/readline.h>

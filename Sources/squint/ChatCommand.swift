@@ -20,7 +20,7 @@ struct Chat: ParsableCommand {
         Example: squint chat tiny.sq4 --vocab fixtures/tokenizer/qwen.tiktoken
         """)
 
-    @Argument(help: "Model folder (config.json, weights, qwen.tiktoken), AutoGPTQ folder or SQ4 file.")
+    @Argument(help: "Model folder (config.json, weights, qwen.tiktoken), AutoGPTQ folder or SQ4 file; or a text model (.gguf, or a Qwen2/Llama folder).")
     var model: String
 
     @OptionGroup var generation: GenerationOptions
@@ -59,6 +59,7 @@ struct Chat: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
+            if TextModel.canOpen(model) { return try runText() }
             let m = try generation.load(model)
             var history: [ChatTurn] = []
             var pending: [String] = []

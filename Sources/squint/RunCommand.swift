@@ -66,12 +66,17 @@ struct GenerationOptions: ParsableArguments {
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Answer a question about one or more images with a Qwen-VL-Chat model folder.",
+        abstract: "Answer a question about images with a Qwen-VL-Chat model, or a question with a text model (GGUF or folder: Qwen2.5, SmolLM2).",
         discussion: """
         The prompt is built as the official `from_list_format` + `chat` do: "Picture 1: <img>PATH</img>\\n" \
         per image, then the text (which may hold <ref>/<box> tags), in a ChatML conversation with the \
         system prompt "You are a helpful assistant.". Sampling follows generation_config.json unless \
         --greedy. Boxes in the answer are listed, and drawn with --draw.
+
+        A text model (a .gguf file, or a folder with config.json, model.safetensors and tokenizer.json \
+        of a Qwen2 or Llama model) answers --prompt in its ChatML chat format with the template's \
+        default system prompt; sampling defaults to temperature 0.7, top-p 0.8, top-k 20 (Qwen2.5's \
+        generation_config.json) unless --greedy.
 
         Exit codes: 0 answered; 1 unreadable model, image or vocabulary, or an output file exists; 64 bad command line.
 
@@ -107,6 +112,7 @@ struct Run: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
+            if TextModel.canOpen(model) { return try runText() }
             for f in [dump, draw].compactMap({ $0 }) where !force && FileManager.default.fileExists(atPath: f) {
                 throw ValidationError("\(f) exists; pass --force to replace it")
             }

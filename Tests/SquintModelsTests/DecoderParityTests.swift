@@ -61,10 +61,12 @@ final class DecoderParityTests: XCTestCase {
             XCTAssertEqual(cache.count, c.ids.count)
             assertClose(rows, full.data, Tol.logits, "\(name) cached vs full prefill")
             assertClose(rows, try c.ref.floats("logits").values, Tol.logits, "\(name) cached vs transformers")
-            // A window of logit rows is the same rows of the full prefill.
+            // A window of logit rows is the same rows of the full prefill, up to summation order: the
+            // lm_head product over fewer rows is another GEMM shape, and OpenBLAS sums the rows at the
+            // edge of its tiles in another order (docs/RELIABILITY.md), so bits may differ in the last place.
             let tail = try c.model.prefill(tokens: c.ids, cache: c.model.makeCache(), logitRows: 5..<c.ids.count).logits
             XCTAssertEqual(tail.shape, [c.ids.count - 5, v])
-            XCTAssertEqual(tail.data, Array(full.data[(5 * v)...]))
+            assertClose(tail.data, Array(full.data[(5 * v)...]), Tol.logits, "\(name) logit rows 5... vs the full prefill")
         }
     }
 

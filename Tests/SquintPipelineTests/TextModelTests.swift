@@ -25,6 +25,7 @@ final class TextModelTests: XCTestCase {
             merges.append("\(pair.0) \(pair.1)"); tokens.append(pair.0 + pair.1)
         }
         var types = [Int32](repeating: 1, count: tokens.count)
+        for special in ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] { tokens.append(special); types.append(3) }
         while tokens.count < vocab { tokens.append("<|ctl_\(tokens.count)|>"); types.append(3) }
         return (tokens, types, merges)
     }
@@ -53,6 +54,8 @@ final class TextModelTests: XCTestCase {
         try w.add(key: "tokenizer.ggml.token_type", .array(.int32, v.types.map { .int32($0) }))
         try w.add(key: "tokenizer.ggml.merges", .array(.string, v.merges.map { .string($0) }))
         try w.add(key: "tokenizer.ggml.add_bos_token", .bool(false))
+        try w.add(key: "tokenizer.ggml.eos_token_id", .uint32(UInt32(v.tokens.firstIndex(of: "<|im_end|>")!)))
+        try w.add(key: "tokenizer.chat_template", .string("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a tiny test model.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"))
         for (h, g) in zip(d.tensorTable(.huggingFace), d.tensorTable(.gguf)) {
             try w.addTensor(name: g.name, type: .f32, shape: g.shape, values: Kernels.floats(try st.view(h.name)))
         }
@@ -104,6 +107,32 @@ final class TextModelTests: XCTestCase {
         let mean = nll.reduce(0, +) / Double(nll.count)
         XCTAssertEqual(r.meanNLL, mean, accuracy: 1e-5 * mean)
         XCTAssertEqual(r.perplexity, exp(mean), accuracy: 1e-5 * exp(mean))
+    }
+
+    /// `run`'s text path: the prompt in ChatML with the template's default system prompt, control
+    /// tokens parsed as such, and greedy ids equal to the Hugging Face folder's model (checked
+    /// against transformers in DecoderParityTests) generating from the same prompt ids.
+    func testGreedyAnswerFollowsTheFolderModelFromTheChatMLPrompt() throws {
+        let (path, _) = try writeTinyQwen2GGUF()
+        let m = try TextModel.open(path)
+        try m.checkChatFormat()
+        XCTAssertEqual(m.defaultSystemPrompt, "You are a tiny test model.")
+        let prompt = m.chatPrompt(history: [("hi", "the end")], user: "the thin", system: nil)
+        XCTAssertEqual(prompt, "<|im_start|>system\nYou are a tiny test model.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+                       + "<|im_start|>assistant\nthe end<|im_end|>\n<|im_start|>user\nthe thin<|im_end|>\n<|im_start|>assistant\n")
+        let ids = m.tokenizer.encode(prompt, addSpecial: true, parseSpecial: true).map(Int32.init)
+        let imStart = Int32(m.tokenizer.tokenID(of: "<|im_start|>")!)
+        XCTAssertEqual(ids.filter { $0 == imStart }.count, 4)          // parsed as control tokens, not as text
+        var shown = ""
+        let a = try m.answer(prompt: prompt, maxNewTokens: 12, sampling: .greedy, onText: { shown += $0 })
+        let folder = try DecoderLM.load(folder: fixturePath("decoders/qwen2-tiny"))
+        let expected = try folder.generateGreedy(prompt: ids, steps: 12).ids
+        let stop = m.stopTokens
+        let cut = expected.firstIndex(where: { stop.contains($0) }).map { $0 + 1 } ?? expected.count
+        XCTAssertEqual(a.generatedIds, Array(expected[..<cut]))
+        XCTAssertEqual(a.promptTokens, ids.count)
+        XCTAssertEqual(shown, a.text)
+        XCTAssertFalse(a.text.contains("<|"), "control tokens must not be shown: \(a.text)")
     }
 
     func testRefusesNonDecoderGGUFAndUnknownArchitecturesByName() throws {

@@ -90,6 +90,13 @@ struct Convert: ParsableCommand {
             o.memoryBudget = SquintPipeline.Synth.parseSize(memoryBudget)!
             guard o.setHinvPrecision(hinv) else { throw ValidationError("--hinv must be mixed, double or float") }
             o.vocab = vocab; o.resume = resume; o.force = force
+            stopCleanlyOnInterrupt(message: {
+                "convert: interrupted; nothing was written at \(output)"
+                    + (Converter.resumeHint(for: output).map { "; " + $0 } ?? "")
+            }) {
+                removeOwnTemporaries(besides: output)
+                // An AutoGPTQ output is staged inside the work folder, which --resume clears.
+            }
             let r: ConvertResult
             do {
                 r = try Converter.run(o, progress: ProgressBar(label: "convert", unit: .items("passes")))

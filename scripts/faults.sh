@@ -28,9 +28,18 @@ mkdir -p "$OUT/calib"
 head -n 2 fixtures/calibration/pairs.jsonl >"$CALIB"      # 2 pairs keep a convert to seconds
 cp -r fixtures/calibration/images "$OUT/calib/"
 
-synth_cmd() { "$SQUINT" synth --config fixtures/qwen-vl-tiny/config.json --seed 20240611 --format bin \
-    --shard-size 39747574 --vocab fixtures/tokenizer/qwen.tiktoken -o "$1"; }
-convert_cmd() { local out=$1 fmt=$2; shift 2; "$SQUINT" convert "$OUT/bf16" --calib "$CALIB" --format "$fmt" -o "$out" "$@"; }
+# run_job JOB OUT [EXTRA...]: replaces the calling (sub)shell with squint, so that `run_job ... &` gives
+# squint's own pid to kill; in the foreground call it inside ( ).
+run_job() {
+    local job=$1 out=$2; shift 2
+    case $job in
+        synth) exec "$SQUINT" synth --config fixtures/qwen-vl-tiny/config.json --seed 20240611 --format bin \
+                   --shard-size 39747574 --vocab fixtures/tokenizer/qwen.tiktoken -o "$out" ;;
+        sq4) exec "$SQUINT" convert "$OUT/bf16" --calib "$CALIB" --format squint -o "$out" "$@" ;;
+        autogptq) exec "$SQUINT" convert "$OUT/bf16" --calib "$CALIB" --format autogptq -o "$out" "$@" ;;
+    esac
+}
+rerun_args() { [ "$1" = synth ] || echo --resume; }
 
 # sha256 of a file, or of every file of a folder (names included), logs left out.
 digest() {
@@ -41,16 +50,12 @@ digest() {
 # Names beside an output other than the output itself and its log.
 leftovers() { (cd "$(dirname "$1")" && ls -A | grep -v -x -e "$(basename "$1")" -e "$(basename "$1").log.json" || true); }
 
-t0=$(date +%s.%N); synth_cmd "$OUT/bf16" >/dev/null 2>&1 || { echo "synth failed"; exit 1; }
+(run_job synth "$OUT/bf16") >/dev/null 2>&1 || { echo "synth failed"; exit 1; }
 declare -A REF DUR
 mkdir -p "$OUT/ref"
 for job in synth sq4 autogptq; do
     s=$(date +%s.%N)
-    case $job in
-        synth) synth_cmd "$OUT/ref/synth" >/dev/null 2>&1 ;;
-        sq4) convert_cmd "$OUT/ref/sq4" squint >/dev/null 2>&1 ;;
-        autogptq) convert_cmd "$OUT/ref/autogptq" autogptq >/dev/null 2>&1 ;;
-    esac || { echo "reference $job failed"; exit 1; }
+    (run_job $job "$OUT/ref/$job") >/dev/null 2>&1 || { echo "reference $job failed"; exit 1; }
     DUR[$job]=$(echo "$(date +%s.%N) - $s" | bc)
     REF[$job]=$(digest "$OUT/ref/$job")
     printf 'reference %-9s %6.2f s  %s\n' "$job" "${DUR[$job]}" "${REF[$job]}"
@@ -60,14 +65,10 @@ pass=0; fail=0
 jobs=(sq4 autogptq synth)
 for i in $(seq 1 "$N"); do
     job=${jobs[$(( (i - 1) % 3 ))]}
-    dir=$OUT/t$i; mkdir -p "$dir"; out=$dir/$job
+    dir=$OUT/t$i; mkdir -p "$dir/out"; out=$dir/out/$job
     # A kill point uniformly in [0, 1.1 x the uninterrupted run's time), in milliseconds.
     ms=$(echo "${DUR[$job]} * 1100 * $RANDOM / 32768" | bc)
-    case $job in
-        synth) synth_cmd "$out" >"$dir/run1.log" 2>&1 & ;;
-        sq4) convert_cmd "$out" squint >"$dir/run1.log" 2>&1 & ;;
-        autogptq) convert_cmd "$out" autogptq >"$dir/run1.log" 2>&1 & ;;
-    esac
+    run_job $job "$out" >"$dir/run1.log" 2>&1 &
     pid=$!
     sleep "$(echo "scale=3; $ms / 1000" | bc)"
     kill -9 "$pid" 2>/dev/null && killed=yes || killed=no
@@ -76,11 +77,7 @@ for i in $(seq 1 "$N"); do
     problems=""
     if [ "$after" != none ] && [ "$after" != "${REF[$job]}" ]; then problems+=" partial-output-after-kill"; fi
     if [ "$after" = none ]; then
-        case $job in
-            synth) synth_cmd "$out" >"$dir/run2.log" 2>&1 ;;
-            sq4) convert_cmd "$out" squint --resume >"$dir/run2.log" 2>&1 ;;
-            autogptq) convert_cmd "$out" autogptq --resume >"$dir/run2.log" 2>&1 ;;
-        esac || problems+=" rerun-failed($(tail -n 1 "$dir/run2.log"))"
+        (run_job $job "$out" $(rerun_args $job)) >"$dir/run2.log" 2>&1 || problems+=" rerun-failed($(tail -n 1 "$dir/run2.log"))"
     fi
     final=$(digest "$out")
     [ "$final" = "${REF[$job]}" ] || problems+=" output-differs($final)"
@@ -99,11 +96,7 @@ other=0
 mkdir -p "$OUT/ro"
 if [ "$(id -u)" = 0 ]; then mount -t tmpfs -o ro,size=1m squint-faults-ro "$OUT/ro" || echo "cannot mount a tmpfs"; else chmod 555 "$OUT/ro"; fi
 for job in sq4 autogptq synth; do
-    case $job in
-        synth) synth_cmd "$OUT/ro/out" >"$OUT/ro.log" 2>&1 ;;
-        sq4) convert_cmd "$OUT/ro/out" squint >"$OUT/ro.log" 2>&1 ;;
-        autogptq) convert_cmd "$OUT/ro/out" autogptq >"$OUT/ro.log" 2>&1 ;;
-    esac
+    (run_job $job "$OUT/ro/out") >"$OUT/ro.log" 2>&1
     rc=$?; lines=$(grep -c . "$OUT/ro.log")
     if [ $rc = 1 ] && [ "$lines" = 1 ] && grep -q "$OUT/ro" "$OUT/ro.log" && [ -z "$(ls -A "$OUT/ro")" ]; then
         echo "read-only folder ($job): ok: $(cat "$OUT/ro.log")"
@@ -117,11 +110,11 @@ if [ "$(id -u)" = 0 ]; then umount "$OUT/ro"; else chmod 755 "$OUT/ro"; fi
 if [ "$(id -u)" = 0 ]; then
     for job in sq4 autogptq; do
         mkdir -p "$OUT/full-$job"; mount -t tmpfs -o size=4m squint-faults-full "$OUT/full-$job"
-        out=$OUT/full-$job/out; fmt=$([ $job = sq4 ] && echo squint || echo autogptq)
-        convert_cmd "$out" $fmt >"$OUT/full.log" 2>&1; rc=$?
+        out=$OUT/full-$job/out
+        (run_job $job "$out") >"$OUT/full.log" 2>&1; rc=$?
         after=$(digest "$out")
         mount -o remount,size=256m "$OUT/full-$job"
-        convert_cmd "$out" $fmt --resume >"$OUT/full2.log" 2>&1
+        (run_job $job "$out" --resume) >"$OUT/full2.log" 2>&1
         if [ $rc = 1 ] && grep -q "$OUT/full-$job" "$OUT/full.log" && [ "$after" = none ] && [ "$(digest "$out")" = "${REF[$job]}" ]; then
             echo "disk full ($job): ok: $(grep error "$OUT/full.log" | head -n 1)"
         else other=1; echo "disk full ($job): FAIL (exit $rc, output after: $after): $(cat "$OUT/full.log" | tr '\r' '\n' | grep -v '^convert' | tail -n 3) / resume: $(tail -n 2 "$OUT/full2.log")"; fi
@@ -133,20 +126,14 @@ fi
 # then the rerun (--resume for convert) still gives the reference bytes.
 for job in sq4 autogptq synth; do
     out=$OUT/int/$job; mkdir -p "$OUT/int"
-    case $job in
-        synth) synth_cmd "$out" >"$OUT/int-$job.log" 2>&1 & ;;
-        sq4) convert_cmd "$out" squint >"$OUT/int-$job.log" 2>&1 & ;;
-        autogptq) convert_cmd "$out" autogptq >"$OUT/int-$job.log" 2>&1 & ;;
-    esac
+    run_job $job "$out" >"$OUT/int-$job.log" 2>&1 &
     pid=$!
     sleep "$(echo "scale=3; ${DUR[$job]} / 2" | bc)"
     kill -INT "$pid"; wait "$pid"; rc=$?
     err=$(grep -v '^\s*$' "$OUT/int-$job.log" | grep -v 'convert \[\|synth \[' | tr '\r' '\n' | grep -c 'error')
-    case $job in
-        synth) synth_cmd "$out" >/dev/null 2>&1 ;;
-        *) convert_cmd "$out" "$([ $job = sq4 ] && echo squint || echo autogptq)" --resume >/dev/null 2>&1 ;;
-    esac
-    if [ $rc = 1 ] && [ "$err" = 1 ] && grep -q "$out" "$OUT/int-$job.log" && [ "$(digest "$out")" = "${REF[$job]}" ]; then
+    after=$(digest "$out")
+    (run_job $job "$out" $(rerun_args $job)) >/dev/null 2>&1
+    if [ $rc = 1 ] && [ "$err" = 1 ] && grep -q "$out" "$OUT/int-$job.log" && [ "$after" = none ] && [ "$(digest "$out")" = "${REF[$job]}" ]; then
         echo "SIGINT ($job): ok: $(grep error "$OUT/int-$job.log" | tr '\r' '\n' | grep error | tail -n 1)"
     else other=1; echo "SIGINT ($job): FAIL (exit $rc): $(tail -c 300 "$OUT/int-$job.log")"; fi
 done

@@ -108,6 +108,7 @@ struct Convert: ParsableCommand {
                 case ConvertError.interrupted, ConvertError.workState, ConvertError.invalidOption, FormatError.exists: refusal = true
                 default: refusal = false
                 }
+                waitIfInterrupted()
                 if !refusal, let hint = Converter.resumeHint(for: output) {
                     FileHandle.standardError.write(Data("error: \(error)\nnote: \(hint)\n".utf8))
                     throw ExitCode(1)

@@ -13,6 +13,7 @@ func runReportingErrors(_ body: () throws -> Void) throws {
     } catch let e as ValidationError {
         throw e
     } catch {
+        waitIfInterrupted()
         FileHandle.standardError.write(Data("error: \(error)\n".utf8))
         throw ExitCode(1)
     }
@@ -26,6 +27,14 @@ func jsonString<T: Encodable>(_ value: T) throws -> String {
 
 /// Kept alive for the life of the process (a released dispatch source stops delivering).
 nonisolated(unsafe) private var interruptSources: [DispatchSourceSignal] = []
+/// Set by the interrupt handler before it removes files the command may still be writing.
+nonisolated(unsafe) private var interruptInProgress = false
+
+/// Called before reporting an error: when the error comes from the interrupt handler's cleanup
+/// pulling files away, wait for the handler to exit, so the user sees its one line only.
+func waitIfInterrupted() {
+    while interruptInProgress { sleep(1) }
+}
 
 /// Ctrl-C (SIGINT) or SIGTERM during a writing command: stop now with one line on stderr naming the
 /// output and exit code 1. Stopping at any moment is safe because every file is written under a
@@ -38,6 +47,7 @@ func stopCleanlyOnInterrupt(message: @escaping () -> String, cleanup: @escaping 
         signal(sig, SIG_IGN)   // delivered to the dispatch source instead, on a normal thread
         let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
         source.setEventHandler {
+            interruptInProgress = true
             cleanup()
             let lead = isatty(2) != 0 ? "\n" : ""   // end a progress line first
             FileHandle.standardError.write(Data("\(lead)error: \(message())\n".utf8))

@@ -128,7 +128,9 @@ for job in sq4 autogptq synth; do
     out=$OUT/int/$job; mkdir -p "$OUT/int"
     run_job $job "$out" >"$OUT/int-$job.log" 2>&1 &
     pid=$!
-    sleep "$(echo "scale=3; ${DUR[$job]} / 2" | bc)"
+    # Mid-run: once convert's first block is saved, or synth's staging folder exists.
+    if [ $job = synth ]; then mark="$OUT/int/.synth.partial-$pid"; else mark="$OUT/int/.$job.squint-convert/block-0.safetensors"; fi
+    for _ in $(seq 1 3000); do [ -e "$mark" ] || ! kill -0 "$pid" 2>/dev/null && break; sleep 0.01; done
     kill -INT "$pid"; wait "$pid"; rc=$?
     err=$(grep -v '^\s*$' "$OUT/int-$job.log" | grep -v 'convert \[\|synth \[' | tr '\r' '\n' | grep -c 'error')
     after=$(digest "$out")

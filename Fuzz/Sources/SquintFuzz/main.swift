@@ -13,20 +13,21 @@ nonisolated(unsafe) private var fuzzContext: FuzzContext?
 /// Largest single allocation allowed while the current input is being read: `allocationSlack` plus
 /// `FuzzHarness.allocationFactor` times the input's size (Int.max outside the harness call).
 nonisolated(unsafe) private var allocationLimit = Int.max
-private let allocationSlack = 1 << 20
+/// 1 MiB; SQUINT_FUZZ_ALLOCATION_SLACK=0 shows the hook at work (any input then trips it).
+private let allocationSlack = ProcessInfo.processInfo.environment["SQUINT_FUZZ_ALLOCATION_SLACK"].flatMap { Int($0) } ?? 1 << 20
 
 @_silgen_name("__sanitizer_install_malloc_and_free_hooks")
 private func installMallocHooks(_ malloc: @convention(c) (UnsafeRawPointer?, Int) -> Void,
                                 _ free: @convention(c) (UnsafeRawPointer?) -> Void) -> CInt
 
-/// ASan's malloc hook (runs inside malloc: must not allocate). An allocation above the limit aborts,
-/// so libFuzzer saves the input and ASan prints the allocating stack.
+/// The largest allocation above the limit during the current input (0: none).
+nonisolated(unsafe) private var allocationViolation = 0
+
+/// ASan's malloc hook. It runs inside malloc, where aborting deadlocks (the crash report allocates),
+/// so it only records the size; TestOneInput aborts after the reader returns, libFuzzer saves the
+/// input, and replaying it under a debugger (or with a breakpoint here) shows the allocating stack.
 private func checkAllocation(_ pointer: UnsafeRawPointer?, _ size: Int) {
-    guard size > allocationLimit else { return }
-    allocationLimit = Int.max
-    let message = "ALLOCATION BOUND: one allocation is larger than the input-size bound of this harness\n"
-    message.utf8CString.withUnsafeBufferPointer { _ = write(2, $0.baseAddress, $0.count - 1) }
-    abort()
+    if size > allocationLimit && size > allocationViolation { allocationViolation = size }
 }
 
 @_cdecl("LLVMFuzzerInitialize")
@@ -56,8 +57,16 @@ public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>?, _ argv: UnsafeMu
 public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     guard let context = fuzzContext else { return 0 }
     let bytes = data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []
-    allocationLimit = context.harness.allocationFactor.map { allocationSlack + $0 * size } ?? Int.max
-    defer { allocationLimit = Int.max }
+    let limit = context.harness.allocationFactor.map { allocationSlack + $0 * size } ?? Int.max
+    allocationViolation = 0
+    allocationLimit = limit
+    defer {
+        allocationLimit = Int.max
+        if allocationViolation > 0 {
+            fputs("ALLOCATION BOUND: \(context.harness.rawValue) allocated \(allocationViolation) bytes at once for a \(size)-byte input (limit \(limit))\n", stderr)
+            abort()
+        }
+    }
     do {
         try context.run(bytes)
     } catch {

@@ -38,7 +38,7 @@ for h in "${HARNESSES[@]}"; do
     dirs=("$work" "$seeds")
     [ -d "$seeds/regressions" ] && dirs+=("$seeds/regressions")
     set +e
-    SQUINT_FUZZ_HARNESS=$h "$BIN" -max_total_time="$SECONDS_EACH" -timeout=1 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+    SQUINT_FUZZ_HARNESS=$h timeout $((SECONDS_EACH + 120)) "$BIN" -max_total_time="$SECONDS_EACH" -timeout=1 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
         -max_len=65536 -print_final_stats=1 -artifact_prefix="$art/" "${dirs[@]}" >"$log" 2>&1
     rc=$?
     set -e

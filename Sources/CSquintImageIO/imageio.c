@@ -154,6 +154,22 @@ int sq_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, sq_img
         jpeg_destroy_decompress(&cinfo);
         return st;
     }
+    // A complete Huffman-coded JPEG spends at least one bit on every 8x8 block's DC coefficient (and
+    // baseline one more on its end-of-block), so it holds at least pixels/512 bytes (one component,
+    // no subsampling: the loosest case). A header claiming more than 1024 pixels per byte of the file
+    // is truncated or hostile: refuse it before libjpeg allocates and fills whole-image buffers (a
+    // 209-byte progressive file claiming 36385x1983 kept the decoder busy for seconds: fuzz
+    // regression fixtures/fuzz/jpeg/regressions/). Arithmetic coding can go below a bit per block,
+    // so those files keep only the pixel cap above.
+    uint64_t claimed = (uint64_t)cinfo.image_width * (uint64_t)cinfo.image_height;
+    if (!cinfo.arith_code && claimed / 1024u > (uint64_t)size) {
+        snprintf(out->message, sizeof out->message,
+                 "header says %ux%u = %llu pixels, more than a %zu-byte JPEG can code "
+                 "(at most 1024 pixels per byte)",
+                 (unsigned)cinfo.image_width, (unsigned)cinfo.image_height, (unsigned long long)claimed, size);
+        jpeg_destroy_decompress(&cinfo);
+        return SQ_IMG_TRUNCATED;
+    }
     int comps = cinfo.num_components;
     switch (comps) {
     case 1: cinfo.out_color_space = JCS_GRAYSCALE; strcpy(out->source_mode, "L"); break;
@@ -169,6 +185,9 @@ int sq_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, sq_img
     cinfo.scale_num = 1;
     cinfo.scale_denom = 1;
     jpeg_start_decompress(&cinfo);
+    // Progressive files are read whole by jpeg_start_decompress: stop at once if the data ran out
+    // rather than producing every (grey) row first; the result is the same "truncated" error.
+    if (jerr.hit_eof) longjmp(jerr.jump, 1);
 
     uint32_t w = cinfo.output_width, h = cinfo.output_height;
     if (w != cinfo.image_width || h != cinfo.image_height || cinfo.output_components != comps) {
@@ -194,6 +213,7 @@ int sq_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, sq_img
             jerr.hit_eof = 1;
             longjmp(jerr.jump, 1);
         }
+        if (jerr.hit_eof) longjmp(jerr.jump, 1);   // the rest would only be grey fill
         if (comps == 1) {
             for (uint32_t x = 0; x < w; x++) dst[3 * x] = dst[3 * x + 1] = dst[3 * x + 2] = row[x];
         } else if (comps == 4) {

@@ -118,8 +118,9 @@ public enum Synth {
         guard fm.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
             throw FormatError.io(path: dest, message: "parent folder \(parent) does not exist")
         }
-        let work = "\(parent)/.\((dest as NSString).lastPathComponent).partial-\(getpid())"
+        let work = stagingFolder(for: dest)
         try? fm.removeItem(atPath: work)
+        removeStaleStagingFolders(for: dest)
         do {
             try fm.createDirectory(atPath: work, withIntermediateDirectories: false)
         } catch {
@@ -215,4 +216,22 @@ public enum Synth {
                       tensors: specs.count, bytes: total, seconds: Date().timeIntervalSince(t0))
     }
 
+    /// The hidden sibling folder a run writes into before renaming it to `output` (this process's).
+    public static func stagingFolder(for output: String, pid: Int32 = getpid()) -> String {
+        let dest = (output as NSString).standardizingPath
+        return "\(Paths.parent(of: dest))/.\((dest as NSString).lastPathComponent).partial-\(pid)"
+    }
+
+    /// Removes the staging folders of earlier runs for `output` whose process is gone (killed with
+    /// -9, power loss): without this a killed run of the full model left up to 19 GB behind, hidden.
+    static func removeStaleStagingFolders(for output: String) {
+        let fm = FileManager.default
+        let dest = (output as NSString).standardizingPath
+        let prefix = ".\((dest as NSString).lastPathComponent).partial-"
+        let parent = Paths.parent(of: dest)
+        for name in (try? fm.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix(prefix) {
+            guard let pid = Int32(name.dropFirst(prefix.count)), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { try? fm.removeItem(atPath: "\(parent)/\(name)") }
+        }
+    }
 }

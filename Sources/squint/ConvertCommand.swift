@@ -98,6 +98,13 @@ struct Convert: ParsableCommand {
             o.memoryBudget = SquintPipeline.Synth.parseSize(memoryBudget)!
             guard o.setHinvPrecision(hinv) else { throw ValidationError("--hinv must be mixed, double or float") }
             o.vocab = vocab; o.resume = resume; o.force = force; o.verifyChecksums = !noVerify
+            stopCleanlyOnInterrupt(message: {
+                "convert: interrupted; nothing was written at \(output)"
+                    + (Converter.resumeHint(for: output).map { "; " + $0 } ?? "")
+            }) {
+                removeOwnTemporaries(besides: output)
+                // An AutoGPTQ output is staged inside the work folder, which --resume clears.
+            }
             var r: ConvertResult
             do {
                 r = try Converter.run(o, progress: ProgressBar(label: "convert", unit: .items("passes")))
@@ -109,6 +116,7 @@ struct Convert: ParsableCommand {
                 case ConvertError.interrupted, ConvertError.workState, ConvertError.invalidOption, FormatError.exists: refusal = true
                 default: refusal = false
                 }
+                waitIfInterrupted()
                 if !refusal, let hint = Converter.resumeHint(for: output) {
                     printError("\(userMessage(error))\nnote: \(hint)")
                     throw ExitCode(1)

@@ -56,6 +56,9 @@ struct Synth: ParsableCommand {
                 configPath: config, seed: seed, format: .init(rawValue: format)!,
                 maxShardSize: shardSize.flatMap(SquintPipeline.Synth.parseSize), output: output,
                 overwrite: force, vocabPath: vocab)
+            stopCleanlyOnInterrupt(message: { "synth: interrupted; nothing was written at \(output)" }) {
+                try? FileManager.default.removeItem(atPath: SquintPipeline.Synth.stagingFolder(for: output))
+            }
             let r = try SquintPipeline.Synth.run(opts, progress: ProgressBar(label: "synth", unit: .bytes))
             if json {
                 print(try jsonString(r))

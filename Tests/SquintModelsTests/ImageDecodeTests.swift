@@ -115,6 +115,19 @@ final class ImageDecodeTests: XCTestCase {
         }
     }
 
+    /// Fuzz regression (issue 12.2, fixtures/fuzz/jpeg/regressions/): a 209-byte progressive JPEG whose
+    /// header claims 36385x1983 pixels (under the pixel cap) kept libjpeg busy for seconds filling a
+    /// 216 MB image; no Huffman-coded JPEG can code more than 512 pixels per byte, so it is refused as
+    /// truncated before any image buffer exists.
+    func testTinyJPEGClaimingMorePixelsThanItCanCodeIsRefusedAsTruncated() throws {
+        let path = Fixtures.path("fuzz/jpeg/regressions/progressive_36385x1983_in_209_bytes.jpg")
+        XCTAssertThrowsError(try RGBImage.load(path: path)) { e in
+            guard case let .truncated(p, what)? = e as? ImageError else { return XCTFail("\(e)") }
+            XCTAssertEqual(p, path)
+            XCTAssertTrue(what.contains("36385x1983"), what)
+        }
+    }
+
     func testMissingFileAndDirectoryAreUnreadable() {
         let missing = ImageFixtures.path("no_such_file.png")
         XCTAssertThrowsError(try RGBImage.load(path: missing)) { e in

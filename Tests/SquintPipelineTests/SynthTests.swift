@@ -109,6 +109,24 @@ final class SynthTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp), ["config.json"])
     }
 
+    /// A run killed with -9 leaves its hidden staging folder; the next run for the same output removes
+    /// it once its process is gone (scripts/faults.sh found them piling up), and leaves a live one alone.
+    func testStaleStagingFoldersOfDeadRunsAreRemoved() throws {
+        let out = "\(tmp)/model"
+        let dead = Process()
+        dead.executableURL = URL(fileURLWithPath: "/bin/true")
+        try dead.run(); dead.waitUntilExit()
+        let stale = Synth.stagingFolder(for: out, pid: dead.processIdentifier)
+        let live = Synth.stagingFolder(for: out, pid: getppid())
+        for f in [stale, live] {
+            try FileManager.default.createDirectory(atPath: f, withIntermediateDirectories: false)
+            FileManager.default.createFile(atPath: "\(f)/model.safetensors", contents: Data("partial".utf8))
+        }
+        _ = try synth(.safetensors, to: "model")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp).sorted(),
+                       [(live as NSString).lastPathComponent, "model"].sorted())
+    }
+
     func testShardSizeParsing() {
         XCTAssertEqual(Synth.parseSize("2GB"), 2_000_000_000)
         XCTAssertEqual(Synth.parseSize("500MB"), 500_000_000)

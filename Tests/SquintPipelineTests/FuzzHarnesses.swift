@@ -1,0 +1,1 @@
+../../Fuzz/Sources/SquintFuzz/FuzzHarnesses.swift

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Fuzzes every reader (issue 12.2): builds the libFuzzer harnesses of Fuzz/ with
+# -sanitize=fuzzer,address and runs each for SECONDS (default 60) on one job, starting from its
+# committed seeds (fixtures/fuzz/<harness>/, read-only) plus a scratch corpus in
+# Fuzz/.build-fuzz/corpus/<harness>/ that libFuzzer grows. Crashes land in
+# Fuzz/.build-fuzz/artifacts/<harness>/; copy each to fixtures/fuzz/<harness>/regressions/ once fixed.
+#
+#   scripts/fuzz.sh [SECONDS] [HARNESS...]     e.g. scripts/fuzz.sh 30 png jpeg
+#
+# Limits: -timeout=1 (an input taking > 1 s is a hang), -rss_limit_mb=2048, -malloc_limit_mb=2048, and
+# the per-harness allocation bound of FuzzHarness.allocationFactor (1 MiB + 16 x the input's size for
+# every non-image reader). Prints one line per harness: executions, exec/s, cov, ft, corpus, crashes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SECONDS_EACH=${1:-60}
+shift || true
+HARNESSES=("$@")
+[ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(safetensors shard-index torch-zip torch-legacy sq4 autogptq config json tiktoken calibration png jpeg)
+
+echo "building Fuzz/ (release, -sanitize=fuzzer,address; the first build takes ~5 minutes)..."
+(cd Fuzz && swift build -c release -j 2 --scratch-path .build-fuzz \
+    -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library \
+    -Xcc -fsanitize=fuzzer-no-link,address 2>&1 | grep -Ev '^\[|Cannot export local symbol' || true)
+BIN=$ROOT/Fuzz/.build-fuzz/release/squint-fuzz
+[ -x "$BIN" ] || { echo "build failed: $BIN missing" >&2; exit 1; }
+
+export SQUINT_FUZZ_FIXTURES=$ROOT/fixtures
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=0}
+STATUS=0
+printf '%-13s %12s %8s %7s %7s %7s %s\n' harness executions exec/s cov ft corpus crashes
+for h in "${HARNESSES[@]}"; do
+    seeds=$ROOT/fixtures/fuzz/$h
+    work=$ROOT/Fuzz/.build-fuzz/corpus/$h
+    art=$ROOT/Fuzz/.build-fuzz/artifacts/$h
+    log=$ROOT/Fuzz/.build-fuzz/logs/$h.log
+    mkdir -p "$work" "$art" "$(dirname "$log")"
+    dirs=("$work" "$seeds")
+    [ -d "$seeds/regressions" ] && dirs+=("$seeds/regressions")
+    set +e
+    SQUINT_FUZZ_HARNESS=$h timeout $((SECONDS_EACH + 120)) "$BIN" -max_total_time="$SECONDS_EACH" -timeout=1 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+        -max_len=65536 -print_final_stats=1 -artifact_prefix="$art/" "${dirs[@]}" >"$log" 2>&1
+    rc=$?
+    set -e
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+    rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+    last=$(grep -E '#[0-9]+.*cov:' "$log" | tail -1)
+    cov=$(echo "$last" | grep -o 'cov: [0-9]*' | grep -o '[0-9]*' || echo "?")
+    ft=$(echo "$last" | grep -o 'ft: [0-9]*' | grep -o '[0-9]*' || echo "?")
+    corp=$(echo "$last" | grep -o 'corp: [0-9]*' | grep -o '[0-9]*' || echo "?")
+    crashes=$(find "$art" -type f | wc -l)
+    printf '%-13s %12s %8s %7s %7s %7s %s\n' "$h" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$crashes"
+    if [ $rc -ne 0 ] || [ "$crashes" -gt 0 ]; then STATUS=1; echo "  finding: see $log and $art/" ; fi
+done
+exit $STATUS

@@ -73,7 +73,7 @@ extension TextModel {
         }
         let stop = stopTokens
         var generated: [Int32] = []
-        var shownBytes = 0
+        var shown = ""   // what onText has received: always a prefix of the final text
         var firstTokenAt: Date?
         var stopped = false
         let t0 = Date()
@@ -81,10 +81,12 @@ extension TextModel {
             if firstTokenAt == nil { firstTokenAt = Date() }
             generated.append(id)
             if let onText, let bytes = try? self.tokenizer.decodeBytes(generated.map(Int.init), skipSpecialTokens: true) {
-                let valid = Self.completeUTF8Prefix(bytes)
-                if valid > shownBytes {
-                    onText(String(decoding: bytes[shownBytes..<valid], as: UTF8.self))
-                    shownBytes = valid
+                // Whole characters only; a piece is shown once the text decoded so far extends what
+                // was shown (an invalid byte sequence may decode differently once its neighbours come).
+                let now = String(decoding: bytes[..<Self.completeUTF8Prefix(bytes)], as: UTF8.self)
+                if now.count > shown.count && now.hasPrefix(shown) {
+                    onText(String(now.dropFirst(shown.count)))
+                    shown = now
                 }
             }
             if shouldStop?() == true { stopped = true; return false }
@@ -94,10 +96,7 @@ extension TextModel {
         let prefill = (firstTokenAt ?? end).timeIntervalSince(t0)
         let answerIds = all.filter { !stop.contains($0) }
         let text = String(decoding: try tokenizer.decodeBytes(answerIds.map(Int.init), skipSpecialTokens: true), as: UTF8.self)
-        if let onText {
-            let bytes = Array(text.utf8)
-            if bytes.count > shownBytes { onText(String(decoding: bytes[shownBytes...], as: UTF8.self)) }
-        }
+        if let onText, text.count > shown.count, text.hasPrefix(shown) { onText(String(text.dropFirst(shown.count))) }
         return Answer(text: text, generatedIds: all, promptTokens: ids.count, prefillSeconds: prefill,
                       decodeSeconds: end.timeIntervalSince(firstTokenAt ?? end), stopped: stopped)
     }

@@ -122,7 +122,7 @@ final class TextModelTests: XCTestCase {
                        + "<|im_start|>assistant\nthe end<|im_end|>\n<|im_start|>user\nthe thin<|im_end|>\n<|im_start|>assistant\n")
         let ids = m.tokenizer.encode(prompt, addSpecial: true, parseSpecial: true).map(Int32.init)
         let imStart = Int32(m.tokenizer.tokenID(of: "<|im_start|>")!)
-        XCTAssertEqual(ids.filter { $0 == imStart }.count, 4)          // parsed as control tokens, not as text
+        XCTAssertEqual(ids.filter { $0 == imStart }.count, 5)          // parsed as control tokens, not as text
         var shown = ""
         let a = try m.answer(prompt: prompt, maxNewTokens: 12, sampling: .greedy, onText: { shown += $0 })
         let folder = try DecoderLM.load(folder: fixturePath("decoders/qwen2-tiny"))

@@ -38,8 +38,9 @@ enum FuzzHarness: String, CaseIterable, Sendable {
     case png
     /// RGBImage.decode on JPEG bytes.
     case jpeg
-    // GGUF (branch `gguf`): add `case gguf` here, its run line in FuzzContext.run, its error type in
-    // isExpected, and seeds in fixtures/fuzz/gguf/ (scripts/fuzz.sh and the replay test pick it up).
+    /// GGUFFile: header, typed metadata (nested arrays), tensor infos; every tensor dequantised; the
+    /// tokenizer a GGUF carries (TextModel.tokenizer(of:)) when the file has one.
+    case gguf
 
     /// The allocation bound the fuzzer enforces (Fuzz/Sources/SquintFuzz/main.swift): while an input of
     /// n bytes is read, no single allocation may exceed 1 MiB + factor x n. 16 for files whose sizes are
@@ -58,12 +59,14 @@ enum FuzzHarness: String, CaseIterable, Sendable {
         switch self {
         case .safetensors, .shardIndex, .torchZip, .torchLegacy, .json:
             return error is FormatError
+        case .gguf:
+            return error is FormatError || error is TokenizerError
         case .sq4, .autogptq, .config:
             return error is FormatError || error is ModelError
         case .tiktoken:
             return error is TokenizerError
         case .calibration:
-            return error is ConvertError || error is FormatError
+            return error is ConvertError || error is FormatError || error is PairsFileError
         case .png, .jpeg:
             return error is ImageError
         }
@@ -120,6 +123,12 @@ final class FuzzContext {
         switch harness {
         case .safetensors:
             try touchAll(SafetensorsFile(path: put(data, "model.safetensors")))
+        case .gguf:
+            let f = try GGUFFile(path: put(data, "model.gguf"))
+            var x: Float = 0
+            for t in f.ggufTensors where t.elementCount <= 1 << 20 { x += try GGUFDequant.dequantize(t, of: f).first ?? 0 }
+            blackHole(Int(x.isFinite ? 1 : 0))
+            if f.value(forKey: "tokenizer.ggml.model") != nil { blackHole(try TextModel.tokenizer(of: f).vocabularySize) }
         case .shardIndex:
             let index = try data.withUnsafeBytes { try ShardIndex.parse($0, path: "model.safetensors.index.json") }
             blackHole(index.weightMap.count)

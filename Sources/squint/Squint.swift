@@ -6,6 +6,6 @@ struct Squint: ParsableCommand {
         commandName: "squint",
         abstract: "Inspect checkpoints, convert Qwen-VL-Chat BF16 to GPTQ Int4 on a CPU, and measure the drift.",
         version: "0.1.0",
-        subcommands: [Inspect.self, Synth.self, Convert.self, Validate.self, Run.self, Chat.self, PerplexityCommand.self, Tokenize.self, Bench.self]
+        subcommands: [Inspect.self, Export.self, Synth.self, Convert.self, Validate.self, Run.self, Chat.self, PerplexityCommand.self, Tokenize.self, Bench.self]
     )
 }

@@ -259,4 +259,31 @@ final class ExportTests: XCTestCase {
         try Exporter.export(src, to: tmp + "/b.safetensors", options: ExportOptions(pattern: "q", dtype: .bf16))
         XCTAssertEqual(FileManager.default.contents(atPath: tmp + "/a.safetensors"), FileManager.default.contents(atPath: tmp + "/b.safetensors"))
     }
+
+    // MARK: torch
+
+    /// Torch views (transposed, narrowed, strided, expanded) and a sharded torch folder: every tensor
+    /// exported is the contiguous bytes torch itself gives (fixtures/torch/expected.json, by torch).
+    func testTorchViewsAndShardedFoldersExportAsTorchHasThem() throws {
+        let expected = try XCTUnwrap(try Fixtures.json("torch/expected.json") as? [String: Any])
+        func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
+        for (source, keys) in [("torch/views.pt", ["views.pt"]),
+                               ("torch/sharded", ["sharded/pytorch_model-00001-of-00002.bin", "sharded/pytorch_model-00002-of-00002.bin"])] {
+            let out = tmp + "/t.safetensors"
+            let report = try Exporter.export(Fixtures.path(source), to: out, options: ExportOptions(pattern: ".", raw: true, overwrite: true))
+            let f = try SafetensorsFile(path: out)
+            let rows = keys.flatMap { (expected[$0] as? [[String: Any]]) ?? [] }
+            XCTAssertFalse(rows.isEmpty)
+            XCTAssertEqual(f.tensors.count, rows.count, source)
+            for r in rows {
+                let name = try XCTUnwrap(r["name"] as? String)
+                XCTAssertEqual(f.info(name)?.shape, r["shape"] as? [Int], name)
+                XCTAssertEqual(f.info(name)?.dtype.rawValue, r["dtype"] as? String, name)
+                XCTAssertEqual(hex(Array(try f.view(name).bytes)), r["hex"] as? String, "\(source) \(name)")
+            }
+            XCTAssertEqual(f.metadata["source_format"], report.format)
+        }
+        XCTAssertTrue(try Exporter.export(Fixtures.path("torch/sharded"), to: tmp + "/s.safetensors",
+                                          options: ExportOptions(pattern: ".")).format.hasPrefix("sharded-"))
+    }
 }

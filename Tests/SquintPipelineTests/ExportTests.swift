@@ -286,4 +286,33 @@ final class ExportTests: XCTestCase {
         XCTAssertTrue(try Exporter.export(Fixtures.path("torch/sharded"), to: tmp + "/s.safetensors",
                                           options: ExportOptions(pattern: ".")).format.hasPrefix("sharded-"))
     }
+
+    /// Real GGUF files in the cache (scripts/models.sh; skipped when absent): the tensors listed in
+    /// fixtures/gguf/real_expected.json, exported (several 1M-element chunks each), have the CRC-32 of
+    /// gguf-py's float32 dequantisation.
+    func testRealGGUFTensorsExportLikeGGUFPy() throws {
+        let cache = ProcessInfo.processInfo.environment["SQUINT_CACHE"] ?? (NSHomeDirectory() + "/.cache/squint")
+        let all = try XCTUnwrap(try Fixtures.json("gguf/real_expected.json") as? [String: Any])
+        var checked = 0
+        for (name, value) in all {
+            let e = try XCTUnwrap(value as? [String: Any]), p = "\(cache)/models/\(name)"
+            guard let attrs = try? FileManager.default.attributesOfItem(atPath: p),
+                  (attrs[.size] as? NSNumber)?.intValue == e["size"] as? Int else { continue }
+            let rows = try XCTUnwrap(e["tensors"] as? [[String: Any]])
+            let names = rows.compactMap { $0["name"] as? String }
+            let pattern = "^(" + names.map { NSRegularExpression.escapedPattern(for: $0) }.joined(separator: "|") + ")$"
+            let out = tmp + "/real.safetensors"
+            try Exporter.export(p, to: out, options: ExportOptions(pattern: pattern, overwrite: true))
+            let f = try SafetensorsFile(path: out)
+            XCTAssertEqual(f.tensors.count, Set(names).count, name)
+            for r in rows {
+                let t = try XCTUnwrap(r["name"] as? String)
+                XCTAssertEqual(f.info(t)?.shape, (r["ne"] as? [Int])?.reversed(), t)
+                let v = try f.view(t)
+                XCTAssertEqual(v.bytes.count == 0 ? 0 : sq_crc32(0, v.bytes.baseAddress!, v.bytes.count), (r["crc32"] as? NSNumber)?.uint32Value, "\(name) \(t)")
+                checked += 1
+            }
+        }
+        if checked == 0 { throw XCTSkip("no real GGUF file of real_expected.json in \(cache)/models") }
+    }
 }

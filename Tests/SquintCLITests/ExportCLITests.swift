@@ -48,4 +48,11 @@ final class ExportCLITests: XCTestCase {
         XCTAssertTrue(missing.err.contains("nope.gguf"), missing.err)
         XCTAssertFalse(FileManager.default.fileExists(atPath: out))
     }
+
+    func testHelpSaysInt4ModulesBecomeXWeight() throws {
+        let r = try Fixtures.run(squint, ["export", "--help"])
+        XCTAssertEqual(r.status, 0)
+        XCTAssertTrue(r.out.contains("X.weight"), r.out)
+        XCTAssertTrue(try Fixtures.run(squint, ["--help"]).out.contains("export"))
+    }
 }

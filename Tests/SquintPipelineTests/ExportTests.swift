@@ -315,4 +315,24 @@ final class ExportTests: XCTestCase {
         }
         if checked == 0 { throw XCTSkip("no real GGUF file of real_expected.json in \(cache)/models") }
     }
+
+    /// Every floating-point dtype of the safetensors fixture (F64, F32, F16, BF16, both F8) exported as
+    /// f32 gives the values torch recorded (fixtures/safetensors/expected.json), -0.0 included.
+    func testEveryFloatDTypeWidensToTorchsValues() throws {
+        let all = try XCTUnwrap(try Fixtures.json("safetensors/expected.json") as? [String: Any])
+        let files = try XCTUnwrap(all["files"] as? [[String: Any]])
+        let rows = try XCTUnwrap(files.first { $0["file"] as? String == "all_dtypes.safetensors" }?["tensors"] as? [[String: Any]])
+        let out = tmp + "/f.safetensors"
+        try Exporter.export(Fixtures.path("safetensors/all_dtypes.safetensors"), to: out, options: ExportOptions(pattern: "^t\\.(f|bf)"))
+        let f = try SafetensorsFile(path: out)
+        var checked = 0
+        for r in rows {
+            guard let name = r["name"] as? String, name.hasPrefix("t.f") || name.hasPrefix("t.bf"),
+                  let values = r["values"] as? [Double] else { continue }
+            let got = try floats(f, name)
+            XCTAssertEqual(got.map(\.bitPattern), values.map { Float($0).bitPattern }, name)
+            checked += 1
+        }
+        XCTAssertEqual(checked, 6)
+    }
 }

@@ -19,9 +19,13 @@ public struct CheckpointDiff: Codable, Equatable, Sendable {
     public var shapeChanged: [Change]
     public var dtypeChanged: [Change]
     public var unchanged: Int
+    /// How names were matched when the two files name tensors differently (a GGUF file against a
+    /// Hugging Face checkpoint of the same decoder); nil when compared as they are.
+    public var nameMapping: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case removed, added, renamed, unchanged
+        case nameMapping = "name_mapping"
         case shapeChanged = "shape_changed"
         case dtypeChanged = "dtype_changed"
     }

@@ -54,35 +54,41 @@ public enum CheckpointOpener {
         }
     }
 
-    /// Opens a file or a model folder. In a folder, an index wins over single files; a folder with
-    /// several unrelated weight files and no index is refused rather than guessed at.
-    public static func open(_ path: String) throws -> OpenedCheckpoint {
+    /// The weights file a user's path stands for: the file itself, or in a folder the index (which
+    /// wins over single files) or the one weight file; a folder with several unrelated weight files
+    /// and no index is refused rather than guessed at.
+    public static func weightsPath(_ path: String) throws -> String {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: path, isDirectory: &isDir) else {
             throw FormatError.io(path: path, message: "no such file or folder")
         }
-        var weights = path
-        let folder: String
-        if isDir.boolValue {
-            folder = path
-            let names = (try? fm.contentsOfDirectory(atPath: path)) ?? []
-            let preferred = ["model.safetensors.index.json", "pytorch_model.bin.index.json",
-                             "model.safetensors", "pytorch_model.bin", "model.sq4"]
-            if let p = preferred.first(where: names.contains) {
-                weights = "\(path)/\(p)"
-            } else {
-                let candidates = names.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".sq4") || $0.hasSuffix(".gguf") || $0.hasSuffix(".bin") || $0.hasSuffix(".pt") || $0.hasSuffix(".pth") }.sorted()
-                guard candidates.count == 1 else {
-                    throw FormatError.invalid(path: path, what: candidates.isEmpty
-                        ? "no checkpoint in this folder (looked for *.safetensors, *.sq4, *.gguf, *.bin, *.pt, *.pth and index files)"
-                        : "several weight files and no index (\(candidates.prefix(4).joined(separator: ", "))): name one")
-                }
-                weights = "\(path)/\(candidates[0])"
-            }
-        } else {
-            folder = Paths.parent(of: path)
+        guard isDir.boolValue else { return path }
+        let names = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+        let preferred = ["model.safetensors.index.json", "pytorch_model.bin.index.json",
+                         "model.safetensors", "pytorch_model.bin", "model.sq4"]
+        if let p = preferred.first(where: names.contains) { return "\(path)/\(p)" }
+        let candidates = names.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".sq4") || $0.hasSuffix(".gguf") || $0.hasSuffix(".bin") || $0.hasSuffix(".pt") || $0.hasSuffix(".pth") }.sorted()
+        guard candidates.count == 1 else {
+            throw FormatError.invalid(path: path, what: candidates.isEmpty
+                ? "no checkpoint in this folder (looked for *.safetensors, *.sq4, *.gguf, *.bin, *.pt, *.pth and index files)"
+                : "several weight files and no index (\(candidates.prefix(4).joined(separator: ", "))): name one")
         }
+        return "\(path)/\(candidates[0])"
+    }
+
+    /// The tensors of a file or model folder with the right reader and its format name (see
+    /// `OpenedCheckpoint.format`), without reading any config.json (`export` needs none, and a
+    /// folder of another architecture has a config Qwen-VL's decoder would refuse).
+    public static func openTensors(_ path: String) throws -> (file: TensorFile, format: String) {
+        try openFile(try weightsPath(path))
+    }
+
+    /// Opens a file or a model folder (see `weightsPath`) with its config.json and quantize_config.json.
+    public static func open(_ path: String) throws -> OpenedCheckpoint {
+        let fm = FileManager.default
+        let weights = try weightsPath(path)
+        let folder = weights == path ? Paths.parent(of: path) : path
         let (file, format) = try openFile(weights)
         var config: QwenVLConfig?
         let cfgPath = "\(folder)/config.json"

@@ -1,5 +1,6 @@
 import Foundation
 import SquintFormats
+import SquintModels
 import CSquintKernels
 
 /// What `inspect` adds for a GGUF file (docs/INSPECT_JSON.md): the file's own description of itself.
@@ -61,6 +62,51 @@ extension Inspector {
     public static func diffView(_ file: TensorFile) -> (tensors: [TensorInfo], typeNames: [String: String]) {
         guard let g = file as? GGUFFile else { return (file.tensors, [:]) }
         return (ggufElementInfos(g), Dictionary(g.ggufTensors.map { ($0.name, $0.type.name) }, uniquingKeysWith: { x, _ in x }))
+    }
+
+    /// What `inspect A --diff B` compares, for both files at once. When exactly one is a GGUF file of
+    /// a decoder family Squint knows (`general.architecture`, `DecoderRegistry`), its llama.cpp names
+    /// are mapped to that family's Hugging Face names (`DecoderTensorNaming.gguf` -> the family's
+    /// `naming`), so a GGUF against the safetensors it came from reports type and shape changes
+    /// rather than every tensor removed and added. GGUF element shapes are already row-major
+    /// ([out, in], like torch's). Names without a counterpart stay as they are.
+    public static func diffViews(_ a: TensorFile, _ b: TensorFile)
+        -> (a: [TensorInfo], b: [TensorInfo], typeNamesA: [String: String], typeNamesB: [String: String], mapping: String?) {
+        var (va, vb) = (diffView(a), diffView(b))
+        var mapping: String?
+        func rename(_ v: inout (tensors: [TensorInfo], typeNames: [String: String]), _ g: GGUFFile) {
+            guard let arch = g.architecture.flatMap(DecoderRegistry.architecture(named:)) else { return }
+            let map = ggufToHuggingFace(g.ggufTensors.map(\.name), target: arch.naming)
+            guard !map.isEmpty else { return }
+            for i in v.tensors.indices { if let n = map[v.tensors[i].name] { v.tensors[i].name = n } }
+            v.typeNames = Dictionary(v.typeNames.map { (map[$0.key] ?? $0.key, $0.value) }, uniquingKeysWith: { x, _ in x })
+            mapping = "\(g.path): \(map.count) GGUF names (\(arch.name)) mapped to Hugging Face names"
+        }
+        switch (a as? GGUFFile, b as? GGUFFile) {
+        case (let g?, nil): rename(&va, g)
+        case (nil, let g?): rename(&vb, g)
+        default: break
+        }
+        return (va.tensors, vb.tensors, va.typeNames, vb.typeNames, mapping)
+    }
+
+    /// llama.cpp tensor names -> `target` names, for the names that have one (embedding, final norm,
+    /// output, and per `blk.N` the two norms and each linear's weight and bias).
+    static func ggufToHuggingFace(_ names: [String], target: DecoderTensorNaming) -> [String: String] {
+        let src = DecoderTensorNaming.gguf
+        let fixed = [src.embedding: target.embedding, src.finalNorm: target.finalNorm, src.lmHead: target.lmHead]
+        var perBlock = [src.attnNorm: target.attnNorm, src.mlpNorm: target.mlpNorm]
+        for (m, g) in src.linears { if let h = target.linears[m] { for s in [".weight", ".bias"] { perBlock[g + s] = h + s } } }
+        var map: [String: String] = [:]
+        for n in names {
+            if let h = fixed[n] { map[n] = h; continue }
+            guard n.hasPrefix(src.layerPrefix) else { continue }
+            let rest = n.dropFirst(src.layerPrefix.count)
+            guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]), layer >= 0,
+                  let h = perBlock[String(rest[rest.index(after: dot)...])] else { continue }
+            map[n] = target.block(layer) + h
+        }
+        return map
     }
 
     static func ggufSection(_ g: GGUFFile) -> GGUFSection {

@@ -56,15 +56,18 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            let a = try CheckpointOpener.open(path)
             if let diff {
-                let b = try CheckpointOpener.open(diff)
-                let (va, vb) = (Inspector.diffView(a.file), Inspector.diffView(b.file))
-                let d = CheckpointDiff.compare(va.tensors, vb.tensors, typeNamesA: va.typeNames, typeNamesB: vb.typeNames)
+                // Names, shapes and types only: no config.json is read (a decoder folder's config is
+                // not a Qwen-VL one).
+                let a = try CheckpointOpener.openTensors(path), b = try CheckpointOpener.openTensors(diff)
+                let v = Inspector.diffViews(a.file, b.file)
+                var d = CheckpointDiff.compare(v.a, v.b, typeNamesA: v.typeNamesA, typeNamesB: v.typeNamesB)
+                d.nameMapping = v.mapping
                 if json {
                     print(try jsonString(d))
                 } else {
                     print("\(a.file.path) (\(a.file.tensors.count) tensors) vs \(b.file.path) (\(b.file.tensors.count) tensors)")
+                    if let m = d.nameMapping { print("names: " + m) }
                     print(d.isEmpty ? "no differences in names, shapes or dtypes (\(d.unchanged) tensors)"
                                     : "\(d.unchanged) tensors unchanged; differences:")
                     for l in d.summaryLines() { print("  " + l) }
@@ -72,6 +75,7 @@ struct Inspect: ParsableCommand {
                 if !d.isEmpty { throw ExitCode(3) }
                 return
             }
+            let a = try CheckpointOpener.open(path)
             let regex = try filter.map { try NSRegularExpression(pattern: $0) }
             let bar = stats && !json ? ProgressBar(label: "stats", unit: .bytes) : nil
             var report = try Inspector.inspect(

@@ -14,7 +14,7 @@ struct Squint: ParsableCommand {
         Example: squint inspect MODEL_DIR --summary
         """,
         version: squintVersion,
-        subcommands: [Inspect.self, Synth.self, Convert.self, Validate.self, Run.self, Chat.self, PerplexityCommand.self, Tokenize.self, Bench.self]
+        subcommands: [Inspect.self, Export.self, Synth.self, Convert.self, Validate.self, Run.self, Chat.self, PerplexityCommand.self, Tokenize.self, Bench.self]
     )
 
     /// ArgumentParser's main, with one error prefix for every message, a suggestion for a mistyped

@@ -25,11 +25,21 @@ extension TextModel {
     /// literal `<|im_start|>system\n...<|im_end|>` (Qwen2.5: "You are Qwen, created by Alibaba Cloud.
     /// You are a helpful assistant."; SmolLM2: "You are a helpful AI assistant named SmolLM, trained by
     /// Hugging Face"); nil when the template has none.
-    public var defaultSystemPrompt: String? {
-        guard let t = chatTemplate, let start = t.range(of: "<|im_start|>system\\n") ?? t.range(of: "<|im_start|>system\n") else { return nil }
-        guard let end = t.range(of: "<|im_end|>", range: start.upperBound..<t.endIndex) else { return nil }
-        let s = String(t[start.upperBound..<end.lowerBound])
-        return s.contains("{") || s.contains("'") && s.contains("+") ? nil : s
+    public var defaultSystemPrompt: String? { chatTemplate.flatMap(Self.defaultSystemPrompt(inTemplate:)) }
+
+    public static func defaultSystemPrompt(inTemplate t: String) -> String? {
+        // Every literal "<|im_start|>system" + newline (escaped in a Jinja string, or real) ... "<|im_end|>";
+        // the first whose text is plain (no Jinja expression or string concatenation in it).
+        var from = t.startIndex
+        while let open = t.range(of: "<|im_start|>system", range: from..<t.endIndex) {
+            from = open.upperBound
+            var body = t[open.upperBound...]
+            if body.hasPrefix("\\n") { body = body.dropFirst(2) } else if body.hasPrefix("\n") { body = body.dropFirst(1) } else { continue }
+            guard let end = body.range(of: "<|im_end|>") else { continue }
+            let text = String(body[..<end.lowerBound])
+            if !text.isEmpty && !text.contains(where: { "{}'\"+".contains($0) }) { return text }
+        }
+        return nil
     }
 
     /// A ChatML conversation ending with the assistant's turn opened.

@@ -70,20 +70,7 @@ struct Chat: ParsableCommand {
             Terminal.catchInterrupts()
             let reader = Terminal.LineReader()
             var lastWasInterrupt = false
-            loop: while true {
-                let input = reader.read(prompt: "> ")
-                let line: String
-                switch input {
-                case .end: print(""); break loop
-                case .interrupt:
-                    interruptFlag = 0
-                    if lastWasInterrupt { break loop }
-                    print("(Ctrl-C again, Ctrl-D or :quit to leave)")
-                    lastWasInterrupt = true
-                    continue loop
-                case .line(let l): line = l
-                }
-                lastWasInterrupt = false
+            loop: while let line = readChatLine(reader, lastWasInterrupt: &lastWasInterrupt) {
                 switch Command(line) {
                 case .empty: continue loop
                 case .quit: break loop

@@ -47,19 +47,7 @@ extension Chat {
         Terminal.catchInterrupts()
         let reader = Terminal.LineReader()
         var lastWasInterrupt = false
-        loop: while true {
-            let line: String
-            switch reader.read(prompt: "> ") {
-            case .end: print(""); break loop
-            case .interrupt:
-                interruptFlag = 0
-                if lastWasInterrupt { break loop }
-                print("(Ctrl-C again, Ctrl-D or :quit to leave)")
-                lastWasInterrupt = true
-                continue loop
-            case .line(let l): line = l
-            }
-            lastWasInterrupt = false
+        loop: while let line = readChatLine(reader, lastWasInterrupt: &lastWasInterrupt) {
             switch Command(line) {
             case .empty: continue loop
             case .quit: break loop
@@ -88,6 +76,24 @@ extension Chat {
                     printError(userMessage(error))
                 }
             }
+        }
+    }
+}
+
+/// The next line typed at the chat prompt, or nil to leave: end of input, or Ctrl-C at the prompt
+/// right after another Ctrl-C (a first one only says how to leave).
+func readChatLine(_ reader: Terminal.LineReader, lastWasInterrupt: inout Bool) -> String? {
+    while true {
+        switch reader.read(prompt: "> ") {
+        case .end: print(""); return nil
+        case .interrupt:
+            interruptFlag = 0
+            if lastWasInterrupt { return nil }
+            print("(Ctrl-C again, Ctrl-D or :quit to leave)")
+            lastWasInterrupt = true
+        case .line(let l):
+            lastWasInterrupt = false
+            return l
         }
     }
 }

@@ -135,6 +135,20 @@ final class TextModelTests: XCTestCase {
         XCTAssertFalse(a.text.contains("<|"), "control tokens must not be shown: \(a.text)")
     }
 
+    /// Qwen2.5's template opens the system turn in a tools branch first (with a Jinja expression
+    /// inside), and only its plain branch holds the default text; SmolLM2's writes a real newline.
+    func testDefaultSystemPromptIsTheTemplatesPlainSystemTurn() {
+        let qwen = "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0]['role'] == 'system' %}\n"
+            + "        {{- messages[0]['content'] }}\n    {%- else %}\n        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}"
+            + "\n{%- else %}\n    {%- if messages[0]['role'] == 'system' %}\n        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+            + "\n    {%- else %}\n        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}"
+        XCTAssertEqual(TextModel.defaultSystemPrompt(inTemplate: qwen), "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+        let smol = "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
+            + "trained by Hugging Face<|im_end|>\n' }}{% endif %}"
+        XCTAssertEqual(TextModel.defaultSystemPrompt(inTemplate: smol), "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+        XCTAssertNil(TextModel.defaultSystemPrompt(inTemplate: "{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>' }}"))
+    }
+
     func testRefusesNonDecoderGGUFAndUnknownArchitecturesByName() throws {
         let w = GGUFWriter()
         try w.add(key: "general.architecture", .string("mamba"))

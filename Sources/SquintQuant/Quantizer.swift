@@ -11,12 +11,19 @@ public struct QuantizerConfig: Sendable, Equatable {
     /// One scale per row (AutoGPTQ always quantizes weights per channel). When false, one scale for
     /// the whole slice is found and repeated for every row, as torch's `perchannel=False` does.
     public var perChannel: Bool
+    /// How a found scale is stored. `.none` (default, AutoGPTQ): the float32 scale as computed.
+    /// `.float16`: the scale is rounded to the nearest float16 as soon as it is found, so codes, error
+    /// feedback and the fake-quantized weight all use the value a GGUF Q4_0 block stores as `d`
+    /// (symmetric 4-bit: x = d * (code - 8)); the written file then decodes to exactly `q`.
+    public var scaleRounding: ScaleRounding = .none
 
-    public init(bits: Int = 4, symmetric: Bool = true, perChannel: Bool = true) throws {
+    public enum ScaleRounding: String, Sendable, Equatable { case none, float16 }
+
+    public init(bits: Int = 4, symmetric: Bool = true, perChannel: Bool = true, scaleRounding: ScaleRounding = .none) throws {
         guard [2, 3, 4, 8].contains(bits) else {
             throw QuantError.invalidSetting("bits must be 2, 3, 4 or 8, got \(bits)")
         }
-        self.bits = bits; self.symmetric = symmetric; self.perChannel = perChannel
+        self.bits = bits; self.symmetric = symmetric; self.perChannel = perChannel; self.scaleRounding = scaleRounding
     }
 
     /// Largest code: 2^bits - 1 (15 for 4-bit).
@@ -79,7 +86,13 @@ public struct Quantizer: Sendable {
                 if xmin < 0 { xmin = -xmax }
             }
             if xmin == 0 && xmax == 0 { xmin = -1; xmax = 1 }
-            let s = (xmax - xmin) / maxq
+            var s = (xmax - xmin) / maxq
+            if config.scaleRounding == .float16 {
+                // Nearest float16 (ties to even); never 0 (a code division by 0) and never above the
+                // float16 maximum (weights that large are refused by the GGUF writer's caller anyway).
+                let h = Float(Float16(s))
+                s = h > 0 ? (h.isFinite ? h : Float(Float16.greatestFiniteMagnitude)) : Float(Float16.leastNonzeroMagnitude)
+            }
             scale[r] = s
             zero[r] = config.symmetric ? (maxq + 1) / 2 : (-xmin / s).rounded(.toNearestOrEven)
         }

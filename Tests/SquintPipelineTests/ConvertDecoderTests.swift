@@ -140,4 +140,16 @@ final class ConvertDecoderTests: XCTestCase {
         XCTAssertEqual(try DecoderConvert.calibrationWindows(tokens: toks, count: 2, length: 5, bos: 99), [[99, 1, 2, 3, 4], [99, 6, 7, 8, 9]])
         XCTAssertThrowsError(try DecoderConvert.calibrationWindows(tokens: toks, count: 1, length: 30, bos: nil))
     }
+
+    /// Llama files keep q/k rows in llama.cpp's order: the byte-row permutation the writer applies is
+    /// the inverse of the reader's `DecoderLM.unpermuteGGUFRows`.
+    func testLlamaRowPermutationInvertsTheReaders() {
+        let rows = 24, heads = 3, cols = 2
+        let values: [Float] = (0..<(rows * cols)).map { Float($0) }
+        let bytes = values.withUnsafeBytes { Array($0) }
+        let permuted = DecoderConvert.permuteRowsToGGUF(bytes, rows: rows, heads: heads, rowBytes: cols * 4)
+        let floats = permuted.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        XCTAssertNotEqual(floats, values)
+        XCTAssertEqual(DecoderLM.unpermuteGGUFRows(floats, rows: rows, heads: heads), values)
+    }
 }

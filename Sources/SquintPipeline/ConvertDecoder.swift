@@ -25,6 +25,9 @@ public enum DecoderConvert {
         public var descAct = false
         public var dampPercent: Float = 0.01
         public var target: GGUFTarget = .q4_0
+        /// The grid: AutoGPTQ's (scale 2·max|w|/15) or llama.cpp's Q4_0 one (d = signed max / -8).
+        public var grid: Grid = .autogptq
+        public enum Grid: String, Sendable, Codable { case autogptq, q4_0 = "llama-q4_0" }
         public var threads = max(1, min(2, ProcessInfo.processInfo.activeProcessorCount))
         public init() {}
 
@@ -36,7 +39,11 @@ public enum DecoderConvert {
         }
 
         var quantizer: QuantizerConfig {
-            get throws { try QuantizerConfig(bits: 4, symmetric: true, perChannel: true, scaleRounding: .float16) }
+            get throws {
+                var c = try QuantizerConfig(bits: 4, symmetric: true, perChannel: true, scaleRounding: .float16)
+                c.signedMaxScale = grid == .q4_0
+                return c
+            }
         }
     }
 
@@ -181,7 +188,7 @@ public enum DecoderConvert {
             for b in 0..<blocks {
                 let s = w.scale[r * w.groups + b], z = w.zero[r * w.groups + b]
                 let h = Float16(s)
-                guard z == 8, Float(h) == s, s > 0 else {
+                guard z == 8, Float(h) == s, s != 0, s.isFinite else {
                     throw ConvertError.invalidOption("row \(r) block \(b): scale \(s) / zero \(z) is not a Q4_0 (float16 d, zero 8) grid")
                 }
                 let o = (r * blocks + b) * 18
@@ -338,7 +345,7 @@ public enum DecoderConvert {
             progress?.update(done, total, detail: detail)
         }
         let o = r.options
-        let prov = "squint \(o.method.rawValue) q4_0: bits 4 sym group 32 desc_act \(o.descAct) static_groups \(o.descAct) "
+        let prov = "squint \(o.method.rawValue) q4_0: grid \(o.grid.rawValue) bits 4 sym group 32 desc_act \(o.descAct) static_groups \(o.descAct) "
             + "damp \(o.dampPercent) scale float16; source \((r.model as NSString).lastPathComponent); calibration \(calibName)"
         try writeGGUF(source: source, architecture: tm.model.architecture, dims: tm.model.dims, modules: modules,
                       provenance: prov, to: r.output, overwrite: r.force)

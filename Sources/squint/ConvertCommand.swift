@@ -36,6 +36,9 @@ struct Convert: ParsableCommand {
     @Option(name: .customLong("gguf-type"), help: "--format gguf: block-linear type (q4_0).")
     var ggufType: String = "q4_0"
 
+    @Option(help: "--format gguf: the 4-bit grid, autogptq (scale 2·max|w|/15) or llama-q4_0 (d = signed max / -8, as llama-quantize).")
+    var grid: String = "autogptq"
+
     @Option(name: .shortAndLong, help: "Output: an SQ4 file (--format squint), a folder (--format autogptq) or a GGUF file (--format gguf).")
     var output: String
 
@@ -94,6 +97,7 @@ struct Convert: ParsableCommand {
             guard ggufType == "q4_0" else { throw ValidationError("--gguf-type must be q4_0, not '\(ggufType)'") }
             guard method == "gptq" || method == "rtn" else { throw ValidationError("--method must be gptq or rtn, not '\(method)'") }
             if method == "gptq" && calibText == nil { throw ValidationError("--calib-text FILE.txt is required for --method gptq --format gguf") }
+            guard DecoderConvert.Options.Grid(rawValue: grid) != nil else { throw ValidationError("--grid must be autogptq or llama-q4_0") }
             guard samples > 0 && sampleTokens > 1 else { throw ValidationError("--samples must be positive and --sample-tokens at least 2") }
             return
         }
@@ -154,6 +158,7 @@ struct Convert: ParsableCommand {
             r.options.method = method == "rtn" ? .rtn : .gptq
             r.options.groupSize = groupSize ?? 32
             r.options.descAct = descAct
+            r.options.grid = DecoderConvert.Options.Grid(rawValue: grid)!
             r.options.dampPercent = Float(damp)
             let res = try DecoderConvert.run(r, progress: ProgressBar(label: "convert", unit: .items("steps")))
             if json { print(try jsonString(res)); return }

@@ -152,4 +152,37 @@ final class ConvertDecoderTests: XCTestCase {
         XCTAssertNotEqual(floats, values)
         XCTAssertEqual(DecoderLM.unpermuteGGUFRows(floats, rows: rows, heads: heads), values)
     }
+
+    /// With `signedMaxScale` (--grid llama-q4_0) RTN is llama.cpp's Q4_0 grid: on few-bit weights (k/1024, as bf16-born
+    /// weights (d = m / -8 is then exact) every d is the reference quantiser's (GGUFQuantize, bit-equal
+    /// to gguf-py) and every code too, except exact ties (x/d = k + 1/2), which torch's rounding sends
+    /// to even and llama.cpp's `(int)(x/d + 8.5)` sends up. AutoGPTQ's grid (2·max|w|/15) differs.
+    func testLlamaGridRTNMatchesTheReferenceQ4_0ExceptTies() throws {
+        var g = SplitMix64(seed: 7)
+        let rows = 16, cols = 64
+        // k/1024 with |k| <= 15 and one ±16 per block: 8·k/16 is a half-integer for odd k (many ties, as
+        // bf16-born weights have), and the ±16 pins each block's extreme.
+        var W: [Float] = (0..<(rows * cols)).map { _ in Float(Int(g.symmetric() * 15.9)) / 1024 }
+        for b in 0..<(rows * cols / 32) { W[b * 32 + (b * 7) % 32] = b % 2 == 0 ? 16.0 / 1024 : -16.0 / 1024 }
+        var cfg = try QuantizerConfig(bits: 4, symmetric: true, scaleRounding: .float16)
+        cfg.signedMaxScale = true
+        let ours = try DecoderConvert.q4_0Bytes(try RTN.quantize(weight: W, rows: rows, columns: cols, groupSize: 32, quantizer: cfg))
+        let ref = GGUFQuantize.quantize(.q4_0, W)!
+        XCTAssertEqual(ours.count, ref.count)
+        var ties = 0
+        for b in 0..<(ours.count / 18) {
+            XCTAssertEqual(ours[b * 18], ref[b * 18]); XCTAssertEqual(ours[b * 18 + 1], ref[b * 18 + 1])
+            let d = Float(Float16(bitPattern: UInt16(ref[b * 18]) | UInt16(ref[b * 18 + 1]) << 8))
+            for j in 0..<32 {
+                let sh = j < 16 ? 0 : 4, k = j % 16
+                let a = Int((ours[b * 18 + 2 + k] >> sh) & 15), r = Int((ref[b * 18 + 2 + k] >> sh) & 15)
+                let v = W[b * 32 + j] / d
+                if v - v.rounded(.down) == 0.5 { ties += 1; XCTAssertTrue(r == a || r == a + 1) } else { XCTAssertEqual(a, r, "block \(b) element \(j)") }
+            }
+        }
+        XCTAssertGreaterThan(ties, 0)   // the data exercises the tie rule
+        let autogptq = try DecoderConvert.q4_0Bytes(try RTN.quantize(weight: W, rows: rows, columns: cols, groupSize: 32,
+                                                                     quantizer: try QuantizerConfig(bits: 4, symmetric: true, scaleRounding: .float16)))
+        XCTAssertNotEqual(autogptq, ref)
+    }
 }

@@ -11,12 +11,26 @@ public struct QuantizerConfig: Sendable, Equatable {
     /// One scale per row (AutoGPTQ always quantizes weights per channel). When false, one scale for
     /// the whole slice is found and repeated for every row, as torch's `perchannel=False` does.
     public var perChannel: Bool
+    /// How a found scale is stored. `.none` (default, AutoGPTQ): the float32 scale as computed.
+    /// `.float16`: the scale is rounded to the nearest float16 as soon as it is found, so codes, error
+    /// feedback and the fake-quantized weight all use the value a GGUF Q4_0 block stores as `d`
+    /// (symmetric 4-bit: x = d * (code - 8)); the written file then decodes to exactly `q`.
+    public var scaleRounding: ScaleRounding = .none
 
-    public init(bits: Int = 4, symmetric: Bool = true, perChannel: Bool = true) throws {
+    public enum ScaleRounding: String, Sendable, Equatable { case none, float16 }
+
+    /// Symmetric grids only. false (default, AutoGPTQ): scale = 2·max|w| / maxq, zero (maxq+1)/2.
+    /// true: llama.cpp's Q4_0 reference grid, scale = m / -((maxq+1)/2) where m is the row-group's
+    /// value of largest magnitude (the first one on ties), zero (maxq+1)/2: the largest weight maps to
+    /// code 0 exactly and the scale is negative when m > 0 (codes still 0...maxq; all-zero groups keep
+    /// AutoGPTQ's 2/maxq). Needs the signed extremes, so `params(xmin:xmax:)` decides by |xmin| vs xmax.
+    public var signedMaxScale = false
+
+    public init(bits: Int = 4, symmetric: Bool = true, perChannel: Bool = true, scaleRounding: ScaleRounding = .none) throws {
         guard [2, 3, 4, 8].contains(bits) else {
             throw QuantError.invalidSetting("bits must be 2, 3, 4 or 8, got \(bits)")
         }
-        self.bits = bits; self.symmetric = symmetric; self.perChannel = perChannel
+        self.bits = bits; self.symmetric = symmetric; self.perChannel = perChannel; self.scaleRounding = scaleRounding
     }
 
     /// Largest code: 2^bits - 1 (15 for 4-bit).
@@ -58,6 +72,16 @@ public struct Quantizer: Sendable {
             }
             xmin[r] = lo; xmax[r] = hi
         }
+        if config.symmetric && config.signedMaxScale {
+            // llama.cpp keeps the FIRST element of largest magnitude (`amax < |v|`): only that signed
+            // value goes to `params`, as the one extreme (the other bound 0).
+            for r in 0..<rows {
+                let row = x + r * rowStride + colStart
+                var m: Float = 0
+                for c in 0..<colCount where abs(row[c]) > abs(m) { m = row[c] }
+                xmin[r] = min(m, 0); xmax[r] = max(m, 0)
+            }
+        }
         if !config.perChannel && rows > 0 {
             // torch flattens the slice: one min/max for everything, repeated per row afterwards.
             let lo = xmin.min()!, hi = xmax.max()!
@@ -72,6 +96,19 @@ public struct Quantizer: Sendable {
         var scale = [Float](repeating: 0, count: rowMin.count)
         var zero = [Float](repeating: 0, count: rowMin.count)
         for r in 0..<rowMin.count {
+            if config.symmetric && config.signedMaxScale {
+                // |min| > max picks the negative extreme (findParams passes only the first extreme
+                // element, so there is no tie there; given both, a tie takes the positive one).
+                let m: Float = abs(rowMin[r]) > abs(rowMax[r]) ? rowMin[r] : rowMax[r]
+                var s: Float = m == 0 ? 2 / maxq : m / -((maxq + 1) / 2)
+                if config.scaleRounding == .float16 {
+                    let h = Float(Float16(s))
+                    s = h != 0 ? (h.isFinite ? h : Float(Float16.greatestFiniteMagnitude)) : Float(Float16.leastNonzeroMagnitude)
+                }
+                scale[r] = s
+                zero[r] = (maxq + 1) / 2
+                continue
+            }
             var xmin = Swift.min(rowMin[r], 0)  // torch.minimum(x.min(1), 0)
             var xmax = Swift.max(rowMax[r], 0)  // torch.maximum(x.max(1), 0)
             if config.symmetric {
@@ -79,7 +116,13 @@ public struct Quantizer: Sendable {
                 if xmin < 0 { xmin = -xmax }
             }
             if xmin == 0 && xmax == 0 { xmin = -1; xmax = 1 }
-            let s = (xmax - xmin) / maxq
+            var s = (xmax - xmin) / maxq
+            if config.scaleRounding == .float16 {
+                // Nearest float16 (ties to even); never 0 (a code division by 0) and never above the
+                // float16 maximum (weights that large are refused by the GGUF writer's caller anyway).
+                let h = Float(Float16(s))
+                s = h > 0 ? (h.isFinite ? h : Float(Float16.greatestFiniteMagnitude)) : Float(Float16.leastNonzeroMagnitude)
+            }
             scale[r] = s
             zero[r] = config.symmetric ? (maxq + 1) / 2 : (-xmin / s).rounded(.toNearestOrEven)
         }

@@ -22,6 +22,8 @@ public final class Linear {
     /// [out] float32, or nil when the layer has no bias.
     public let bias: [Float]?
     private let weight: TensorView   // [out, in] or [in, out], dtype bf16/f16/f32
+    /// The weight as stored ([out, in] for `.outIn`), for quantizers that read a dense layer.
+    public var weightView: TensorView { weight }
     /// Float32 elements per widened tile (4 MiB): large enough for sgemm to reach full speed,
     /// small enough to stay in the last-level cache.
     public static let tileElements = 1 << 20

@@ -13,7 +13,9 @@ struct Convert: ParsableCommand {
         saved after every block beside the output: an interrupted run continues with --resume and \
         writes the same bytes. Nothing is written at OUT until the result is complete, and an \
         existing OUT is never replaced without --force. An AutoGPTQ checkpoint as MODEL_DIR is \
-        repacked into an SQ4 file without re-quantising. See docs/QUANTIZING.md.
+        repacked into an SQ4 file without re-quantising. With --format gguf, MODEL is a Qwen2/Llama \
+        GGUF file calibrated on a plain text (--calib-text) and OUT a GGUF whose block linears hold \
+        the GPTQ codes as Q4_0. See docs/QUANTIZING.md.
 
         Exit codes: 0 written; 1 bad input, the output exists, or the run failed (the message says what was kept \
         and how to resume); 64 bad command line.
@@ -21,23 +23,38 @@ struct Convert: ParsableCommand {
         Example: squint convert tiny-bf16 --calib fixtures/calibration/pairs.jsonl -o tiny.sq4
         """)
 
-    @Argument(help: "The source model folder (BF16 Qwen-VL-Chat, or an AutoGPTQ Int4 checkpoint to repack).")
+    @Argument(help: "The source model folder (BF16 Qwen-VL-Chat, or an AutoGPTQ Int4 checkpoint to repack), or a GGUF file (--format gguf).")
     var model: String
 
     @Option(name: .customLong("calib"), help: "Calibration pairs (jsonl). Required for --method gptq.")
     var calib: String?
 
-    @Option(name: .shortAndLong, help: "Output: an SQ4 file (--format squint) or a folder (--format autogptq).")
+    @Option(name: .customLong("calib-text"), help: "--format gguf: calibration text (plain UTF-8), cut into --samples windows of --sample-tokens tokens.")
+    var calibText: String?
+
+    @Option(help: "--format gguf: calibration windows (the first N of the text).")
+    var samples: Int = 32
+
+    @Option(name: .customLong("sample-tokens"), help: "--format gguf: tokens per calibration window.")
+    var sampleTokens: Int = 512
+
+    @Option(name: .customLong("gguf-type"), help: "--format gguf: block-linear type (q4_0).")
+    var ggufType: String = "q4_0"
+
+    @Option(help: "--format gguf: the 4-bit grid, autogptq (scale 2·max|w|/15) or llama-q4_0 (d = signed max / -8, as llama-quantize).")
+    var grid: String = "autogptq"
+
+    @Option(name: .shortAndLong, help: "Output: an SQ4 file (--format squint), a folder (--format autogptq) or a GGUF file (--format gguf).")
     var output: String
 
-    @Option(help: "squint (one SQ4 file) or autogptq (safetensors shards + configs, AutoGPTQ v1 layout).")
+    @Option(help: "squint (one SQ4 file), autogptq (safetensors shards + configs, AutoGPTQ v1 layout) or gguf (Qwen2/Llama GGUF in, Q4_0 GGUF out).")
     var format: String = "squint"
 
     @Option(help: "Bits per weight (AutoGPTQ bits). squint: 4; autogptq: 2, 3, 4 or 8 (Squint runs 4-bit files; others are for AutoGPTQ/transformers).")
     var bits: Int = 4
 
-    @Option(name: .customLong("group-size"), help: "Inputs per scale group (AutoGPTQ group_size); -1 = one group per row.")
-    var groupSize: Int = 128
+    @Option(name: .customLong("group-size"), help: "Inputs per scale group (AutoGPTQ group_size); -1 = one group per row. Default 128 (gguf: 32, the only size Q4_0 holds).")
+    var groupSize: Int?
 
     @Flag(help: "Symmetric (default, sym=True) or asymmetric grid.")
     var symmetry: Symmetry = .sym
@@ -81,7 +98,15 @@ struct Convert: ParsableCommand {
     enum Symmetry: String, EnumerableFlag { case sym, asym }
 
     func validate() throws {
-        guard ConvertOptions.OutputFormat(rawValue: format) != nil else { throw ValidationError("--format must be squint or autogptq, not '\(format)'") }
+        if format == "gguf" {
+            guard ggufType == "q4_0" else { throw ValidationError("--gguf-type must be q4_0, not '\(ggufType)'") }
+            guard method == "gptq" || method == "rtn" else { throw ValidationError("--method must be gptq or rtn, not '\(method)'") }
+            if method == "gptq" && calibText == nil { throw ValidationError("--calib-text FILE.txt is required for --method gptq --format gguf") }
+            guard DecoderConvert.Options.Grid(rawValue: grid) != nil else { throw ValidationError("--grid must be autogptq or llama-q4_0") }
+            guard samples > 0 && sampleTokens > 1 else { throw ValidationError("--samples must be positive and --sample-tokens at least 2") }
+            return
+        }
+        guard ConvertOptions.OutputFormat(rawValue: format) != nil else { throw ValidationError("--format must be squint, autogptq or gguf, not '\(format)'") }
         guard ConvertOptions.Method(rawValue: method) != nil else { throw ValidationError("--method must be gptq or rtn, not '\(method)'") }
         guard SquintPipeline.Synth.parseSize(memoryBudget) != nil else { throw ValidationError("--memory-budget '\(memoryBudget)' is not a size (examples: 4GB, 512MB)") }
         if resume && force { throw ValidationError("--resume and --force contradict each other") }
@@ -89,11 +114,12 @@ struct Convert: ParsableCommand {
     }
 
     func run() throws {
+        if format == "gguf" { return try runGGUF() }
         try runReportingErrors {
             var o = ConvertOptions(model: model, calibration: calib, output: output)
             o.format = .init(rawValue: format)!
             o.method = .init(rawValue: method)!
-            o.bits = bits; o.groupSize = groupSize; o.sym = symmetry == .sym; o.descAct = descAct
+            o.bits = bits; o.groupSize = groupSize ?? 128; o.sym = symmetry == .sym; o.descAct = descAct
             o.staticGroups = staticGroups; o.dampPercent = damp; o.maxSamples = maxSamples
             o.memoryBudget = SquintPipeline.Synth.parseSize(memoryBudget)!
             guard o.setHinvPrecision(hinv) else { throw ValidationError("--hinv must be mixed, double or float") }
@@ -152,5 +178,25 @@ struct Convert: ParsableCommand {
                 + "  " + lpad(String(format: "%.2f", m.hessianSeconds), 9) + "  " + lpad(String(format: "%.2f", m.quantSeconds), 8) + "\n"
         }
         return t
+    }
+
+    func runGGUF() throws {
+        try runReportingErrors {
+            var r = DecoderConvert.Request(model: model, calibrationText: calibText, output: output)
+            r.samples = samples; r.sampleTokens = sampleTokens; r.force = force
+            r.options.method = method == "rtn" ? .rtn : .gptq
+            r.options.groupSize = groupSize ?? 32
+            r.options.descAct = descAct
+            r.options.grid = DecoderConvert.Options.Grid(rawValue: grid)!
+            r.options.dampPercent = Float(damp)
+            let res = try DecoderConvert.run(r, progress: ProgressBar(label: "convert", unit: .items("steps")))
+            if json { print(try jsonString(res)); return }
+            print("wrote \(res.output) (gguf \(res.ggufType), \(res.method), \(res.blocks) blocks, \(res.samples) samples, \(res.tokens) tokens)")
+            for m in res.modules {
+                print(String(format: "  %-28@ avg_loss %12.6g  damp %.4g  hessian %.2f s  quant %.2f s", m.module, m.avgLoss, m.damp,
+                             m.hessianSeconds, m.quantSeconds))
+            }
+            print(String(format: "peak RSS %.1f MiB, %.1f s; log: %@", Double(res.peakRSSBytes) / 1048576, res.seconds, res.output + ".log.json"))
+        }
     }
 }

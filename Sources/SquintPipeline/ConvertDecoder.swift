@@ -1,0 +1,360 @@
+import Foundation
+import SquintFormats
+import SquintModels
+import SquintQuant
+import SquintTensor
+
+/// GPTQ (or RTN) for the text decoders (`DecoderLM`: Qwen2, Llama), calibrated on plain text, written
+/// as a GGUF file whose block linears hold the GPTQ codes as Q4_0 blocks (docs/QUANTIZING.md
+/// "Text models to GGUF").
+///
+/// Q4_0 stores `x = d * (q - 8)` with a float16 `d` per 32 weights of a row: exactly AutoGPTQ's
+/// symmetric 4-bit grid (zero 8) at group size 32, once the group scale is rounded to float16 before
+/// any code is chosen (`QuantizerConfig.scaleRounding = .float16`). The file then decodes to GPTQ's
+/// fake-quantized weight bit for bit; nothing is rounded a second time.
+public enum DecoderConvert {
+    public enum Method: String, Sendable, Codable { case gptq, rtn }
+    public enum GGUFTarget: String, Sendable, Codable { case q4_0 }
+
+    public struct Options: Sendable {
+        public var method: Method = .gptq
+        /// Columns per scale group; Q4_0 needs 32.
+        public var groupSize = 32
+        /// Act-order. Q4_0 has no g_idx, so it runs with static groups (group parameters found on the
+        /// original weight in column order before error feedback; AutoGPTQ's static_groups).
+        public var descAct = false
+        public var dampPercent: Float = 0.01
+        public var target: GGUFTarget = .q4_0
+        /// The grid: AutoGPTQ's (scale 2·max|w|/15) or llama.cpp's Q4_0 one (d = signed max / -8).
+        public var grid: Grid = .autogptq
+        public enum Grid: String, Sendable, Codable { case autogptq, q4_0 = "llama-q4_0" }
+        public var threads = max(1, min(2, ProcessInfo.processInfo.activeProcessorCount))
+        public init() {}
+
+        func check() throws {
+            guard groupSize == 32 else {
+                throw ConvertError.invalidOption("--group-size \(groupSize): a Q4_0 block holds 32 weights, so GGUF Q4_0 output needs --group-size 32")
+            }
+            guard dampPercent.isFinite && dampPercent >= 0 else { throw ConvertError.invalidOption("damp must be finite and >= 0") }
+        }
+
+        var quantizer: QuantizerConfig {
+            get throws {
+                var c = try QuantizerConfig(bits: 4, symmetric: true, perChannel: true, scaleRounding: .float16)
+                c.signedMaxScale = grid == .q4_0
+                return c
+            }
+        }
+    }
+
+    /// One quantized block linear.
+    public struct Module {
+        public let layer: Int
+        public let linear: DecoderLinear
+        public let weight: QuantizedWeight
+        public let log: ConvertModuleLog
+    }
+
+    // MARK: Calibration
+
+    /// The calibration rule: the whole text tokenized with the model's tokenizer (no special tokens),
+    /// cut into consecutive, non-overlapping windows of `length` tokens from the start; the first
+    /// `count` windows are used (a shorter tail is dropped). When the model adds a BOS token, each
+    /// window's first token is replaced by it. This is the text `llama-imatrix -c LENGTH --chunks
+    /// COUNT` sees, so both methods calibrate on the same tokens.
+    public static func calibrationWindows(tokens: [Int32], count: Int, length: Int, bos: Int32?) throws -> [[Int32]] {
+        guard count > 0 && length > 1 else { throw ConvertError.invalidOption("--samples and --sample-tokens must be positive (tokens >= 2)") }
+        let available = tokens.count / length
+        guard available > 0 else {
+            throw ConvertError.invalidOption("the calibration text has \(tokens.count) tokens, fewer than one window of \(length)")
+        }
+        return (0..<min(count, available)).map { k in
+            var w = Array(tokens[(k * length)..<((k + 1) * length)])
+            if let bos { w[0] = bos }
+            return w
+        }
+    }
+
+    // MARK: Quantization
+
+    /// Quantizes every block linear of `model` in place: block by block, with AutoGPTQ's true-sequential
+    /// groups ([q, k, v], [o], [gate, up], [down]; fused layouts [qkv], [o], [gate_up], [down]). For
+    /// each group one pass of the block over the calibration windows accumulates the group's Hessian
+    /// (`linearInputObserver`), `GPTQ.fasterquant` quantizes each member, and the fake-quantized
+    /// weight replaces the layer, so later groups and the next block see quantized outputs. RTN needs
+    /// no windows. `progress(done, total, detail)`.
+    public static func quantize(model: DecoderLM, windows: [[Int32]], options o: Options,
+                                progress: ((Int, Int, String) -> Void)? = nil) throws -> [Module] {
+        try o.check()
+        let qconfig = try o.quantizer
+        var gopts = GPTQOptions(quantizer: qconfig, blockSize: 128, percDamp: o.dampPercent, groupSize: o.groupSize,
+                                actOrder: o.descAct, staticGroups: o.descAct)
+        gopts.threads = o.threads
+        let d = model.dims, L = d.layers
+        let groups: [[DecoderLinear]] = [d.fusedQKV ? [.qkv] : [.q, .k, .v], [.o], d.fusedGateUp ? [.gateUp] : [.gate, .up], [.down]]
+        let n = o.method == .gptq ? windows.count : 0
+        if o.method == .gptq && n == 0 { throw ConvertError.invalidOption("GPTQ needs at least one calibration window") }
+        let perBlock = o.method == .gptq ? (groups.count + 1) * n : groups.joined().count
+        let total = L * perBlock
+        var done = 0
+        func tick(_ s: String) { done += 1; progress?(done, total, s) }
+
+        var xs: [FloatTensor] = try windows.prefix(n).map { try model.embed($0) }
+        let tokenCount = xs.reduce(0) { $0 + $1.shape[0] }
+        var modules: [Module] = []
+        for l in 0..<L {
+            for group in groups {
+                var hessian: Hessian?
+                var passSeconds = 0.0
+                if o.method == .gptq, let first = group.first, let lin = model.linear(layer: l, first) {
+                    let box = ObserverBox(Hessian(columns: lin.inFeatures))
+                    model.linearInputObserver = { layer, m, x, tokens in
+                        guard layer == l, m == first, box.error == nil else { return }
+                        do { try box.h.addBatch(Array(UnsafeBufferPointer(start: x, count: tokens * box.h.columns)), tokens: tokens) } catch {
+                            box.error = error
+                        }
+                    }
+                    defer { model.linearInputObserver = nil }
+                    let t = Date()
+                    for i in 0..<n {
+                        var x = xs[i]
+                        model.block(l, &x)
+                        tick("block \(l + 1)/\(L) \(group.map(\.rawValue).joined(separator: "+")) sample \(i + 1)/\(n)")
+                    }
+                    if let e = box.error { throw e }
+                    passSeconds = Date().timeIntervalSince(t)
+                    hessian = box.h
+                }
+                for m in group {
+                    guard let lin = model.linear(layer: l, m) as? Linear else {
+                        throw ConvertError.invalidOption("block \(l) \(m.rawValue) is not a dense float layer (already quantized?)")
+                    }
+                    let rows = lin.outFeatures, cols = lin.inFeatures
+                    let W = Kernels.floats(lin.weightView)
+                    let tq = Date()
+                    var damp = 0.0
+                    let q: QuantizedWeight
+                    if let H = hessian {
+                        damp = Converter.absoluteDamp(diagonal: H.diagonal, percent: o.dampPercent)
+                        q = try GPTQ.fasterquant(weight: W, rows: rows, columns: cols, hessian: H.matrix, options: gopts)
+                    } else {
+                        q = try RTN.quantize(weight: W, rows: rows, columns: cols, groupSize: o.groupSize, quantizer: qconfig)
+                    }
+                    let name = DecoderTensorNaming.gguf.module(l, m) + ".weight"
+                    let log = ConvertModuleLog(module: name, shapeOutIn: [rows, cols], nsamples: n, tokens: tokenCount,
+                                               avgLoss: n > 0 ? q.avgLoss(nsamples: n) : 0, lossSum: q.lossSum,
+                                               dampPercent: Double(o.dampPercent), damp: damp, hessianSeconds: passSeconds,
+                                               quantSeconds: Date().timeIntervalSince(tq))
+                    let mem = InMemoryTensorFile(path: "<fake-quantized \(name)>")
+                    try mem.add(name: name, shape: [rows, cols], f32: q.q)
+                    model.replaceLinear(layer: l, m, with: Linear(weight: try mem.view(name), bias: lin.bias))
+                    modules.append(Module(layer: l, linear: m, weight: q, log: log))
+                    if o.method == .rtn { tick("block \(l + 1)/\(L) \(m.rawValue) rtn") }
+                }
+            }
+            // The quantized block's outputs are the next block's inputs.
+            for i in 0..<n {
+                model.block(l, &xs[i])
+                tick("block \(l + 1)/\(L) outputs sample \(i + 1)/\(n)")
+            }
+        }
+        progress?(total, total, "done")
+        return modules
+    }
+
+    final class ObserverBox {
+        var h: Hessian
+        var error: Error?
+        init(_ h: Hessian) { self.h = h }
+    }
+
+    // MARK: Q4_0 blocks
+
+    /// GPTQ's codes and float16-rounded scales as Q4_0 blocks, row by row ([rows, columns], 32
+    /// columns per block). Requires symmetric 4-bit codes with zero 8, group size 32 and groups in
+    /// column order (g_idx[c] = c / 32: plain GPTQ, or act-order with static groups); anything else
+    /// is refused, as is a scale that is not exactly a float16.
+    public static func q4_0Bytes(_ w: QuantizedWeight) throws -> [UInt8] {
+        let rows = w.rows, cols = w.columns
+        guard cols % 32 == 0, w.groups == cols / 32 else {
+            throw ConvertError.invalidOption("Q4_0 needs 32-column groups; got \(w.groups) groups over \(cols) columns")
+        }
+        for c in 0..<cols where Int(w.gIdx[c]) != c / 32 {
+            throw ConvertError.invalidOption("column \(c) is in group \(w.gIdx[c]), not \(c / 32): Q4_0 blocks cannot hold act-order groups")
+        }
+        let blocks = cols / 32
+        var out = [UInt8](repeating: 0, count: rows * blocks * 18)
+        for r in 0..<rows {
+            for b in 0..<blocks {
+                let s = w.scale[r * w.groups + b], z = w.zero[r * w.groups + b]
+                let h = Float16(s)
+                guard z == 8, Float(h) == s, s != 0, s.isFinite else {
+                    throw ConvertError.invalidOption("row \(r) block \(b): scale \(s) / zero \(z) is not a Q4_0 (float16 d, zero 8) grid")
+                }
+                let o = (r * blocks + b) * 18
+                out[o] = UInt8(h.bitPattern & 0xFF); out[o + 1] = UInt8(h.bitPattern >> 8)
+                let base = r * cols + b * 32
+                for j in 0..<16 {
+                    let lo = w.codes[base + j], hi = w.codes[base + j + 16]
+                    guard lo < 16 && hi < 16 else { throw ConvertError.invalidOption("code out of range at row \(r)") }
+                    out[o + 2 + j] = lo | (hi << 4)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Reorders whole rows (each `rowBytes` long) from checkpoint order into llama.cpp's q/k order for
+    /// `llama` files: GGUF row h·d + 2i + s holds checkpoint row h·d + s·d/2 + i.
+    static func permuteRowsToGGUF(_ bytes: [UInt8], rows: Int, heads: Int, rowBytes: Int) -> [UInt8] {
+        let d = rows / heads, half = d / 2
+        var out = bytes
+        for h in 0..<heads {
+            for i in 0..<half {
+                for s in 0..<2 {
+                    let dst = h * d + 2 * i + s, src = h * d + s * half + i
+                    out.replaceSubrange((dst * rowBytes)..<((dst + 1) * rowBytes), with: bytes[(src * rowBytes)..<((src + 1) * rowBytes)])
+                }
+            }
+        }
+        return out
+    }
+
+    // MARK: GGUF output
+
+    /// Writes `source`'s model with the block linears replaced by `modules` (Q4_0). Other tensors as
+    /// llama-quantize's Q4_0 keeps them (checked on Qwen2.5-Coder-0.5B, docs/QUALITY.md): 1-D tensors
+    /// (norms, biases) F32; `token_embd.weight` Q4_0 with the reference round-to-nearest quantiser
+    /// (llama.cpp's own, bit-identical) when the file has an `output.weight`, else Q8_0 (it is then
+    /// the output matrix); `output.weight` Q8_0 (llama-quantize picks Q6_K, falling back to Q8_0 when
+    /// the row length is not a multiple of 256, as for the 0.5B and SmolLM2; Squint does not write
+    /// Q6_K, so it is Q8_0 always). Metadata is copied in order with `general.file_type` = 2
+    /// (MOSTLY_Q4_0), `general.quantization_version` = 2 and a `squint.quantization` provenance key.
+    public static func writeGGUF(source: GGUFFile, architecture: DecoderArchitecture, dims: DecoderDims, modules: [Module],
+                                 provenance: String, to path: String, overwrite: Bool) throws {
+        let naming = DecoderTensorNaming.gguf
+        var byName: [String: Module] = [:]
+        for m in modules { byName[naming.module(m.layer, m.linear) + ".weight"] = m }
+        let w = GGUFWriter()
+        var sawQV = false
+        for kv in source.keyValues {
+            switch kv.key {
+            case "general.file_type": try w.add(key: kv.key, .uint32(2))
+            case "general.quantization_version": try w.add(key: kv.key, .uint32(2)); sawQV = true
+            default: try w.add(key: kv.key, kv.value)
+            }
+        }
+        if source.value(forKey: "general.file_type") == nil { try w.add(key: "general.file_type", .uint32(2)) }
+        if !sawQV { try w.add(key: "general.quantization_version", .uint32(2)) }
+        try w.add(key: "squint.quantization", .string(provenance))
+        let hasOutput = source.ggufTensor(named: naming.lmHead) != nil
+        var written = Set<String>()
+        for t in source.ggufTensors {
+            let shape = t.shape
+            if let m = byName[t.name] {
+                guard shape == [m.weight.rows, m.weight.columns] else {
+                    throw ConvertError.invalidOption("\(t.name): file shape \(shape) but quantized \([m.weight.rows, m.weight.columns])")
+                }
+                var bytes = try q4_0Bytes(m.weight)
+                if architecture.ggufPermutesQK && (m.linear == .q || m.linear == .k) {
+                    bytes = permuteRowsToGGUF(bytes, rows: m.weight.rows, heads: m.linear == .q ? dims.heads : dims.kvHeads,
+                                              rowBytes: m.weight.columns / 32 * 18)
+                }
+                try w.addTensor(name: t.name, type: .q4_0, shape: shape, bytes: bytes)
+                written.insert(t.name)
+                continue
+            }
+            let type: GGMLType
+            if shape.count == 1 { type = .f32 }
+            else if t.name == naming.embedding && hasOutput { type = .q4_0 }
+            else { type = .q8_0 }
+            if t.type == type {
+                let raw = Array(try source.bytes(of: t))
+                try w.addTensor(name: t.name, type: type, shape: shape, bytes: raw)
+            } else {
+                try w.addTensor(name: t.name, type: type, shape: shape) {
+                    let v = try GGUFDequant.dequantize(t, of: source)
+                    guard let b = GGUFQuantize.quantize(type, v) else {
+                        throw FormatError.invalid(path: source.path, what: "\(t.name): cannot encode as \(type.name)")
+                    }
+                    return b
+                }
+            }
+        }
+        let missing = Set(byName.keys).subtracting(written)
+        guard missing.isEmpty else { throw ConvertError.invalidOption("no tensor in \(source.path) for \(missing.sorted().joined(separator: ", "))") }
+        try w.write(to: path, overwrite: overwrite)
+    }
+
+    // MARK: The command
+
+    public struct Request: Sendable {
+        public var model: String
+        public var calibrationText: String?
+        public var output: String
+        public var samples = 32
+        public var sampleTokens = 512
+        public var options = Options()
+        public var force = false
+        public init(model: String, calibrationText: String?, output: String) {
+            self.model = model; self.calibrationText = calibrationText; self.output = output
+        }
+    }
+
+    public struct Result: Codable, Sendable {
+        public var output: String
+        public var method: String
+        public var ggufType: String
+        public var samples: Int
+        public var tokens: Int
+        public var blocks: Int
+        public var modules: [ConvertModuleLog]
+        public var seconds: Double
+        public var peakRSSBytes: Int
+        enum CodingKeys: String, CodingKey {
+            case output, method, samples, tokens, blocks, modules, seconds
+            case ggufType = "gguf_type", peakRSSBytes = "peak_rss_bytes"
+        }
+    }
+
+    /// `squint convert MODEL.gguf --calib-text FILE -o OUT.gguf --format gguf`: opens the model
+    /// (float32), builds the calibration windows, quantizes, writes OUT and OUT.log.json.
+    public static func run(_ r: Request, progress: ProgressBar? = nil) throws -> Result {
+        let t0 = Date()
+        guard TextModel.isGGUF(r.model) else {
+            throw ConvertError.invalidOption("--format gguf reads a GGUF model (its metadata and tokenizer are copied); \(r.model) is not one")
+        }
+        if FileManager.default.fileExists(atPath: r.output) && !r.force {
+            throw FormatError.exists(path: r.output)
+        }
+        try r.options.check()
+        let tm = try TextModel.open(r.model)
+        guard let source = tm.gguf else { throw ConvertError.invalidOption("\(r.model): not a GGUF file") }
+        var windows: [[Int32]] = []
+        var calibName = "none (round to nearest)"
+        if r.options.method == .gptq {
+            guard let path = r.calibrationText else { throw ConvertError.invalidOption("--calib-text FILE.txt is required for --method gptq") }
+            guard let data = FileManager.default.contents(atPath: path) else { throw FormatError.io(path: path, message: "cannot read the calibration text") }
+            guard let text = String(data: data, encoding: .utf8) else { throw FormatError.invalid(path: path, what: "not UTF-8 text") }
+            let ids = tm.tokenizer.encode(text, addSpecial: false, parseSpecial: false).map(Int32.init)
+            let bos: Int32? = tm.tokenizer.addBOS ? tm.tokenizer.bosTokenID.map(Int32.init) : nil
+            windows = try calibrationWindows(tokens: ids, count: r.samples, length: r.sampleTokens, bos: bos)
+            calibName = "\((path as NSString).lastPathComponent): \(windows.count) windows x \(r.sampleTokens) tokens"
+        }
+        let modules = try quantize(model: tm.model, windows: windows, options: r.options) { done, total, detail in
+            progress?.update(done, total, detail: detail)
+        }
+        let o = r.options
+        let prov = "squint \(o.method.rawValue) q4_0: grid \(o.grid.rawValue) bits 4 sym group 32 desc_act \(o.descAct) static_groups \(o.descAct) "
+            + "damp \(o.dampPercent) scale float16; source \((r.model as NSString).lastPathComponent); calibration \(calibName)"
+        try writeGGUF(source: source, architecture: tm.model.architecture, dims: tm.model.dims, modules: modules,
+                      provenance: prov, to: r.output, overwrite: r.force)
+        progress?.finish()
+        let result = Result(output: r.output, method: o.method.rawValue, ggufType: o.target.rawValue, samples: windows.count,
+                            tokens: windows.reduce(0) { $0 + $1.count }, blocks: tm.model.dims.layers, modules: modules.map(\.log),
+                            seconds: Date().timeIntervalSince(t0), peakRSSBytes: peakRSSBytes())
+        let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFileWriter.write(Array(try enc.encode(result)), to: r.output + ".log.json", overwrite: true)
+        return result
+    }
+}

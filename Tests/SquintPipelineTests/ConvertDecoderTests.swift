@@ -1,0 +1,188 @@
+import Foundation
+import XCTest
+import SquintFormats
+import SquintModels
+import SquintQuant
+import SquintTensor
+import TestSupport
+@testable import SquintPipeline
+
+/// GPTQ to GGUF Q4_0 for DecoderLM models, on the tiny random Qwen2 made by transformers
+/// (fixtures/decoders/qwen2-tiny: hidden 64, intermediate 96, 2 blocks, vocab 300, tied lm_head),
+/// turned into an F32 GGUF here with our writer. Ground truths: GGUFDequant (checked against gguf-py
+/// in the GGUF tests) decoding our blocks, and the Q8_0 reference quantiser (bit-identical to gguf-py).
+final class ConvertDecoderTests: XCTestCase {
+    var tmp = ""
+    override func setUpWithError() throws {
+        tmp = NSTemporaryDirectory() + "squint-convdec-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+    }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: tmp) }
+
+    /// The fixture as an F32 GGUF with llama.cpp's qwen2 keys and a placeholder gpt2 vocabulary.
+    func makeSourceGGUF() throws -> String {
+        let hf = try DecoderLM.load(folder: fixturePath("decoders/qwen2-tiny"))
+        let d = hf.dims
+        let st = try SafetensorsFile(path: fixturePath("decoders/qwen2-tiny/model.safetensors"))
+        let w = GGUFWriter()
+        try w.add(key: "general.architecture", .string("qwen2"))
+        try w.add(key: "general.file_type", .uint32(0))
+        try w.add(key: "qwen2.context_length", .uint32(256))
+        try w.add(key: "qwen2.embedding_length", .uint32(UInt32(d.hidden)))
+        try w.add(key: "qwen2.block_count", .uint32(UInt32(d.layers)))
+        try w.add(key: "qwen2.feed_forward_length", .uint32(UInt32(d.intermediate)))
+        try w.add(key: "qwen2.attention.head_count", .uint32(UInt32(d.heads)))
+        try w.add(key: "qwen2.attention.head_count_kv", .uint32(UInt32(d.kvHeads)))
+        try w.add(key: "qwen2.rope.freq_base", .float32(Float(d.ropeTheta)))
+        try w.add(key: "qwen2.attention.layer_norm_rms_epsilon", .float32(Float(d.rmsNormEps)))
+        try w.add(key: "tokenizer.ggml.model", .string("gpt2"))
+        try w.add(key: "tokenizer.ggml.pre", .string("qwen2"))
+        try w.add(key: "tokenizer.ggml.tokens", .array(.string, (0..<d.vocab).map { .string("t\($0)") }))
+        try w.add(key: "tokenizer.ggml.merges", .array(.string, []))
+        for (h, g) in zip(d.tensorTable(.huggingFace), d.tensorTable(.gguf)) {
+            try w.addTensor(name: g.name, type: .f32, shape: g.shape, values: Kernels.floats(try st.view(h.name)))
+        }
+        let path = tmp + "/tiny-f32.gguf"
+        try w.write(to: path, overwrite: false)
+        return path
+    }
+
+    func windows(_ n: Int, _ len: Int, vocab: Int) -> [[Int32]] {
+        (0..<n).map { k in (0..<len).map { Int32(($0 * 37 + k * 101 + ($0 * $0) % 13) % vocab) } }
+    }
+
+    /// Every block linear's Q4_0 bytes decode (GGUFDequant) to exactly GPTQ's fake-quantized weight,
+    /// with and without act-order (static groups); GPTQ really fed errors back (loss > 0 and codes
+    /// that differ from RTN's somewhere).
+    func testQ4_0BlocksDecodeBitExactlyToGPTQWeights() throws {
+        let src = try makeSourceGGUF()
+        for descAct in [false, true] {
+            let tm = try TextModel.open(src)
+            var o = DecoderConvert.Options(); o.descAct = descAct
+            let mods = try DecoderConvert.quantize(model: tm.model, windows: windows(4, 48, vocab: tm.model.dims.vocab), options: o)
+            XCTAssertEqual(mods.count, 2 * 7)
+            var rtnDiffers = false
+            for m in mods {
+                let bytes = try DecoderConvert.q4_0Bytes(m.weight)
+                let back = GGUFDequant.dequantize(.q4_0, blocks: bytes.withUnsafeBytes { UnsafeRawBufferPointer($0) })
+                XCTAssertEqual(back.map(\.bitPattern), m.weight.q.map(\.bitPattern), "\(m.log.module) desc_act \(descAct)")
+                XCTAssertGreaterThan(m.weight.lossSum, 0)
+                let tmOrig = try TextModel.open(src)
+                let W = Kernels.floats((tmOrig.model.linear(layer: m.layer, m.linear) as! Linear).weightView)
+                let rtn = try RTN.quantize(weight: W, rows: m.weight.rows, columns: m.weight.columns, groupSize: 32,
+                                           quantizer: try QuantizerConfig(bits: 4, symmetric: true, scaleRounding: .float16))
+                if rtn.codes != m.weight.codes { rtnDiffers = true }
+                // The float16 rounding is what makes d exact: every scale is a float16 value.
+                XCTAssertTrue(m.weight.scale.allSatisfy { Float(Float16($0)) == $0 })
+            }
+            XCTAssertTrue(rtnDiffers)
+        }
+    }
+
+    /// Without float16 scale rounding (AutoGPTQ default) scales are not float16 values in general: the
+    /// option is what makes the Q4_0 encoding exact, and Q4_0 encoding refuses such scales.
+    func testQ4_0RefusesScalesThatAreNotFloat16() throws {
+        let W: [Float] = (0..<64).map { Float(($0 * 29) % 17) / 7 - 1.1 }
+        let q = try RTN.quantize(weight: W, rows: 2, columns: 32, groupSize: 32, quantizer: try QuantizerConfig(bits: 4, symmetric: true))
+        XCTAssertFalse(q.scale.allSatisfy { Float(Float16($0)) == $0 })
+        XCTAssertThrowsError(try DecoderConvert.q4_0Bytes(q))
+        let q16 = try RTN.quantize(weight: W, rows: 2, columns: 32, groupSize: 32,
+                                   quantizer: try QuantizerConfig(bits: 4, symmetric: true, scaleRounding: .float16))
+        let back = GGUFDequant.dequantize(.q4_0, blocks: try DecoderConvert.q4_0Bytes(q16).withUnsafeBytes { UnsafeRawBufferPointer($0) })
+        XCTAssertEqual(back.map(\.bitPattern), q16.q.map(\.bitPattern))
+    }
+
+    /// The written GGUF reopens through TextModel; its tensors are: block linears = GPTQ's q (bit for
+    /// bit), 1-D tensors = the source's F32, token_embd (tied: no output.weight) = Q8_0 of the source;
+    /// its logits equal those of a DecoderLM built from exactly those float32 values (same code, same
+    /// weights: identical). Metadata: copied, file_type 2, squint provenance.
+    func testWrittenGGUFReopensWithTheQuantizedWeights() throws {
+        let src = try makeSourceGGUF()
+        let tm = try TextModel.open(src)
+        let mods = try DecoderConvert.quantize(model: tm.model, windows: windows(3, 40, vocab: tm.model.dims.vocab), options: .init())
+        let out = tmp + "/tiny-q4_0.gguf"
+        try DecoderConvert.writeGGUF(source: tm.gguf!, architecture: tm.model.architecture, dims: tm.model.dims, modules: mods,
+                                     provenance: "test", to: out, overwrite: false)
+        let back = try TextModel.open(out)
+        let f = back.gguf!, s = tm.gguf!
+        XCTAssertEqual(f.value(forKey: "general.file_type")?.int, 2)
+        XCTAssertEqual(f.value(forKey: "squint.quantization")?.string, "test")
+        XCTAssertEqual(f.value(forKey: "qwen2.block_count")?.int, 2)
+        XCTAssertEqual(f.ggufTensors.map(\.name), s.ggufTensors.map(\.name))
+        var expected: [String: [Float]] = [:]
+        for t in s.ggufTensors {
+            let v = try GGUFDequant.dequantize(t, of: s)
+            if t.shape.count == 1 { expected[t.name] = v }
+            else if t.name == "token_embd.weight" {
+                expected[t.name] = GGUFDequant.dequantize(.q8_0, blocks: GGUFQuantize.quantize(.q8_0, v)!.withUnsafeBytes { UnsafeRawBufferPointer($0) })
+            }
+        }
+        for m in mods { expected[DecoderTensorNaming.gguf.module(m.layer, m.linear) + ".weight"] = m.weight.q }
+        for t in f.ggufTensors {
+            XCTAssertEqual(t.type, t.shape.count == 1 ? .f32 : t.name == "token_embd.weight" ? .q8_0 : .q4_0, t.name)
+            XCTAssertEqual(try GGUFDequant.dequantize(t, of: f).map(\.bitPattern), expected[t.name]?.map(\.bitPattern), t.name)
+        }
+        let ref = try DecoderLM.fromGGUF(architecture: back.model.architecture, dims: back.model.dims,
+                                         shapes: s.ggufTensors.map { ($0.name, $0.shape) }, path: "<expected>") { expected[$0]! }
+        let ids: [Int32] = [5, 17, 250, 3, 99, 42, 7]
+        let a = try back.model.prefill(tokens: ids, cache: back.model.makeCache()).logits.data
+        let b = try ref.prefill(tokens: ids, cache: ref.makeCache()).logits.data
+        XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern))
+        // And the in-memory quantized model (float32 embedding) is close to the file's (Q8_0 embedding).
+        let c = try tm.model.prefill(tokens: ids, cache: tm.model.makeCache()).logits.data
+        XCTAssertFalse(zip(a, c).allSatisfy { $0 == $1 })
+    }
+
+    func testCalibrationWindowsAreTheFirstWholeWindows() throws {
+        let toks: [Int32] = Array(0..<23)
+        XCTAssertEqual(try DecoderConvert.calibrationWindows(tokens: toks, count: 9, length: 5, bos: nil),
+                       [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14], [15, 16, 17, 18, 19]])
+        XCTAssertEqual(try DecoderConvert.calibrationWindows(tokens: toks, count: 2, length: 5, bos: 99), [[99, 1, 2, 3, 4], [99, 6, 7, 8, 9]])
+        XCTAssertThrowsError(try DecoderConvert.calibrationWindows(tokens: toks, count: 1, length: 30, bos: nil))
+    }
+
+    /// Llama files keep q/k rows in llama.cpp's order: the byte-row permutation the writer applies is
+    /// the inverse of the reader's `DecoderLM.unpermuteGGUFRows`.
+    func testLlamaRowPermutationInvertsTheReaders() {
+        let rows = 24, heads = 3, cols = 2
+        let values: [Float] = (0..<(rows * cols)).map { Float($0) }
+        let bytes = values.withUnsafeBytes { Array($0) }
+        let permuted = DecoderConvert.permuteRowsToGGUF(bytes, rows: rows, heads: heads, rowBytes: cols * 4)
+        let floats = permuted.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        XCTAssertNotEqual(floats, values)
+        XCTAssertEqual(DecoderLM.unpermuteGGUFRows(floats, rows: rows, heads: heads), values)
+    }
+
+    /// With `signedMaxScale` (--grid llama-q4_0) RTN is llama.cpp's Q4_0 grid: on few-bit weights (k/1024, as bf16-born
+    /// weights (d = m / -8 is then exact) every d is the reference quantiser's (GGUFQuantize, bit-equal
+    /// to gguf-py) and every code too, except exact ties (x/d = k + 1/2), which torch's rounding sends
+    /// to even and llama.cpp's `(int)(x/d + 8.5)` sends up. AutoGPTQ's grid (2·max|w|/15) differs.
+    func testLlamaGridRTNMatchesTheReferenceQ4_0ExceptTies() throws {
+        var g = SplitMix64(seed: 7)
+        let rows = 16, cols = 64
+        // k/1024 with |k| <= 15 and one ±16 per block: 8·k/16 is a half-integer for odd k (many ties, as
+        // bf16-born weights have), and the ±16 pins each block's extreme.
+        var W: [Float] = (0..<(rows * cols)).map { _ in Float(Int(g.symmetric() * 15.9)) / 1024 }
+        for b in 0..<(rows * cols / 32) { W[b * 32 + (b * 7) % 32] = b % 2 == 0 ? 16.0 / 1024 : -16.0 / 1024 }
+        var cfg = try QuantizerConfig(bits: 4, symmetric: true, scaleRounding: .float16)
+        cfg.signedMaxScale = true
+        let ours = try DecoderConvert.q4_0Bytes(try RTN.quantize(weight: W, rows: rows, columns: cols, groupSize: 32, quantizer: cfg))
+        let ref = GGUFQuantize.quantize(.q4_0, W)!
+        XCTAssertEqual(ours.count, ref.count)
+        var ties = 0
+        for b in 0..<(ours.count / 18) {
+            XCTAssertEqual(ours[b * 18], ref[b * 18]); XCTAssertEqual(ours[b * 18 + 1], ref[b * 18 + 1])
+            let d = Float(Float16(bitPattern: UInt16(ref[b * 18]) | UInt16(ref[b * 18 + 1]) << 8))
+            for j in 0..<32 {
+                let sh = j < 16 ? 0 : 4, k = j % 16
+                let a = Int((ours[b * 18 + 2 + k] >> sh) & 15), r = Int((ref[b * 18 + 2 + k] >> sh) & 15)
+                let v = W[b * 32 + j] / d
+                if v - v.rounded(.down) == 0.5 { ties += 1; XCTAssertTrue(r == a || r == a + 1) } else { XCTAssertEqual(a, r, "block \(b) element \(j)") }
+            }
+        }
+        XCTAssertGreaterThan(ties, 0)   // the data exercises the tie rule
+        let autogptq = try DecoderConvert.q4_0Bytes(try RTN.quantize(weight: W, rows: rows, columns: cols, groupSize: 32,
+                                                                     quantizer: try QuantizerConfig(bits: 4, symmetric: true, scaleRounding: .float16)))
+        XCTAssertNotEqual(autogptq, ref)
+    }
+}

@@ -50,9 +50,9 @@ struct PerplexityCommand: ParsableCommand {
         try runReportingErrors {
             if let threads { Threads.count = threads }
             guard let data = FileManager.default.contents(atPath: text) else {
-                throw CLIMessage("\(text): cannot read the file")
+                throw ValidationErrorExit(message: "\(text): cannot read the file")
             }
-            guard let body = String(data: data, encoding: .utf8) else { throw CLIMessage("\(text): not UTF-8 text") }
+            guard let body = String(data: data, encoding: .utf8) else { throw ValidationErrorExit(message: "\(text): not UTF-8 text") }
             let t0 = Date()
             let loadBar = ProgressBar(label: "load", unit: .items("tensors"))
             let m = try TextModel.open(model) { done, total in loadBar.update(done, total) }
@@ -80,10 +80,4 @@ struct PerplexityCommand: ParsableCommand {
             }
         }
     }
-}
-
-/// A one-line error for the user (printed by runReportingErrors as is).
-struct CLIMessage: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
 }

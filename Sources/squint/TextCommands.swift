@@ -23,7 +23,7 @@ func speedLine(_ a: TextModel.Answer) -> String {
 extension Run {
     func runText() throws {
         guard images.isEmpty, dump == nil, draw == nil else {
-            throw CLIMessage("\(model) is a text model: --image, --dump and --draw are for Qwen-VL models")
+            throw ValidationErrorExit(message: "\(model) is a text model: --image, --dump and --draw are for Qwen-VL models")
         }
         let m = try loadTextModel(model, generation)
         let prompt = m.chatPrompt(history: [], user: self.prompt, system: nil)

@@ -112,7 +112,8 @@ public final class AtomicFileWriter {
             throw FormatError.io(path: destination, message: "fsync failed: \(msg)")
         }
         close(fd); fd = -1
-        if rename(temporaryPath, destination) != 0 {
+        let renamed = CommitGate.commit(to: destination) { rename(temporaryPath, destination) == 0 }
+        if !renamed {
             let msg = String(cString: strerror(errno)); abandon()
             throw FormatError.io(path: destination, message: "rename failed: \(msg)")
         }

@@ -239,8 +239,12 @@ public enum Converter {
             let staging = "\(work)/output"
             try writeLog(result, calibration: calibText, to: "\(staging)/convert_log.json", overwrite: false)
             try o.beforePublish?(staging)
-            if fm.fileExists(atPath: dest) { try fm.removeItem(atPath: dest) }   // only with --force (checked above)
-            guard rename(staging, dest) == 0 else {
+            // Replacing an old output (only with --force) and the rename are one step for Ctrl-C.
+            let placed = try CommitGate.commit(to: dest) { () throws -> Bool in
+                if fm.fileExists(atPath: dest) { try fm.removeItem(atPath: dest) }
+                return rename(staging, dest) == 0
+            }
+            guard placed else {
                 throw FormatError.io(path: dest, message: "cannot move the finished folder into place: \(String(cString: strerror(errno)))")
             }
             try? fm.removeItem(atPath: work)

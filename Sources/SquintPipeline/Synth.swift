@@ -203,8 +203,12 @@ public enum Synth {
                 try AtomicFileWriter.write(Array(d), to: "\(work)/qwen.tiktoken", overwrite: false)
                 files.append("\(work)/qwen.tiktoken")
             }
-            if fm.fileExists(atPath: dest) { try fm.removeItem(atPath: dest) }   // only with overwrite
-            guard rename(work, dest) == 0 else {
+            // Replacing an old output (only with --force) and the rename are one step for Ctrl-C.
+            let placed = try CommitGate.commit(to: dest) { () throws -> Bool in
+                if fm.fileExists(atPath: dest) { try fm.removeItem(atPath: dest) }
+                return rename(work, dest) == 0
+            }
+            guard placed else {
                 throw FormatError.io(path: dest, message: "cannot move the finished folder into place: \(String(cString: strerror(errno)))")
             }
         } catch {

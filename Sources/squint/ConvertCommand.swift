@@ -124,7 +124,7 @@ struct Convert: ParsableCommand {
             o.memoryBudget = SquintPipeline.Synth.parseSize(memoryBudget)!
             guard o.setHinvPrecision(hinv) else { throw ValidationError("--hinv must be mixed, double or float") }
             o.vocab = vocab; o.resume = resume; o.force = force; o.verifyChecksums = !noVerify
-            stopCleanlyOnInterrupt(message: {
+            stopCleanlyOnInterrupt(output: output, message: {
                 "convert: interrupted; nothing was written at \(output)"
                     + (Converter.resumeHint(for: output).map { "; " + $0 } ?? "")
             }) {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSquintKernels
 import Foundation
 import SquintFormats
 import SquintPipeline
@@ -98,8 +99,6 @@ enum CommandLineHints {
     }
 }
 
-/// Kept alive for the life of the process (a released dispatch source stops delivering).
-nonisolated(unsafe) private var interruptSources: [DispatchSourceSignal] = []
 /// Set by the interrupt handler before it removes files the command may still be writing.
 nonisolated(unsafe) private var interruptInProgress = false
 
@@ -109,26 +108,27 @@ func waitIfInterrupted() {
     while interruptInProgress { sleep(1) }
 }
 
-/// Ctrl-C (SIGINT) or SIGTERM during a writing command: stop now with one line on stderr naming the
-/// output and exit code 1. Stopping at any moment is safe because every file is written under a
-/// temporary name and renamed only when complete, and convert's state is saved atomically after every
-/// block (scripts/faults.sh checks both with kill -9): `cleanup` only removes this process's own
-/// temporary files, so nothing partial is left behind. Before this, SIGINT killed the process silently
-/// (exit 130) and a synth left its hidden staging folder behind.
-func stopCleanlyOnInterrupt(message: @escaping () -> String, cleanup: @escaping () -> Void) {
-    for sig in [SIGINT, SIGTERM] {
-        signal(sig, SIG_IGN)   // delivered to the dispatch source instead, on a normal thread
-        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        source.setEventHandler {
-            interruptInProgress = true
-            cleanup()
-            let lead = isatty(2) != 0 ? "\n" : ""   // end a progress line first
-            FileHandle.standardError.write(Data("\(lead)\(errorPrefix)\(message())\n".utf8))
-            _exit(1)
-        }
-        source.resume()
-        interruptSources.append(source)
+/// Ctrl-C (SIGINT) or SIGTERM during a writing command that writes `output`: stop now with one line on
+/// stderr naming the output and exit code 1. Stopping at any moment is safe because every file is
+/// written under a temporary name and put in place through `CommitGate`, and convert's state is saved
+/// atomically after every block (scripts/faults.sh checks both with kill -9): `cleanup` only removes
+/// this process's own temporary files, so nothing partial is left behind. The signal handler only
+/// records the signal; a thread of our own does the rest, because the shared worker pool may be busy
+/// with the very work being stopped. When the output was already in place as the signal came, the
+/// job ends normally (its result is complete; deleting it would lose work).
+func stopCleanlyOnInterrupt(output: String, message: @escaping () -> String, cleanup: @escaping () -> Void) {
+    guard sq_interrupt_install() == 0 else { return }
+    let t = Thread {
+        _ = sq_interrupt_wait()
+        if CommitGate.close(checking: output) { CommitGate.reopen(); return }
+        interruptInProgress = true
+        cleanup()
+        let lead = isatty(2) != 0 ? "\n" : ""   // end a progress line first
+        FileHandle.standardError.write(Data("\(lead)\(errorPrefix)\(message())\n".utf8))
+        _exit(1)
     }
+    t.stackSize = 1 << 20
+    t.start()
 }
 
 /// Removes this process's temporary files (`.NAME.tmp-PID-*`, AtomicFileWriter's) beside `output`.

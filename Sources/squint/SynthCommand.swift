@@ -56,7 +56,7 @@ struct Synth: ParsableCommand {
                 configPath: config, seed: seed, format: .init(rawValue: format)!,
                 maxShardSize: shardSize.flatMap(SquintPipeline.Synth.parseSize), output: output,
                 overwrite: force, vocabPath: vocab)
-            stopCleanlyOnInterrupt(message: { "synth: interrupted; nothing was written at \(output)" }) {
+            stopCleanlyOnInterrupt(output: output, message: { "synth: interrupted; nothing was written at \(output)" }) {
                 try? FileManager.default.removeItem(atPath: SquintPipeline.Synth.stagingFolder(for: output))
             }
             let r = try SquintPipeline.Synth.run(opts, progress: ProgressBar(label: "synth", unit: .bytes))

@@ -19,6 +19,12 @@ int sq_blas_pinned(void);
 /// $SQUINT_THREADS if set, else the CPUs this process may use; OpenBLAS is set to it at start-up.
 int sq_default_threads(void);
 
+/// SIGINT/SIGTERM for writing commands (interrupt.c): install records the first signal and wakes
+/// sq_interrupt_wait; sq_interrupt_requested is that signal (0 while none arrived). 0 / -1 on failure.
+int sq_interrupt_install(void);
+int sq_interrupt_requested(void);
+int sq_interrupt_wait(void);
+
 /// Widening conversions to float32 (exact).
 void sq_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 void sq_f16_to_f32(const uint16_t *src, float *dst, size_t n);

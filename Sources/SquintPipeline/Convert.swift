@@ -64,6 +64,11 @@ public enum Converter {
         guard fm.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
             throw FormatError.io(path: dest, message: "parent folder \(parent) does not exist")
         }
+        // A folder we cannot write to is found before the input is verified (minutes on a 19 GB model).
+        if access(parent, W_OK) != 0 {
+            let reason = String(cString: strerror(errno)).lowercased()
+            throw FormatError.io(path: workFolder(for: dest), message: "cannot create the work folder: \(reason)")
+        }
         let opened = try CheckpointOpener.open(o.model)
         if o.verifyChecksums {
             // Torch zip entries (and SQ4 tensors) carry CRC-32s: a flipped bit is caught before hours of work.

@@ -64,6 +64,9 @@ struct Export: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let options = ExportOptions(pattern: tensors, dtype: dtype.flatMap(ExportDType.init) ?? .f32, raw: raw, overwrite: force)
+            stopCleanlyOnInterrupt(output: output, message: { "export: interrupted; nothing was written at \(output)" }) {
+                removeOwnTemporaries(besides: output)
+            }
             // The bar shows only for exports big enough to take a while (it stays silent otherwise).
             var bar: ProgressBar?
             let report = try Exporter.export(path, to: output, options: options) { done, total in

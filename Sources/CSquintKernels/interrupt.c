@@ -29,6 +29,8 @@ int sq_interrupt_install(void) {
 
 int sq_interrupt_requested(void) { return requested; }
 
+void sq_interrupt_clear(void) { requested = 0; }
+
 int sq_interrupt_wait(void) {
     while (sem_wait(&wake) != 0 && errno == EINTR) {}
     return requested;

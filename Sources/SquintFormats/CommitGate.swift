@@ -33,4 +33,11 @@ public enum CommitGate {
     }
 
     public static func reopen() { lock.unlock() }
+
+    /// For the interrupt handler that lets a finished job end: forgets the signal (so the job's last
+    /// renames, e.g. its log, are not held) and reopens the gate.
+    public static func dismissInterrupt() {
+        sq_interrupt_clear()
+        lock.unlock()
+    }
 }

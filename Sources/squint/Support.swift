@@ -119,8 +119,12 @@ func waitIfInterrupted() {
 func stopCleanlyOnInterrupt(output: String, message: @escaping () -> String, cleanup: @escaping () -> Void) {
     guard sq_interrupt_install() == 0 else { return }
     let t = Thread {
-        _ = sq_interrupt_wait()
-        if CommitGate.close(checking: output) { CommitGate.reopen(); return }
+        while true {
+            _ = sq_interrupt_wait()
+            // The output is complete: let the job write its log and end normally.
+            if CommitGate.close(checking: output) { CommitGate.dismissInterrupt(); continue }
+            break
+        }
         interruptInProgress = true
         cleanup()
         let lead = isatty(2) != 0 ? "\n" : ""   // end a progress line first

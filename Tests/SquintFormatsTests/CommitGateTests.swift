@@ -1,3 +1,4 @@
+import CSquintKernels
 import Foundation
 import SquintFormats
 import XCTest
@@ -24,5 +25,22 @@ final class CommitGateTests: XCTestCase {
         try AtomicFileWriter.write([4], to: other, overwrite: false)
         reopened.lock(); XCTAssertTrue(reopenedFirst, "the rename ran while the gate was closed"); reopened.unlock()
         XCTAssertEqual(FileManager.default.contents(atPath: other), Data([4]))
+    }
+
+    /// A signal that came after the output was placed is dismissed, and later renames (the job's log)
+    /// go through instead of waiting forever.
+    func testADismissedInterruptDoesNotHoldLaterCommits() throws {
+        let dir = NSTemporaryDirectory() + "commit-gate-dismiss-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir); signal(SIGINT, SIG_DFL); signal(SIGTERM, SIG_DFL) }
+        XCTAssertEqual(sq_interrupt_install(), 0)
+        try AtomicFileWriter.write([1], to: "\(dir)/out", overwrite: false)
+        raise(SIGTERM)
+        XCTAssertEqual(sq_interrupt_requested(), SIGTERM)
+        XCTAssertTrue(CommitGate.close(checking: "\(dir)/out"))
+        CommitGate.dismissInterrupt()
+        XCTAssertEqual(sq_interrupt_requested(), 0)
+        try AtomicFileWriter.write([2], to: "\(dir)/out.log", overwrite: false)
+        XCTAssertEqual(FileManager.default.contents(atPath: "\(dir)/out.log"), Data([2]))
     }
 }

@@ -20,9 +20,11 @@ int sq_blas_pinned(void);
 int sq_default_threads(void);
 
 /// SIGINT/SIGTERM for writing commands (interrupt.c): install records the first signal and wakes
-/// sq_interrupt_wait; sq_interrupt_requested is that signal (0 while none arrived). 0 / -1 on failure.
+/// sq_interrupt_wait; sq_interrupt_requested is that signal (0 while none arrived, or after
+/// sq_interrupt_clear). 0 / -1 on failure.
 int sq_interrupt_install(void);
 int sq_interrupt_requested(void);
+void sq_interrupt_clear(void);
 int sq_interrupt_wait(void);
 
 /// Widening conversions to float32 (exact).

@@ -265,7 +265,7 @@ public enum ValidateText {
             rows += [("greedy: same token", String(format: "%.1f %% of %d tokens", r.greedyAgreement * 100, r.greedyTokens), false),
                      ("greedy: shared prefix", String(format: "%.1f %%", r.greedyPrefixAgreement * 100), false)]
         } else {
-            rows.append(("greedy continuations", "not run (--greedy-tokens 0)", false))
+            rows.append(("greedy continuations", r.mode == "image-caption" ? "not run (--greedy-tokens 0)" : "not measured in this mode", false))
         }
         p += "<h2>Summary</h2>"
         p += scrollTable(rows.map { "<tr\($0.2 ? " class=\"fail\"" : "")><th>\(esc($0.0))</th><td>\(esc($0.1))</td></tr>" }.joined())

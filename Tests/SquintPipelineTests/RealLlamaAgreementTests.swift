@@ -44,9 +44,15 @@ final class RealLlamaAgreementTests: XCTestCase {
         let r = try LlamaBaseComparison.run(model: m, modelName: "smollm2", base: try LlamaKLDFile(path: Fixtures.path("llamacpp/kld/smollm2-c8-2.kld")),
                                             text: text)
         XCTAssertEqual(r.positions, 6)
-        XCTAssertEqual(r.top1Agreement, 1)
-        // llama.cpp multiplies Q4_1 weights with 8-bit activations; Squint dequantises to float32.
-        XCTAssertLessThan(r.klMean, 0.01)
+        // The reference side is the file: llama-perplexity printed PPL = 319.3224 for these 6 tokens
+        // (16-bit rounding of the stored log-probabilities: <= 1.3e-4 relative).
+        XCTAssertEqual(r.pplBF16, 319.3224, accuracy: 319.3224 * 1.3e-4 + 5e-5)
+        // llama.cpp multiplies the Q4_1 weights with 8-bit activations, Squint with float32 ones: the
+        // same model within 1 % on the perplexity and a small KL. One of the six positions is a near
+        // tie that the activation rounding decides (' the' vs ' that', KL 0.004), so 5 of 6 agree.
+        XCTAssertEqual(r.pplInt4, r.pplBF16, accuracy: 0.01 * r.pplBF16)
+        XCTAssertLessThan(r.klMean, 0.02)
+        XCTAssertGreaterThanOrEqual(r.top1Agreement, 5.0 / 6)
         // A text that does not give the file's tokens is refused.
         XCTAssertThrowsError(try LlamaBaseComparison.check(model: m, base: try LlamaKLDFile(path: Fixtures.path("llamacpp/kld/smollm2-c8-2.kld")),
                                                            text: "Another text entirely, with other words in it."))

@@ -14,9 +14,7 @@ import TestSupport
 /// to 16 bits (<= 1.2e-4 nats); Squint runs float32. Those differences flip the arg-max only where
 /// the two best tokens are within about 1e-3 nats of each other.
 final class RealLlamaAgreementTests: XCTestCase {
-    static var cache: String {
-        ProcessInfo.processInfo.environment["SQUINT_CACHE"] ?? (NSHomeDirectory() + "/.cache/squint")
-    }
+    static var cache: String { RealPerplexityTests.cache }
 
     func testQwen05BF16AgreesWithLlamaCppOnAliceOnAtLeast99PercentOfPositions() throws {
         let model = Self.cache + "/quality/q05-f16.gguf", kld = Self.cache + "/quality/q05-f16-alice-c512-10.kld"

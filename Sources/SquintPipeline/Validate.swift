@@ -165,6 +165,14 @@ public struct ValidationReport: Codable, Sendable {
     /// mean over positions of ln p_BF16(target) - ln p_Int4(target) = ln(ppl_int4 / ppl_bf16), and its standard error.
     public var lnPplRatio = Double.nan, lnPplRatioSE = Double.nan
     public var pplRatioSE = Double.nan
+    /// What was compared: "image-caption" (Qwen-VL BF16 vs Int4 on pairs), "text" (two text models on
+    /// the windows of a text file), "llama-base" (Squint against llama.cpp's logits of the same model).
+    public var mode = "image-caption"
+    /// The two sides' names in tables and the report: "BF16"/"Int4", "original"/"quantized",
+    /// "llama.cpp"/"Squint". The JSON keys keep their historical names (bf16_* = reference, int4_* = candidate).
+    public var referenceLabel = "BF16", candidateLabel = "Int4"
+    /// Text modes: tokens per window.
+    public var context: Int? = nil
 
     enum CodingKeys: String, CodingKey {
         case samples, positions, worst, greedy, gate, seconds
@@ -178,6 +186,8 @@ public struct ValidationReport: Codable, Sendable {
         case synthetic, run
         case klMeanSE = "kl_mean_se", klP999 = "kl_p999", klP90 = "kl_p90", klP10 = "kl_p10", top1AgreementSE = "top1_agreement_se"
         case lnPplRatio = "ln_ppl_ratio", lnPplRatioSE = "ln_ppl_ratio_se", pplRatioSE = "ppl_ratio_se"
+        case mode, context
+        case referenceLabel = "reference_label", candidateLabel = "candidate_label"
     }
 }
 
@@ -187,9 +197,11 @@ public enum Validator {
     struct Pass {
         var features: FloatTensor?          // [n_img, 256, hidden]
         var hidden: [[Float]]               // [layers+1] x [S * hidden]
-        var logits: [Float]                 // [S * vocab]
+        var logits: [Float]                 // [(S - logitsFrom) * vocab]: rows logitsFrom ..< S (or fewer)
         var greedy: [Int]                   // [greedyTokens]
         var forwardSeconds: Double
+        /// The position of the first row in `logits` (a text window or a base file holds only the scored rows).
+        var logitsFrom = 0
     }
 
     /// Teacher-forced pass over the whole sample, then greedy decoding from the context: the context
@@ -268,10 +280,11 @@ public enum Validator {
         return r.map { Double($0) - lse }
     }
 
-    /// KL(P || Q) = sum P (log P - log Q), from log-probabilities, in float64.
-    public static func kl(_ lp: [Double], _ lq: [Double]) -> Double {
+    /// KL(P || Q) = sum P (log P - log Q), from log-probabilities, in float64, over the entries
+    /// with log P > `floor` (llama-perplexity skips log P <= -16: its file cannot tell them apart).
+    public static func kl(_ lp: [Double], _ lq: [Double], floor: Double = -.infinity) -> Double {
         var s = 0.0
-        for i in lp.indices where lp[i] > -.infinity { s += exp(lp[i]) * (lp[i] - lq[i]) }
+        for i in lp.indices where lp[i] > floor { s += exp(lp[i]) * (lp[i] - lq[i]) }
         return max(s, 0)
     }
 
@@ -332,14 +345,8 @@ public enum Validator {
         }
         let text = decode ?? { ids in ids.map(String.init).joined(separator: " ") }
         let t0 = Date()
-        let V = a.vocabSize, H = a.hiddenSize, L = a.numHiddenLayers
-        var kls: [Double] = [], top1 = 0, top5 = 0, nllA = 0.0, nllB = 0.0, nTargets = 0
-        var logprobDiffs: [Double] = []     // log p_BF16(target) - log p_Int4(target), per position
-        var worst: [ValidationReport.Position] = []
-        var blockErr = [Double](repeating: 0, count: L + 1), blockRef = blockErr, blockCos = blockErr
-        var rows = 0
-        var featErr = 0.0, featRef = 0.0, featCos = 0.0, featRows = 0
-        var greedy: [ValidationReport.Greedy] = []
+        let V = a.vocabSize, L = a.numHiddenLayers
+        var acc = DriftAccumulator(layers: L, hidden: a.hiddenSize, worstCount: options.worstCount, decode: text)
         var forwardSeconds = 0.0
         // Progress in blocks of teacher-forced passes (2 per sample), so the ETA moves within a pass.
         let total = samples.count * 2 * L
@@ -351,102 +358,19 @@ public enum Validator {
             // The BF16 side from a --base file when given (computed once, reused), else run and maybe saved.
             let pa: Pass
             if let base, base.isReading {
-                pa = try base.pass(si, sample: s, config: a, greedyTokens: options.greedyTokens)
+                pa = try base.pass(si, sample: s, shape: .init(a), greedyTokens: options.greedyTokens)
             } else {
                 pa = try runPass(bf16, s, greedyTokens: options.greedyTokens, name: bf16Name, onBlock: progress == nil ? nil : report(0, "bf16"))
-                try base?.record(si, sample: s, pass: pa, config: a)
+                try base?.record(si, sample: s, pass: pa, shape: .init(a))
             }
             progress?((2 * si + 1) * L, total, "sample \(si + 1)/\(samples.count) int4")
             let pb = try runPass(int4, s, greedyTokens: options.greedyTokens, name: int4Name, onBlock: progress == nil ? nil : report(1, "int4"))
             forwardSeconds += pa.forwardSeconds + pb.forwardSeconds
-            let S = s.ids.count
-            // Per-block drift over every position.
-            for i in 0...L {
-                let x = pa.hidden[i], y = pb.hidden[i]
-                for t in 0..<S {
-                    var dd = 0.0, aa = 0.0, bb = 0.0, ab = 0.0
-                    for j in (t * H)..<((t + 1) * H) {
-                        let u = Double(x[j]), w = Double(y[j])
-                        dd += (w - u) * (w - u); aa += u * u; bb += w * w; ab += u * w
-                    }
-                    blockErr[i] += dd; blockRef[i] += aa
-                    blockCos[i] += aa > 0 && bb > 0 ? ab / (aa.squareRoot() * bb.squareRoot()) : (aa == bb ? 1 : 0)
-                }
-            }
-            rows += S
-            if let fa = pa.features, let fb = pb.features {
-                for t in 0..<(fa.count / H) {
-                    var dd = 0.0, aa = 0.0, bb = 0.0, ab = 0.0
-                    for j in (t * H)..<((t + 1) * H) {
-                        let u = Double(fa.data[j]), w = Double(fb.data[j])
-                        dd += (w - u) * (w - u); aa += u * u; bb += w * w; ab += u * w
-                    }
-                    featErr += dd; featRef += aa; featRows += 1
-                    featCos += aa > 0 && bb > 0 ? ab / (aa.squareRoot() * bb.squareRoot()) : (aa == bb ? 1 : 0)
-                }
-            }
-            // Scored positions: each predicts the next caption token.
-            for p in (s.contextLength - 1)..<(S - 1) {
-                let ra = pa.logits[(p * V)..<((p + 1) * V)], rb = pb.logits[(p * V)..<((p + 1) * V)]
-                let la = logSoftmax(ra), lb = logSoftmax(rb)
-                let k = kl(la, lb)
-                kls.append(k)
-                let ta = topK(ra, 1)[0], tb5 = topK(rb, 5)
-                if ta == tb5[0] { top1 += 1 }
-                if tb5.contains(ta) { top5 += 1 }
-                let target = Int(s.ids[p + 1])
-                nllA -= la[target]; nllB -= lb[target]; nTargets += 1
-                logprobDiffs.append(la[target] - lb[target])
-                let entry = ValidationReport.Position(sample: s.label, position: p, kl: k, tokenId: target, token: text([target]),
-                                                      bf16TopId: ta, int4TopId: tb5[0], bf16Top: text([ta]), int4Top: text([tb5[0]]),
-                                                      logprobBF16: la[target], logprobInt4: lb[target])
-                if worst.count < options.worstCount || k > (worst.last?.kl ?? -1) {
-                    worst.append(entry)
-                    worst.sort { $0.kl > $1.kl }
-                    if worst.count > options.worstCount { worst.removeLast() }
-                }
-            }
-            if options.greedyTokens > 0 {
-                let m = zip(pa.greedy, pb.greedy).prefix { $0 == $1 }.count
-                greedy.append(.init(sample: s.label, bf16Ids: pa.greedy, int4Ids: pb.greedy, bf16Text: text(pa.greedy),
-                                    int4Text: text(pb.greedy), matchedPrefix: m))
-            }
+            acc.add(sample: s, pa, pb, vocab: V, greedyTokens: options.greedyTokens)
         }
         progress?(total, total, "done")
-        let sorted = kls.sorted()
-        let n = Double(kls.count)            // 0 gives NaN statistics (nothing was scored)
-        var counts = [Int](repeating: 0, count: histogramEdges.count - 1)
-        for k in kls {
-            var i = 0
-            while i + 1 < counts.count && k >= histogramEdges[i + 1] { i += 1 }
-            counts[i] += 1
-        }
-        let names = (0...L).map { i -> String in
-            i == 0 ? "embeddings" : (i == L ? "block \(L - 1) + ln_f" : "block \(i - 1)")
-        }
-        let perBlock = (0...L).map { i in
-            ValidationReport.Drift(block: i - 1, name: names[i], relativeError: blockRef[i] > 0 ? (blockErr[i] / blockRef[i]).squareRoot() : 0,
-                                   cosine: rows > 0 ? blockCos[i] / Double(rows) : 1)
-        }
-        let image = featRows > 0 ? ValidationReport.Drift(block: -1, name: "image features", relativeError: (featErr / max(featRef, 1e-300)).squareRoot(),
-                                                        cosine: featCos / Double(featRows)) : nil
-        let pplA = exp(nllA / Double(nTargets)), pplB = exp(nllB / Double(nTargets))
-        let g = Double(max(options.greedyTokens, 1))
-        var report = ValidationReport(
-            bf16Model: bf16Name, int4Model: int4Name, samples: samples.count, positions: kls.count,
-            klMean: kls.reduce(0, +) / n, klMedian: percentile(sorted, 50), klP99: percentile(sorted, 99), klMax: sorted.last ?? .nan,
-            top1Agreement: Double(top1) / n, top5Agreement: Double(top5) / n,
-            pplBF16: pplA, pplInt4: pplB, pplRatio: pplB / pplA,
-            worst: worst, perBlock: perBlock, imageFeatures: image, greedyTokens: options.greedyTokens,
-            greedyAgreement: greedy.isEmpty ? .nan
-                : Double(greedy.map { zip($0.bf16Ids, $0.int4Ids).filter { $0 == $1 }.count }.reduce(0, +)) / (g * Double(greedy.count)),
-            greedyPrefixAgreement: greedy.isEmpty ? .nan : Double(greedy.map(\.matchedPrefix).reduce(0, +)) / (g * Double(greedy.count)),
-            greedy: greedy, klHistogram: .init(edges: histogramEdges, counts: counts),
-            gate: .init(maxKL: options.maxKL, minTop1: options.minTop1, passed: true, failures: []),
-            seconds: Date().timeIntervalSince(t0), forwardSeconds: forwardSeconds)
-        DriftStatistics.fill(&report, kls: sorted, logprobDiffs: logprobDiffs)
-        report.gate = gate(report, maxKL: options.maxKL, minTop1: options.minTop1)
-        return report
+        return acc.report(referenceName: bf16Name, candidateName: int4Name, samples: samples.count, greedyTokens: options.greedyTokens,
+                          maxKL: options.maxKL, minTop1: options.minTop1, seconds: Date().timeIntervalSince(t0), forwardSeconds: forwardSeconds)
     }
 
     /// The gate: kl_mean <= maxKL and top1_agreement >= minTop1 (each only when given).

@@ -29,23 +29,50 @@ public final class ValidationBase {
     var spilled: [String] = []
     var committed = false
 
-    /// What ties a base file to the BF16 model and the eval samples.
-    public static func identity(model: TensorFile, evalPath: String, samples: [ValidationSample], greedyTokens: Int,
-                                config: QwenVLConfig) throws -> [String: String] {
+    /// The sizes a base file's tensors are checked against.
+    public struct Shape: Sendable {
+        public var vocab: Int, hidden: Int, layers: Int
+        /// Image feature rows per image (the resampler's queries); 0 for text models.
+        public var imageQueries: Int
+        public init(vocab: Int, hidden: Int, layers: Int, imageQueries: Int = 0) {
+            self.vocab = vocab; self.hidden = hidden; self.layers = layers; self.imageQueries = imageQueries
+        }
+        public init(_ c: QwenVLConfig) {
+            self.init(vocab: c.vocabSize, hidden: c.hiddenSize, layers: c.numHiddenLayers,
+                      imageQueries: c.visual.resamplerGrid * c.visual.resamplerGrid)
+        }
+    }
+
+    /// A digest of a model's weights that is cheap on a 20 GB checkpoint: its tensor table and the
+    /// first 64 bytes of every tensor.
+    public static func modelDigest(_ model: TensorFile) throws -> String {
         var m = SHA256()
         for t in model.tensors.sorted(by: { $0.name < $1.name }) {
             m.update(Array("\(t.name)\t\(t.dtype.rawValue)\t\(t.shape)\t\(t.byteCount)\n".utf8))
             let v = try model.view(t.name)
             m.update(UnsafeRawBufferPointer(rebasing: v.bytes[0..<min(64, v.bytes.count)]))
         }
+        return m.finalizeHex()
+    }
+
+    /// What ties a base file to the BF16 model and the eval samples.
+    public static func identity(model: TensorFile, evalPath: String, samples: [ValidationSample], greedyTokens: Int,
+                                config: QwenVLConfig) throws -> [String: String] {
+        try identity(modelDigest: try modelDigest(model), evalPath: evalPath, samples: samples, greedyTokens: greedyTokens, shape: .init(config))
+    }
+
+    /// The same for any model: `modelDigest` names the reference model's weights, `evalPath` the
+    /// file the samples came from (pairs file or text), `samples` the rendered token ids.
+    public static func identity(modelDigest: String, evalPath: String, samples: [ValidationSample], greedyTokens: Int,
+                                shape: Shape) throws -> [String: String] {
         var ids = SHA256()
         for s in samples {
             ids.update(Array("\(s.ids.count) \(s.contextLength)\n".utf8))
             s.ids.withUnsafeBytes { ids.update($0) }
         }
-        return ["format": formatTag, "model_sha256": m.finalizeHex(), "eval_sha256": try sha256Hex(file: evalPath),
+        return ["format": formatTag, "model_sha256": modelDigest, "eval_sha256": try sha256Hex(file: evalPath),
                 "samples_sha256": ids.finalizeHex(), "samples": String(samples.count), "greedy_tokens": String(greedyTokens),
-                "vocab_size": String(config.vocabSize), "layers": String(config.numHiddenLayers), "hidden_size": String(config.hiddenSize)]
+                "vocab_size": String(shape.vocab), "layers": String(shape.layers), "hidden_size": String(shape.hidden)]
     }
 
     /// A base file to write after the run: the destination is checked now (refused when it exists,
@@ -92,23 +119,20 @@ public final class ValidationBase {
         return try f.view(name)
     }
 
-    func pass(_ i: Int, sample s: ValidationSample, config c: QwenVLConfig, greedyTokens: Int) throws -> Validator.Pass {
-        let S = s.ids.count, ctx = s.contextLength, V = c.vocabSize, H = c.hiddenSize, L = c.numHiddenLayers
+    func pass(_ i: Int, sample s: ValidationSample, shape c: Shape, greedyTokens: Int) throws -> Validator.Pass {
+        let S = s.ids.count, ctx = s.contextLength, V = c.vocab, H = c.hidden, L = c.layers
         let ids = try tensor("s\(i).ids", .i32, [S])
         guard Array(ids.bytes.bindMemory(to: Int32.self)) == s.ids else {
             throw FormatError.invalid(path: path, what: "sample \(i + 1) renders to other tokens than when the file was made")
         }
         let lv = try tensor("s\(i).logits", .f32, [S - ctx, V])
-        var logits = [Float](repeating: 0, count: S * V)       // [S * vocab]; only scored rows are read
-        logits.withUnsafeMutableBytes { dst in
-            UnsafeMutableRawBufferPointer(rebasing: dst[((ctx - 1) * V * 4)..<((S - 1) * V * 4)]).copyMemory(from: lv.bytes)
-        }
+        let logits = Array(lv.bytes.bindMemory(to: Float.self))   // [S - ctx, vocab]: rows ctx-1 ..< S-1
         let hv = try tensor("s\(i).hidden", .f16, [L + 1, S, H])
         let halves = hv.bytes.bindMemory(to: UInt16.self)
         let hidden = (0...L).map { l in (0..<(S * H)).map { Float(Float16(bitPattern: halves[l * S * H + $0])) } }
         var features: FloatTensor?
         if let px = s.pixelValues {
-            let n = px.shape[0], q = c.visual.resamplerGrid * c.visual.resamplerGrid
+            let n = px.shape[0], q = c.imageQueries
             let fv = try tensor("s\(i).features", .f32, [n, q, H])
             features = FloatTensor(shape: [n, q, H], data: Array(fv.bytes.bindMemory(to: Float.self)))
         }
@@ -116,18 +140,19 @@ public final class ValidationBase {
         if greedyTokens > 0, let f = file, let t = f.info("s\(i).greedy") {
             greedy = Array(try tensor("s\(i).greedy", .i32, t.shape).bytes.bindMemory(to: Int32.self).prefix(greedyTokens)).map(Int.init)
         }
-        return Validator.Pass(features: features, hidden: hidden, logits: logits, greedy: greedy, forwardSeconds: 0)
+        return Validator.Pass(features: features, hidden: hidden, logits: logits, greedy: greedy, forwardSeconds: 0, logitsFrom: ctx - 1)
     }
 
     // MARK: writing
 
-    func record(_ i: Int, sample s: ValidationSample, pass p: Validator.Pass, config c: QwenVLConfig) throws {
+    func record(_ i: Int, sample s: ValidationSample, pass p: Validator.Pass, shape c: Shape) throws {
         guard let spill else { return }
-        let S = s.ids.count, ctx = s.contextLength, V = c.vocabSize, H = c.hiddenSize, L = c.numHiddenLayers
+        let S = s.ids.count, ctx = s.contextLength, V = c.vocab, H = c.hidden, L = c.layers
+        let r0 = (ctx - 1 - p.logitsFrom) * V, r1 = (S - 1 - p.logitsFrom) * V
         var tensors: [(SafetensorsWriter.Tensor, [UInt8])] = []
         func bytes<T>(_ a: [T]) -> [UInt8] { a.withUnsafeBytes { Array($0) } }
         tensors.append((.init(name: "s\(i).ids", dtype: .i32, shape: [S]), bytes(s.ids)))
-        tensors.append((.init(name: "s\(i).logits", dtype: .f32, shape: [S - ctx, V]), bytes(Array(p.logits[((ctx - 1) * V)..<((S - 1) * V)]))))
+        tensors.append((.init(name: "s\(i).logits", dtype: .f32, shape: [S - ctx, V]), bytes(Array(p.logits[r0..<r1]))))
         var halves = [UInt16](); halves.reserveCapacity((L + 1) * S * H)
         for h in p.hidden { for x in h { halves.append(Float16(x).bitPattern) } }
         tensors.append((.init(name: "s\(i).hidden", dtype: .f16, shape: [L + 1, S, H]), bytes(halves)))

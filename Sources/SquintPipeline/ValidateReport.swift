@@ -28,35 +28,44 @@ public enum ValidateText {
         return o
     }
 
+    /// What was scored, in words: "8 samples, 200 scored caption positions", "10 windows of 512 tokens, 2550 scored positions".
+    static func scope(_ r: ValidationReport) -> String {
+        if r.mode == "image-caption" { return "\(r.samples) samples, \(r.positions) scored caption positions" }
+        return "\(r.samples) windows of \(r.context.map(String.init) ?? "?") tokens, \(r.positions) scored positions (second halves)"
+    }
+
     /// What a newcomer must know about a model written by `squint synth`.
     public static let syntheticNote = "synthetic weights (squint synth): the drift figures measure the conversion, "
         + "but perplexities and generated texts are noise by design"
 
     public static func table(_ r: ValidationReport) -> String {
-        var s = "squint validate: \(r.bf16Model) (BF16) vs \(r.int4Model) (Int4)\n"
-        s += "  \(r.samples) samples, \(r.positions) scored caption positions\n"
+        let A = r.referenceLabel, B = r.candidateLabel
+        var s = "squint validate: \(r.bf16Model) (\(A)) vs \(r.int4Model) (\(B))\n"
+        s += "  \(scope(r))\n"
         if r.synthetic { s += "  note: \(syntheticNote)\n" }
         s += "\n"
-        s += "  KL(BF16 || Int4)   mean \(pm(r.klMean, r.klMeanSE))   max \(f(r.klMax))  (nats)\n"
+        s += "  KL(\(A) || \(B))   mean \(pm(r.klMean, r.klMeanSE))   max \(f(r.klMax))  (nats)\n"
         s += "    percentiles      99.9% \(f(r.klP999))   99% \(f(r.klP99))   90% \(f(r.klP90))   50% \(f(r.klMedian))   10% \(f(r.klP10))\n"
         s += "  same top-1         \(pct(r.top1Agreement, r.top1AgreementSE))     top-5 agreement "
-            + String(format: "%.2f %%", r.top5Agreement * 100) + "  (BF16 top-1 within Int4 top-5)\n"
-        s += "  perplexity         BF16 \(f(r.pplBF16))   Int4 \(f(r.pplInt4))   ratio Int4/BF16 \(pm(r.pplRatio, r.pplRatioSE))"
+            + String(format: "%.2f %%", r.top5Agreement * 100) + "  (\(A) top-1 within \(B) top-5)\n"
+        s += "  perplexity         \(A) \(f(r.pplBF16))   \(B) \(f(r.pplInt4))   ratio \(B)/\(A) \(pm(r.pplRatio, r.pplRatioSE))"
             + "   (mean ln ratio \(pm(r.lnPplRatio, r.lnPplRatioSE)))\n"
         if r.greedyTokens > 0 {
             s += String(format: "  greedy (%d tokens)  same token %.1f %%   shared prefix %.1f %%\n", r.greedyTokens,
                         r.greedyAgreement * 100, r.greedyPrefixAgreement * 100)
         }
-        s += "\n  where drift enters (hidden state after each block, all positions)\n"
-        s += "    stage                     rel. error      cosine\n"
         var stages = r.perBlock
         if let im = r.imageFeatures { stages.insert(im, at: 0) }
+        if !stages.isEmpty {
+            s += "\n  where drift enters (hidden state after each block, all positions)\n"
+            s += "    stage                     rel. error      cosine\n"
+        }
         for d in stages {
             s += "    " + d.name.padding(toLength: 24, withPad: " ", startingAt: 0)
                 + "  " + f(d.relativeError).padding(toLength: 14, withPad: " ", startingAt: 0) + "  " + String(format: "%.6f", d.cosine) + "\n"
         }
         if !r.worst.isEmpty {
-            s += "\n  worst positions\n    KL          pos   target          BF16 top        Int4 top        sample\n"
+            s += "\n  worst positions\n    KL          pos   target          \(A) top        \(B) top        sample\n"
             func cell(_ t: String, _ n: Int) -> String {
                 let q = "'\(visible(t))'"
                 return q.count >= n ? q + " " : q.padding(toLength: n, withPad: " ", startingAt: 0)
@@ -69,7 +78,7 @@ public enum ValidateText {
         }
         if let g = r.greedy.first {
             s += "\n  greedy continuation of \(g.sample) (\(g.matchedPrefix)/\(r.greedyTokens) tokens shared)\n"
-            s += "    BF16: \(visible(g.bf16Text))\n    Int4: \(visible(g.int4Text))\n"
+            s += "    \(A): \(visible(g.bf16Text))\n    \(B): \(visible(g.int4Text))\n"
         }
         s += String(format: "\n  %.1f s (forward passes %.1f s)\n", r.seconds, r.forwardSeconds)
         if r.gate.maxKL != nil || r.gate.minTop1 != nil {
@@ -104,7 +113,8 @@ public enum ValidateText {
 
     /// Per-block relative error (log scale) as an inline SVG line chart. An error of exactly zero
     /// cannot sit on a log axis: it is drawn on its own "0" line below the lowest decade.
-    static func driftSVG(_ stages: [ValidationReport.Drift]) -> String {
+    static func driftSVG(_ stages: [ValidationReport.Drift], labels: (String, String) = ("BF16", "Int4")) -> String {
+        let (A, B) = labels
         // Room on the right and below for the last stage name, drawn at 45 degrees.
         let w = 720.0, h = 300.0, left = 64.0, right = 100.0, top = 20.0, bottom = 90.0
         let count = max(stages.count, 1)
@@ -142,7 +152,7 @@ public enum ValidateText {
             }
         }
         let mid = top + (h - top - bottom) / 2
-        s += "<text x=\"14\" y=\"\(n(mid))\" font-size=\"11\" transform=\"rotate(-90 14 \(n(mid)))\" text-anchor=\"middle\" class=\"axis-label\">relative error ‖Int4 − BF16‖ / ‖BF16‖</text>"
+        s += "<text x=\"14\" y=\"\(n(mid))\" font-size=\"11\" transform=\"rotate(-90 14 \(n(mid)))\" text-anchor=\"middle\" class=\"axis-label\">relative error ‖\(B) − \(A)‖ / ‖\(A)‖</text>"
         return s + "</svg>"
     }
 
@@ -155,7 +165,9 @@ public enum ValidateText {
 
     /// The KL histogram as an inline SVG bar chart (log-spaced bins), with the mean KL and the gate's
     /// --max-kl drawn as vertical lines (the mean in red when it fails the gate).
-    static func histogramSVG(_ hgm: ValidationReport.Histogram, mean: Double? = nil, maxKL: Double? = nil) -> String {
+    static func histogramSVG(_ hgm: ValidationReport.Histogram, mean: Double? = nil, maxKL: Double? = nil,
+                             labels: (String, String) = ("BF16", "Int4")) -> String {
+        let (A, B) = labels
         let w = 640.0, h = 250.0, left = 64.0, right = 20.0, top = 28.0, bottom = 44.0
         let count = hgm.counts.count, maxC = Double(max(hgm.counts.max() ?? 1, 1))
         let plotW = w - left - right
@@ -187,7 +199,7 @@ public enum ValidateText {
             s += "<line x1=\"\(n(xx))\" y1=\"\(n(top - 14))\" x2=\"\(n(xx))\" y2=\"\(n(h - bottom))\" stroke=\"#e0a800\" stroke-width=\"2\" stroke-dasharray=\"5 3\" class=\"gate-line\"/>"
             s += "<text x=\"\(n(xx - 3))\" y=\"\(n(top - 4))\" font-size=\"10\" text-anchor=\"end\" fill=\"#8a6d00\">gate --max-kl \(f(maxKL, 3))</text>"
         }
-        s += "<text x=\"\(n(left + plotW / 2))\" y=\"\(n(h - 8))\" font-size=\"11\" text-anchor=\"middle\" class=\"axis-label\">KL(BF16 ‖ Int4) per position, nats (log bins)</text>"
+        s += "<text x=\"\(n(left + plotW / 2))\" y=\"\(n(h - 8))\" font-size=\"11\" text-anchor=\"middle\" class=\"axis-label\">KL(\(A) ‖ \(B)) per position, nats (log bins)</text>"
         let mid = top + (h - top - bottom) / 2
         s += "<text x=\"14\" y=\"\(n(mid))\" font-size=\"11\" transform=\"rotate(-90 14 \(n(mid)))\" text-anchor=\"middle\" class=\"axis-label\">positions</text>"
         return s + "</svg>"
@@ -199,6 +211,7 @@ public enum ValidateText {
     /// A self-contained page (inline CSS and SVG, no script, no external URL): opens offline and
     /// reads on a phone (viewport meta, plots that scale, tables that scroll in their box).
     public static func html(_ r: ValidationReport) -> String {
+        let A = r.referenceLabel, B = r.candidateLabel
         var p = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         p += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>squint validate: \(esc(r.int4Model))</title>\n"
         p += "<style>body{font:14px system-ui,sans-serif;margin:1em auto;padding:0 1em;max-width:60em;line-height:1.4}"
@@ -208,8 +221,8 @@ public enum ValidateText {
         p += ".note{background:#fff6d5;border-left:4px solid #e0a800;padding:6px 10px}"
         p += "svg{display:block;max-width:46em;height:auto}code{background:#f6f6f6;word-break:break-all}"
         p += "td code{word-break:normal;white-space:pre}h1{font-size:1.5em}</style></head><body>\n"
-        p += "<h1>Drift: BF16 vs Int4</h1>\n<p>BF16 <code>\(esc(r.bf16Model))</code> vs Int4 <code>\(esc(r.int4Model))</code>: "
-        p += "\(r.samples) samples, \(r.positions) scored caption positions (teacher forcing).</p>\n"
+        p += "<h1>Drift: \(A) vs \(B)</h1>\n<p>\(A) <code>\(esc(r.bf16Model))</code> vs \(B) <code>\(esc(r.int4Model))</code>: "
+        p += "\(esc(scope(r))) (teacher forcing).</p>\n"
         if r.synthetic { p += "<p class=\"note\"><b>Note:</b> \(esc(syntheticNote)).</p>\n" }
         if let run = r.run {
             var rows: [(String, String)] = [
@@ -217,9 +230,9 @@ public enum ValidateText {
             ]
             if let q = run.quantization { rows.append(("quantization", q)) }
             func size(_ b: Int) -> String { String(format: "%.2f MiB", Double(b) / 1_048_576) }
-            rows.append(("BF16 model", "\(size(run.bf16Bytes)), " + String(format: "%.2f bits per weight", run.bf16BitsPerWeight)))
-            rows.append(("Int4 model", "\(size(run.int4Bytes)), " + String(format: "%.2f bits per weight", run.int4BitsPerWeight)
-                + " (all tensors over the BF16 model's \(run.parameters) parameters)"))
+            rows.append(("\(A) model", "\(size(run.bf16Bytes)), " + String(format: "%.2f bits per weight", run.bf16BitsPerWeight)))
+            rows.append(("\(B) model", "\(size(run.int4Bytes)), " + String(format: "%.2f bits per weight", run.int4BitsPerWeight)
+                + " (all tensors over the \(A) model's \(run.parameters) parameters)"))
             p += "<div class=\"scroll\"><table class=\"run\">"
             for (k, v) in rows { p += "<tr><th>\(esc(k))</th><td>\(k == "command" ? "<code>\(esc(v))</code>" : esc(v))</td></tr>" }
             p += "</table></div>\n"
@@ -244,35 +257,37 @@ public enum ValidateText {
                          "≥ \(r.gate.minTop1.map { String(format: "%.2f %%", $0 * 100) } ?? "") (--min-top1)")
         rows.append(("same top-1", top1.0, top1.1))
         rows += [
-            ("top-5 agreement (BF16 top-1 in Int4 top-5)", String(format: "%.2f %%", r.top5Agreement * 100), false),
-            ("perplexity BF16", f(r.pplBF16), false), ("perplexity Int4", f(r.pplInt4), false), ("perplexity ratio Int4 / BF16", pm(r.pplRatio, r.pplRatioSE), false),
-            ("mean ln(PPL Int4 / PPL BF16)", pm(r.lnPplRatio, r.lnPplRatioSE), false),
+            ("top-5 agreement (\(A) top-1 in \(B) top-5)", String(format: "%.2f %%", r.top5Agreement * 100), false),
+            ("perplexity \(A)", f(r.pplBF16), false), ("perplexity \(B)", f(r.pplInt4), false), ("perplexity ratio \(B) / \(A)", pm(r.pplRatio, r.pplRatioSE), false),
+            ("mean ln(PPL \(B) / PPL \(A))", pm(r.lnPplRatio, r.lnPplRatioSE), false),
         ]
         if r.greedyTokens > 0 {
             rows += [("greedy: same token", String(format: "%.1f %% of %d tokens", r.greedyAgreement * 100, r.greedyTokens), false),
                      ("greedy: shared prefix", String(format: "%.1f %%", r.greedyPrefixAgreement * 100), false)]
         } else {
-            rows.append(("greedy continuations", "not run (--greedy-tokens 0)", false))
+            rows.append(("greedy continuations", r.mode == "image-caption" ? "not run (--greedy-tokens 0)" : "not measured in this mode", false))
         }
         p += "<h2>Summary</h2>"
         p += scrollTable(rows.map { "<tr\($0.2 ? " class=\"fail\"" : "")><th>\(esc($0.0))</th><td>\(esc($0.1))</td></tr>" }.joined())
-        p += "<h2>Where drift enters</h2><p>Relative error ‖Int4 − BF16‖ / ‖BF16‖ of the hidden state after each block "
-        p += "(all positions of all samples; the last point includes ln_f; an error of exactly 0 is drawn on the dashed 0 line).</p>\n"
         var stages = r.perBlock
         if let im = r.imageFeatures { stages.insert(im, at: 0) }
-        p += driftSVG(stages) + "\n"
-        p += scrollTable("<tr><th>stage</th><th>relative error</th><th>cosine</th></tr>"
-            + stages.map { "<tr><td>\(esc($0.name))</td><td>\(f($0.relativeError))</td><td>\(String(format: "%.6f", $0.cosine))</td></tr>" }.joined())
-        p += "<h2>KL per position</h2>\n" + histogramSVG(r.klHistogram, mean: r.klMean, maxKL: r.gate.maxKL) + "\n"
-        var worst = "<tr><th>KL</th><th>sample</th><th>position</th><th>target</th><th>BF16 top</th><th>Int4 top</th>"
-        worst += "<th>log p BF16</th><th>log p Int4</th></tr>"
+        if !stages.isEmpty {
+            p += "<h2>Where drift enters</h2><p>Relative error ‖\(B) − \(A)‖ / ‖\(A)‖ of the hidden state after each block "
+            p += "(all positions of all samples; the last point includes ln_f; an error of exactly 0 is drawn on the dashed 0 line).</p>\n"
+            p += driftSVG(stages, labels: (A, B)) + "\n"
+            p += scrollTable("<tr><th>stage</th><th>relative error</th><th>cosine</th></tr>"
+                + stages.map { "<tr><td>\(esc($0.name))</td><td>\(f($0.relativeError))</td><td>\(String(format: "%.6f", $0.cosine))</td></tr>" }.joined())
+        }
+        p += "<h2>KL per position</h2>\n" + histogramSVG(r.klHistogram, mean: r.klMean, maxKL: r.gate.maxKL, labels: (A, B)) + "\n"
+        var worst = "<tr><th>KL</th><th>sample</th><th>position</th><th>target</th><th>\(A) top</th><th>\(B) top</th>"
+        worst += "<th>log p \(A)</th><th>log p \(B)</th></tr>"
         for w in r.worst {
             worst += "<tr><td>\(f(w.kl))</td><td>\(esc(w.sample))</td><td>\(w.position)</td><td><code>\(esc(w.token))</code></td>"
             worst += "<td><code>\(esc(w.bf16Top))</code></td><td><code>\(esc(w.int4Top))</code></td><td>\(f(w.logprobBF16))</td><td>\(f(w.logprobInt4))</td></tr>"
         }
         p += "<h2>Worst positions</h2>" + scrollTable(worst)
         if !r.greedy.isEmpty {
-            var g = "<tr><th>sample</th><th>shared</th><th>BF16</th><th>Int4</th></tr>"
+            var g = "<tr><th>sample</th><th>shared</th><th>\(A)</th><th>\(B)</th></tr>"
             for x in r.greedy {
                 g += "<tr><td>\(esc(x.sample))</td><td>\(x.matchedPrefix)/\(r.greedyTokens)</td><td>\(esc(x.bf16Text))</td><td>\(esc(x.int4Text))</td></tr>"
             }

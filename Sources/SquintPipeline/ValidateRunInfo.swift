@@ -28,21 +28,30 @@ extension ValidationReport {
 
         /// From the two loaded models; `arguments` is the command line (argv).
         public init(bf16: LoadedModel, int4: LoadedModel, arguments: [String], date: Date = Date()) {
+            let q = int4.checkpoint.quantization.map { q in
+                "\(q.quantMethod ?? "gptq"), \(q.bits)-bit, group \(q.groupSize), \(q.sym ? "sym" : "asym"), "
+                    + "desc_act \(q.descAct), damp \(q.dampPercent)"
+            }
+            self.init(arguments: arguments, quantization: q,
+                      parameters: bf16.checkpoint.file.tensors.reduce(0) { $0 + $1.elementCount },
+                      referenceBytes: bf16.checkpoint.file.tensors.reduce(0) { $0 + $1.byteCount },
+                      candidateBytes: int4.checkpoint.file.tensors.reduce(0) { $0 + $1.byteCount }, date: date)
+        }
+
+        /// From sizes measured elsewhere (text models: the files' tensors).
+        public init(arguments: [String], quantization: String?, parameters: Int, referenceBytes: Int, candidateBytes: Int,
+                    date: Date = Date()) {
             commandLine = arguments.map(Self.shellQuoted).joined(separator: " ")
             self.squintVersion = SquintPipeline.squintVersion
             let f = ISO8601DateFormatter()
             f.timeZone = TimeZone(identifier: "UTC")
             self.date = f.string(from: date)
-            if let q = int4.checkpoint.quantization {
-                quantization = "\(q.quantMethod ?? "gptq"), \(q.bits)-bit, group \(q.groupSize), \(q.sym ? "sym" : "asym"), "
-                    + "desc_act \(q.descAct), damp \(q.dampPercent)"
-            }
-            parameters = bf16.checkpoint.file.tensors.reduce(0) { $0 + $1.elementCount }
-            bf16Bytes = bf16.checkpoint.file.tensors.reduce(0) { $0 + $1.byteCount }
-            int4Bytes = int4.checkpoint.file.tensors.reduce(0) { $0 + $1.byteCount }
+            self.quantization = quantization
+            self.parameters = parameters
+            bf16Bytes = referenceBytes; int4Bytes = candidateBytes
             let p = Double(max(parameters, 1))
-            bf16BitsPerWeight = 8 * Double(bf16Bytes) / p
-            int4BitsPerWeight = 8 * Double(int4Bytes) / p
+            bf16BitsPerWeight = 8 * Double(referenceBytes) / p
+            int4BitsPerWeight = 8 * Double(candidateBytes) / p
         }
 
         /// A word as a POSIX shell would need it.

@@ -32,12 +32,21 @@ final class TextModelTests: XCTestCase {
 
     /// The tiny Qwen2 written as a GGUF v3 file with F32 tensors under llama.cpp's names.
     func writeTinyQwen2GGUF() throws -> (path: String, ref: FixtureSafetensors) {
+        let path = tmp + "/qwen2-tiny.gguf"
+        try Self.writeTinyQwen2GGUF(to: path)
+        return (path, try FixtureSafetensors(path: fixturePath("decoders/qwen2-tiny") + "/reference.safetensors"))
+    }
+
+    /// The same to `path`; `blockType`: the ggml type of the block linears' weights (F32 by default;
+    /// F16 or Q8_0 make a "quantized" copy); `vocabulary` replaces the tokenizer's token strings.
+    static func writeTinyQwen2GGUF(to path: String, blockType: GGMLType = .f32, vocabulary: [String]? = nil) throws {
         let folder = fixturePath("decoders/qwen2-tiny")
         let hf = try DecoderLM.load(folder: folder)
         let st = try SafetensorsFile(path: folder + "/model.safetensors")
         let d = hf.dims
         let w = GGUFWriter()
-        let v = Self.byteVocabulary(vocab: d.vocab)
+        var v = Self.byteVocabulary(vocab: d.vocab)
+        if let vocabulary { v.tokens = vocabulary }
         try w.add(key: "general.architecture", .string("qwen2"))
         try w.add(key: "general.name", .string("qwen2-tiny (random, transformers)"))
         try w.add(key: "qwen2.block_count", .uint32(UInt32(d.layers)))
@@ -57,11 +66,10 @@ final class TextModelTests: XCTestCase {
         try w.add(key: "tokenizer.ggml.eos_token_id", .uint32(UInt32(v.tokens.firstIndex(of: "<|im_end|>")!)))
         try w.add(key: "tokenizer.chat_template", .string("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a tiny test model.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"))
         for (h, g) in zip(d.tensorTable(.huggingFace), d.tensorTable(.gguf)) {
-            try w.addTensor(name: g.name, type: .f32, shape: g.shape, values: Kernels.floats(try st.view(h.name)))
+            let type: GGMLType = g.name.hasPrefix("blk.") && g.name.hasSuffix(".weight") && g.shape.count == 2 ? blockType : .f32
+            try w.addTensor(name: g.name, type: type, shape: g.shape, values: Kernels.floats(try st.view(h.name)))
         }
-        let path = tmp + "/qwen2-tiny.gguf"
         try w.write(to: path, overwrite: false)
-        return (path, try FixtureSafetensors(path: folder + "/reference.safetensors"))
     }
 
     func testGGUFFileGivesTransformersLogits() throws {

@@ -49,10 +49,10 @@ struct Validate: ParsableCommand {
     @Option(name: .customLong("llama-base"), help: "Compare Squint's logits of the model with a llama-perplexity --kl-divergence-base FILE made from the same model.")
     var llamaBase: String?
 
-    @Option(help: "Use only the first N pairs.")
+    @Option(help: "Qwen-VL: use only the first N pairs.")
     var limit: Int?
 
-    @Option(name: .customLong("greedy-tokens"), help: "Greedy tokens each model generates after each prompt (0: skip).")
+    @Option(name: .customLong("greedy-tokens"), help: "Qwen-VL: greedy tokens each model generates after each prompt (0: skip).")
     var greedyTokens = 16
 
     @Option(help: "How many worst positions (by KL) to list.")
@@ -67,7 +67,7 @@ struct Validate: ParsableCommand {
     @Option(help: "Write an HTML page with plots to DIR/index.html (self-contained, opens offline).")
     var report: String?
 
-    @Option(help: "qwen.tiktoken (default: the BF16 folder's, then $SQUINT_VOCAB).")
+    @Option(help: "Qwen-VL: qwen.tiktoken (default: the BF16 folder's, then $SQUINT_VOCAB).")
     var vocab: String?
 
     @Flag(help: "Print the result as JSON (keys: docs/VALIDATE_JSON.md).")

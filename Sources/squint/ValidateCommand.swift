@@ -20,8 +20,8 @@ struct Validate: ParsableCommand {
         Squint's logits against those llama-perplexity --kl-divergence-base stored for the same model \
         (KL(llama.cpp || Squint), same top-1; --text also checks the file's tokens against Squint's).
 
-        Exit codes: 0 success (gate passed or no gate), 1 error (unreadable model or pairs file, \
-        incompatible models), 4 gate failed (--max-kl / --min-top1), 64 bad command line.
+        Exit codes: 0 success (gate passed or no gate), 1 error (unreadable model, pairs, text or \
+        .kld file, incompatible models or tokenizers), 4 gate failed (--max-kl / --min-top1), 64 bad command line.
 
         Example: squint validate tiny-bf16 tiny.sq4 --eval fixtures/calibration/pairs.jsonl --report drift --max-kl 0.1
         Example: squint validate q05-f16.gguf q05-q4_0.gguf --text alice29.txt --chunks 10 --max-kl 0.1

@@ -4,7 +4,8 @@ import SquintModels
 import SquintTensor
 
 /// The BF16 side of a validation computed once and reused against several Int4 models
-/// (`validate --save-base FILE`, then `--base FILE`). A safetensors file; per sample i:
+/// (`validate --save-base FILE`, then `--base FILE`); for text models the original's side, a sample
+/// being a window whose context is its unscored first half. A safetensors file; per sample i:
 ///
 /// | tensor | dtype | shape | what |
 /// |---|---|---|---|

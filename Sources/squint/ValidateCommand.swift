@@ -20,8 +20,8 @@ struct Validate: ParsableCommand {
         Squint's logits against those llama-perplexity --kl-divergence-base stored for the same model \
         (KL(llama.cpp || Squint), same top-1; --text also checks the file's tokens against Squint's).
 
-        Exit codes: 0 success (gate passed or no gate), 1 error (unreadable model or pairs file, \
-        incompatible models), 4 gate failed (--max-kl / --min-top1), 64 bad command line.
+        Exit codes: 0 success (gate passed or no gate), 1 error (unreadable model, pairs, text or \
+        .kld file, incompatible models or tokenizers), 4 gate failed (--max-kl / --min-top1), 64 bad command line.
 
         Example: squint validate tiny-bf16 tiny.sq4 --eval fixtures/calibration/pairs.jsonl --report drift --max-kl 0.1
         Example: squint validate q05-f16.gguf q05-q4_0.gguf --text alice29.txt --chunks 10 --max-kl 0.1
@@ -49,10 +49,10 @@ struct Validate: ParsableCommand {
     @Option(name: .customLong("llama-base"), help: "Compare Squint's logits of the model with a llama-perplexity --kl-divergence-base FILE made from the same model.")
     var llamaBase: String?
 
-    @Option(help: "Use only the first N pairs.")
+    @Option(help: "Qwen-VL: use only the first N pairs.")
     var limit: Int?
 
-    @Option(name: .customLong("greedy-tokens"), help: "Greedy tokens each model generates after each prompt (0: skip).")
+    @Option(name: .customLong("greedy-tokens"), help: "Qwen-VL: greedy tokens each model generates after each prompt (0: skip).")
     var greedyTokens = 16
 
     @Option(help: "How many worst positions (by KL) to list.")
@@ -67,7 +67,7 @@ struct Validate: ParsableCommand {
     @Option(help: "Write an HTML page with plots to DIR/index.html (self-contained, opens offline).")
     var report: String?
 
-    @Option(help: "qwen.tiktoken (default: the BF16 folder's, then $SQUINT_VOCAB).")
+    @Option(help: "Qwen-VL: qwen.tiktoken (default: the BF16 folder's, then $SQUINT_VOCAB).")
     var vocab: String?
 
     @Flag(help: "Print the result as JSON (keys: docs/VALIDATE_JSON.md).")

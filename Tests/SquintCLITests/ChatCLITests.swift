@@ -95,7 +95,21 @@ final class ChatCLITests: XCTestCase {
         func after(_ mark: Int, _ text: String) -> (String) -> Bool { { String($0.utf8.dropFirst(mark)).map { $0.contains(text) } ?? false } }
         func type(_ text: String) { let b = Array(text.utf8); _ = b.withUnsafeBytes { write(master, $0.baseAddress, b.count) } }
 
+        /// True once the line editor has the terminal in raw mode (canonical mode off). Typed before
+        /// that, the kernel itself echoes the line and the editor redraws it, so bytes after the echo
+        /// need not be the answer (seen on a loaded machine: Ctrl-C then landed at the prompt).
+        func rawMode() -> Bool {
+            let deadline = Date().addingTimeInterval(60)
+            var t = termios()
+            while Date() < deadline {
+                if tcgetattr(slave, &t) == 0 && t.c_lflag & tcflag_t(ICANON) == 0 { return true }
+                usleep(10_000)
+            }
+            return false
+        }
+
         XCTAssertTrue(read(until: after(0, "> ")), seen)
+        XCTAssertTrue(rawMode(), "the line editor never took the terminal")
         type("Tell me a long story\r")
         XCTAssertTrue(read(until: after(0, "Tell me a long story\r\n")), seen)
         // Some of the answer has streamed in.

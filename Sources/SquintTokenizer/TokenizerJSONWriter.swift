@@ -6,8 +6,8 @@ import SquintFormats
 /// `ByteLevelBPETokenizer(tokenizerJSON:)` and the `tokenizers` library read.
 ///
 /// What is written, and how it reads back here:
-/// - `model`: BPE, `vocab` = every token that is neither control nor user-defined (ids kept), except
-///   unused `[PAD<id>]` fillers, which the reader recreates from the id gap; `merges` as given (the
+/// - `model`: BPE, `vocab` = every token that is neither control nor user-defined (ids kept; unused
+///   `[PAD<id>]` fillers included, which the reader types unused again); `merges` as given (the
 ///   GGUF's `"left right"` lines, in rank order); `ignore_merges` for llama3 (llama.cpp's rule).
 /// - `added_tokens`: control and unknown tokens `special: true`, user-defined ones `special: false`.
 ///   The types written are the tokenizer's own (after llama.cpp's load-time overrides), so they read
@@ -32,8 +32,6 @@ extension ByteLevelBPETokenizer {
                 let special = tokenTypes[id] != .userDefined
                 added.append("{\"id\":\(id),\"content\":\(q(t)),\"single_word\":false,\"lstrip\":false,\"rstrip\":false,"
                              + "\"normalized\":\(!special),\"special\":\(special)}")
-            case .unused where t == "[PAD\(id)]":
-                continue
             default:
                 vocab.append("\(q(t)):\(id)")
             }

@@ -328,14 +328,14 @@ public enum DecoderOutputs {
         switch format {
         case .squint:
             let q = SQ4Quantization(bits: 4, groupSize: o.groupSize == -1 ? 0 : o.groupSize, sym: o.sym, descAct: o.descAct,
-                                    staticGroups: static_, dampPercent: Double(o.dampPercent), trueSequential: true,
+                                    staticGroups: static_, dampPercent: Double("\(o.dampPercent)") ?? Double(o.dampPercent), trueSequential: true,
                                     method: o.method == .gptq ? .gptq : .rtn)
             let prov = SQ4Provenance(source: (r.model as NSString).lastPathComponent, calibration: calibName, tool: Converter.toolVersion)
             try writeSQ4(model: tm.model, packed: packed, companions: companions, quantization: q, provenance: prov,
                          to: r.output, overwrite: r.force)
             files = [r.output]
         case .autogptq:
-            let q = QuantizationConfig(bits: 4, groupSize: o.groupSize, dampPercent: Double(o.dampPercent), descAct: o.descAct,
+            let q = QuantizationConfig(bits: 4, groupSize: o.groupSize, dampPercent: Double("\(o.dampPercent)") ?? Double(o.dampPercent), descAct: o.descAct,
                                        staticGroups: static_, sym: o.sym, trueSequential: true, modelNameOrPath: nil,
                                        modelFileBaseName: "model", quantMethod: "gptq")
             files = try writeAutoGPTQ(model: tm.model, packed: packed, companions: companions, quantization: q,

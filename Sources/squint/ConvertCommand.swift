@@ -15,7 +15,10 @@ struct Convert: ParsableCommand {
         existing OUT is never replaced without --force. An AutoGPTQ checkpoint as MODEL_DIR is \
         repacked into an SQ4 file without re-quantising. With --format gguf, MODEL is a Qwen2/Llama \
         GGUF file calibrated on a plain text (--calib-text) and OUT a GGUF whose block linears hold \
-        the GPTQ codes as Q4_0. See docs/QUANTIZING.md.
+        the GPTQ codes as Q4_0. A Qwen2/Llama GGUF file or Hugging Face folder with --format squint (one \
+        self-contained SQ4 file: config, tokenizer, chat template, generation config inside) or --format \
+        autogptq (a transformers GPTQ folder) is quantized from --calib-text the same way, group 128 by \
+        default. See docs/QUANTIZING.md.
 
         Exit codes: 0 written; 1 bad input, the output exists, or the run failed (the message says what was kept \
         and how to resume); 64 bad command line.
@@ -29,13 +32,13 @@ struct Convert: ParsableCommand {
     @Option(name: .customLong("calib"), help: "Calibration pairs (jsonl). Required for --method gptq.")
     var calib: String?
 
-    @Option(name: .customLong("calib-text"), help: "--format gguf: calibration text (plain UTF-8), cut into --samples windows of --sample-tokens tokens.")
+    @Option(name: .customLong("calib-text"), help: "Text models (Qwen2/Llama): calibration text (plain UTF-8), cut into --samples windows of --sample-tokens tokens.")
     var calibText: String?
 
-    @Option(help: "--format gguf: calibration windows (the first N of the text).")
+    @Option(help: "Text models: calibration windows (the first N of the text).")
     var samples: Int = 32
 
-    @Option(name: .customLong("sample-tokens"), help: "--format gguf: tokens per calibration window.")
+    @Option(name: .customLong("sample-tokens"), help: "Text models: tokens per calibration window.")
     var sampleTokens: Int = 512
 
     @Option(name: .customLong("gguf-type"), help: "--format gguf: block-linear type (q4_0).")

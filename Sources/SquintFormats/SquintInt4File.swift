@@ -29,6 +29,8 @@ public final class SquintInt4File: TensorFile {
     /// Empty: SQ4 keeps its metadata typed in `header`.
     public let metadata: [String: String] = [:]
     public let header: SQ4Header
+    /// The file's version (1 or 2; Formats/SQUINT_INT4.md §7).
+    public let version: UInt32
     /// The quantized linears, in header order.
     public let linears: [QuantizedLinearSpec]
     /// N, the JSON header's length (padding included).
@@ -50,11 +52,13 @@ public final class SquintInt4File: TensorFile {
             throw bad("not an SQ4 file: the magic is \(Array(magic).map { String($0, radix: 16) }), expected \"SQUINT4\\0\"")
         }
         let version = try file.readLE(UInt32.self, at: 8, what: "the version")
-        guard version == SQ4.version else {
-            throw FormatError.unsupported(path: path, what: "SQ4 version \(version); this Squint reads version \(SQ4.version) only")
+        guard SQ4.readableVersions.contains(version) else {
+            throw FormatError.unsupported(path: path, what: "SQ4 version \(version); this Squint reads versions "
+                                          + "\(SQ4.readableVersions.lowerBound)...\(SQ4.readableVersions.upperBound)")
         }
+        self.version = version
         let flags = try file.readLE(UInt32.self, at: 12, what: "the flags")
-        guard flags == 0 else { throw FormatError.unsupported(path: path, what: "SQ4 flags 0x\(String(flags, radix: 16)) (version 1 has none)") }
+        guard flags == 0 else { throw FormatError.unsupported(path: path, what: "SQ4 flags 0x\(String(flags, radix: 16)) (versions 1 and 2 have none)") }
         let n64 = try file.readLE(UInt64.self, at: 16, what: "the header length")
         guard n64 >= 8, n64 <= UInt64(SQ4.maxHeaderLength), n64 % 8 == 0 else {
             throw bad("header length \(n64) must be a multiple of 8 between 8 and \(SQ4.maxHeaderLength)")
@@ -78,7 +82,7 @@ public final class SquintInt4File: TensorFile {
         guard pad.allSatisfy({ $0 == 0 }) else { throw bad("the padding between the header and the data section is not zero") }
 
         let json = try StrictJSON.parseObject(headerBytes, path: path, what: "the header")
-        let parsed = try SQ4HeaderParser(path: path).parse(json)
+        let parsed = try SQ4HeaderParser(path: path, version: version).parse(json)
         header = parsed.header
         linears = parsed.linears
         table = parsed.table
@@ -113,7 +117,8 @@ public final class SquintInt4File: TensorFile {
         }
         indexByName = index
         try SQ4HeaderParser.checkRecords(linears, tensors: table.map { ($0.name, $0.dtype, $0.shape) },
-                                         vocabTensor: header.tokenizer.vocabTensor, path: path)
+                                         vocabTensor: header.tokenizer.vocabTensor, path: path,
+                                         tokenizerJSONTensor: header.tokenizer.tokenizerJSONTensor)
         linearByName = Dictionary(uniqueKeysWithValues: linears.enumerated().map { ($1.name, $0) })
     }
 
@@ -195,6 +200,9 @@ public final class SquintInt4File: TensorFile {
 /// Turns the header's JSON into typed values, applying every rule of §2-§4 that needs no file bytes.
 struct SQ4HeaderParser {
     let path: String
+    /// Version 2 adds (and requires) `generation_config`, `tokenizer.tokenizer_json_tensor` and
+    /// `tokenizer.chat_template`; version 1 refuses them as unknown members.
+    var version: UInt32 = 1
     func bad(_ w: String) -> FormatError { .invalid(path: path, what: w) }
 
     func members(_ v: JSONValue, _ what: String, required: [String], optional: [String] = []) throws -> [String: JSONValue] {
@@ -232,9 +240,19 @@ struct SQ4HeaderParser {
     }
 
     func parse(_ json: JSONValue) throws -> (header: SQ4Header, linears: [QuantizedLinearSpec], table: [SQ4TableEntry]) {
-        let top = try members(json, "the header", required: ["format", "config", "quantization", "tokenizer", "provenance", "linears", "tensors"])
+        let v2 = version >= 2
+        let top = try members(json, "the header", required: ["format", "config", "quantization", "tokenizer", "provenance", "linears", "tensors"]
+                                                            + (v2 ? ["generation_config"] : []))
         guard try string(top["format"], "format") == "SQ4" else { throw bad("format must be \"SQ4\"") }
         guard case .object = top["config"]! else { throw bad("config must be an object, found \(top["config"]!.kindName)") }
+        var generation: JSONValue? = nil
+        if v2 {
+            switch top["generation_config"]! {
+            case .null: break
+            case .object(let m): generation = .object(m)
+            case let other: throw bad("generation_config must be an object or null, found \(other.kindName)")
+            }
+        }
 
         let q = try members(top["quantization"]!, "quantization", required: ["bits", "group_size", "sym", "desc_act", "static_groups",
                                                                              "damp_percent", "true_sequential", "method"])
@@ -253,9 +271,12 @@ struct SQ4HeaderParser {
                                     staticGroups: try bool(q["static_groups"], "quantization.static_groups"), dampPercent: damp,
                                     trueSequential: try bool(q["true_sequential"], "quantization.true_sequential"), method: method)
         try quant.validate(path: path)
-        let t = try members(top["tokenizer"]!, "tokenizer", required: ["qwen_tiktoken_sha256", "vocab_tensor"])
+        let t = try members(top["tokenizer"]!, "tokenizer", required: ["qwen_tiktoken_sha256", "vocab_tensor"]
+                                                                      + (v2 ? ["tokenizer_json_tensor", "chat_template"] : []))
         let tok = SQ4Tokenizer(qwenTiktokenSHA256: try sha(t["qwen_tiktoken_sha256"], "tokenizer.qwen_tiktoken_sha256"),
-                               vocabTensor: try optionalString(t["vocab_tensor"], "tokenizer.vocab_tensor"))
+                               vocabTensor: try optionalString(t["vocab_tensor"], "tokenizer.vocab_tensor"),
+                               tokenizerJSONTensor: v2 ? try optionalString(t["tokenizer_json_tensor"], "tokenizer.tokenizer_json_tensor") : nil,
+                               chatTemplate: v2 ? try optionalString(t["chat_template"], "tokenizer.chat_template") : nil)
         let p = try members(top["provenance"]!, "provenance", required: ["source", "source_sha256", "calibration", "tool"])
         let prov = SQ4Provenance(source: try string(p["source"], "provenance.source"),
                                  sourceSHA256: try sha(p["source_sha256"], "provenance.source_sha256"),
@@ -301,13 +322,14 @@ struct SQ4HeaderParser {
             }
             table.append(SQ4TableEntry(name: name, dtype: dtype, shape: shape, offset: offset, length: length, crc32: crc))
         }
-        return (SQ4Header(config: top["config"]!, quantization: quant, tokenizer: tok, provenance: prov), linears, table)
+        return (SQ4Header(config: top["config"]!, quantization: quant, tokenizer: tok, provenance: prov, generationConfig: generation),
+                linears, table)
     }
 
     /// Rule 4 of §3 (shared with the writer): records' tensors present with their dtype and shape; no
     /// orphan quantized tensors; the vocab tensor, if named, a rank-1 U8 tensor.
     static func checkRecords(_ linears: [QuantizedLinearSpec], tensors: [(name: String, dtype: DType, shape: [Int])],
-                             vocabTensor: String?, path: String) throws {
+                             vocabTensor: String?, path: String, tokenizerJSONTensor: String? = nil) throws {
         func bad(_ w: String) -> FormatError { .invalid(path: path, what: w) }
         var byName: [String: (DType, [Int])] = [:]
         for t in tensors {
@@ -334,6 +356,11 @@ struct SQ4HeaderParser {
         if let v = vocabTensor {
             guard let (dt, shape) = byName[v], dt == .u8, shape.count == 1 else {
                 throw bad("tokenizer.vocab_tensor '\(v)' must name a rank-1 U8 tensor of the file")
+            }
+        }
+        if let v = tokenizerJSONTensor {
+            guard let (dt, shape) = byName[v], dt == .u8, shape.count == 1 else {
+                throw bad("tokenizer.tokenizer_json_tensor '\(v)' must name a rank-1 U8 tensor of the file")
             }
         }
     }

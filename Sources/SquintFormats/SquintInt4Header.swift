@@ -5,7 +5,13 @@ import CSquintKernels
 public enum SQ4 {
     /// "SQUINT4\0".
     public static let magic: [UInt8] = [0x53, 0x51, 0x55, 0x49, 0x4E, 0x54, 0x34, 0x00]
-    public static let version: UInt32 = 1
+    /// The newest version this Squint reads and writes. Version 2 adds the header members that make
+    /// a text model's file self-contained (`generation_config`, `tokenizer.tokenizer_json_tensor`,
+    /// `tokenizer.chat_template`); a writer emits 1 when none of them is set, so older readers keep
+    /// reading such files.
+    public static let version: UInt32 = 2
+    /// Versions the reader accepts.
+    public static let readableVersions: ClosedRange<UInt32> = 1...2
     /// Bytes before the JSON header: magic, version, flags, N, header CRC, reserved.
     public static let preludeSize = 32
     /// Cap on the header length N, so a corrupt length cannot make a reader parse gigabytes.
@@ -83,8 +89,16 @@ public struct SQ4Tokenizer: Equatable, Sendable {
     public var qwenTiktokenSHA256: String?
     /// Name of a rank-1 U8 tensor holding the `qwen.tiktoken` bytes, or nil.
     public var vocabTensor: String?
-    public init(qwenTiktokenSHA256: String? = nil, vocabTensor: String? = nil) {
+    /// Version 2: name of a rank-1 U8 tensor holding a Hugging Face `tokenizer.json` (byte-level BPE
+    /// text models), or nil.
+    public var tokenizerJSONTensor: String?
+    /// Version 2: the Jinja chat template (tokenizer_config.json's `chat_template`, GGUF's
+    /// `tokenizer.chat_template`), or nil.
+    public var chatTemplate: String?
+    public init(qwenTiktokenSHA256: String? = nil, vocabTensor: String? = nil, tokenizerJSONTensor: String? = nil,
+                chatTemplate: String? = nil) {
         self.qwenTiktokenSHA256 = qwenTiktokenSHA256; self.vocabTensor = vocabTensor
+        self.tokenizerJSONTensor = tokenizerJSONTensor; self.chatTemplate = chatTemplate
     }
 }
 
@@ -107,8 +121,17 @@ public struct SQ4Header: Equatable, Sendable {
     public var quantization: SQ4Quantization
     public var tokenizer: SQ4Tokenizer
     public var provenance: SQ4Provenance
-    public init(config: JSONValue, quantization: SQ4Quantization, tokenizer: SQ4Tokenizer, provenance: SQ4Provenance) {
+    /// Version 2: the model's `generation_config.json` object (sampling defaults), or nil.
+    public var generationConfig: JSONValue?
+    public init(config: JSONValue, quantization: SQ4Quantization, tokenizer: SQ4Tokenizer, provenance: SQ4Provenance,
+                generationConfig: JSONValue? = nil) {
         self.config = config; self.quantization = quantization; self.tokenizer = tokenizer; self.provenance = provenance
+        self.generationConfig = generationConfig
+    }
+
+    /// The version a writer records: 2 when any version-2 member is set, else 1.
+    public var version: UInt32 {
+        generationConfig != nil || tokenizer.tokenizerJSONTensor != nil || tokenizer.chatTemplate != nil ? 2 : 1
     }
 }
 

@@ -26,6 +26,7 @@ public struct SquintInt4Writer {
         func bad(_ w: String) -> FormatError { .invalid(path: path, what: w) }
         guard header.quantization.bits == 4 else { throw bad("SQ4 version 1 writes 4-bit codes only") }
         guard case .object = header.config else { throw bad("config must be a JSON object") }
+        if let g = header.generationConfig { guard case .object = g else { throw bad("generation_config must be a JSON object") } }
         for s in [header.tokenizer.qwenTiktokenSHA256, header.provenance.sourceSHA256].compactMap({ $0 }) {
             guard s.utf8.count == 64, s.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else {
                 throw bad("checksum \"\(s)\" must be 64 lowercase hex digits")
@@ -41,7 +42,8 @@ public struct SquintInt4Writer {
             guard t.byteCount != nil else { throw bad("tensor '\(t.name)': shape \(t.shape) overflows a 64-bit byte count") }
         }
         try SQ4HeaderParser.checkRecords(linears, tensors: tensors.map { ($0.name, $0.dtype, $0.shape) },
-                                         vocabTensor: header.tokenizer.vocabTensor, path: path)
+                                         vocabTensor: header.tokenizer.vocabTensor, path: path,
+                                         tokenizerJSONTensor: header.tokenizer.tokenizerJSONTensor)
         var end = 0
         var layout: [(tensor: Tensor, offset: Int, length: Int)] = []
         for t in tensors {
@@ -69,11 +71,17 @@ public struct SquintInt4Writer {
         var damp = "\(q.dampPercent)"
         if damp.hasSuffix(".0") { damp.removeLast(2) }
         func opt(_ s: String?) -> String { s.map(JSONText.quoted) ?? "null" }
+        let v2 = header.version >= 2
         var j = "{\"format\":\"SQ4\",\"config\":" + header.config.compactText
+        if v2 { j += ",\"generation_config\":" + (header.generationConfig?.compactText ?? "null") }
         j += ",\"quantization\":{\"bits\":\(q.bits),\"group_size\":\(q.groupSize),\"sym\":\(q.sym),\"desc_act\":\(q.descAct)"
         j += ",\"static_groups\":\(q.staticGroups),\"damp_percent\":\(damp),\"true_sequential\":\(q.trueSequential)"
         j += ",\"method\":\"\(q.method.rawValue)\"}"
-        j += ",\"tokenizer\":{\"qwen_tiktoken_sha256\":\(opt(header.tokenizer.qwenTiktokenSHA256)),\"vocab_tensor\":\(opt(header.tokenizer.vocabTensor))}"
+        j += ",\"tokenizer\":{\"qwen_tiktoken_sha256\":\(opt(header.tokenizer.qwenTiktokenSHA256)),\"vocab_tensor\":\(opt(header.tokenizer.vocabTensor))"
+        if v2 {
+            j += ",\"tokenizer_json_tensor\":\(opt(header.tokenizer.tokenizerJSONTensor)),\"chat_template\":\(opt(header.tokenizer.chatTemplate))"
+        }
+        j += "}"
         let p = header.provenance
         j += ",\"provenance\":{\"source\":\(JSONText.quoted(p.source)),\"source_sha256\":\(opt(p.sourceSHA256))"
         j += ",\"calibration\":\(JSONText.quoted(p.calibration)),\"tool\":\(JSONText.quoted(p.tool))}"
@@ -91,10 +99,10 @@ public struct SquintInt4Writer {
         return b
     }
 
-    static func prelude(headerLength: Int, headerCRC: UInt32) -> [UInt8] {
+    static func prelude(version: UInt32, headerLength: Int, headerCRC: UInt32) -> [UInt8] {
         var b = SQ4.magic
         func le<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { b.append(contentsOf: $0) } }
-        le(SQ4.version); le(UInt32(0)); le(UInt64(headerLength)); le(headerCRC); le(UInt32(0))
+        le(version); le(UInt32(0)); le(UInt64(headerLength)); le(headerCRC); le(UInt32(0))
         return b
     }
 
@@ -105,7 +113,7 @@ public struct SquintInt4Writer {
         do {
             let placeholder = Self.headerBytes(header: header, linears: linears, layout: layout,
                                                crcs: [UInt32](repeating: 0, count: layout.count))
-            try out.write(Self.prelude(headerLength: placeholder.count, headerCRC: 0))
+            try out.write(Self.prelude(version: header.version, headerLength: placeholder.count, headerCRC: 0))
             try out.write(placeholder)
             try out.writeZeros(dataSectionOffset - out.bytesWritten)
             var crcs: [UInt32] = []
@@ -123,7 +131,7 @@ public struct SquintInt4Writer {
             let final = Self.headerBytes(header: header, linears: linears, layout: layout, crcs: crcs)
             precondition(final.count == placeholder.count, "SQ4 header length changed when checksums were filled in")
             let crc = final.withUnsafeBytes { SQ4.crc32($0) }
-            try out.patch(Self.prelude(headerLength: final.count, headerCRC: crc) + final, at: 0)
+            try out.patch(Self.prelude(version: header.version, headerLength: final.count, headerCRC: crc) + final, at: 0)
             try out.commit()
         } catch {
             out.abandon()

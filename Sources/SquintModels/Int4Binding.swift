@@ -67,6 +67,7 @@ public struct Int4Binding {
                 layers[s.name] = QuantizedLinear(record: try sq4.quantizedLinear(s.name))
             }
             if let v = sq4.header.tokenizer.vocabTensor { owned.insert(v) }
+            if let v = sq4.header.tokenizer.tokenizerJSONTensor { owned.insert(v) }
         } else {
             let suffix = AutoGPTQLayout.suffixes.qweight
             let prefixes = file.tensors.map(\.name).filter { $0.hasSuffix(suffix) }.map { String($0.dropLast(suffix.count)) }

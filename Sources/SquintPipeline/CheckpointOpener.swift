@@ -93,7 +93,10 @@ public enum CheckpointOpener {
         var config: QwenVLConfig?
         let cfgPath = "\(folder)/config.json"
         if let sq4 = file as? SquintInt4File {
-            config = try configFromHeader(sq4)      // the file's own; a config.json beside it may be another model's
+            // The file's own; a config.json beside it may be another model's. A text decoder's SQ4
+            // (Qwen2/Llama, read by TextModel) has no Qwen-VL config.
+            let decoder = (try? DecoderRegistry.architecture(forConfig: Data(sq4.header.config.compactText.utf8), path: sq4.path)) != nil
+            config = decoder ? nil : try configFromHeader(sq4)
         } else if !(file is GGUFFile), fm.fileExists(atPath: cfgPath) {
             // (a GGUF file carries its own configuration in its metadata)
             config = try QwenVLConfig.load(path: cfgPath)

@@ -212,7 +212,8 @@ public enum Converter {
                                                                  trueSequential: true, method: o.method == .gptq ? .gptq : .rtn),
                                    tokenizer: SQ4Tokenizer(qwenTiktokenSHA256: tiktokenSHA, vocabTensor: ConvertOutput.vocabularyTensor),
                                    provenance: SQ4Provenance(source: (opened.folder as NSString).lastPathComponent, sourceSHA256: sourceSHA,
-                                                             calibration: calibText, tool: toolVersion))
+                                                             calibration: calibText, tool: toolVersion),
+                                   generationConfig: try DecoderOutputs.parseJSONFile("\(opened.folder)/generation_config.json"))
             // The vocabulary travels inside the file, so `squint run model.sq4` needs nothing beside it.
             try ConvertOutput.writeSQ4(to: dest, overwrite: o.force, header: header, config: config, source: opened.file,
                                        blockFiles: blockFiles, vocabulary: Array(try Data(contentsOf: URL(fileURLWithPath: vocabPath))))

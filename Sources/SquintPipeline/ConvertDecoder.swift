@@ -29,9 +29,23 @@ public enum DecoderConvert {
         public var grid: Grid = .autogptq
         public enum Grid: String, Sendable, Codable { case autogptq, q4_0 = "llama-q4_0" }
         public var threads = max(1, min(2, ProcessInfo.processInfo.activeProcessorCount))
+        /// Where the codes go (DecoderOutputs.swift): GGUF blocks need group 32, a symmetric grid and no
+        /// g_idx; SQ4 and AutoGPTQ take any group size (-1: one per row), `sym` false and act-order
+        /// with or without `staticGroups`.
+        public var container: Container = .gguf
+        public enum Container: String, Sendable, Codable { case gguf, squint, autogptq }
+        public var sym = true
+        public var staticGroups = false
         public init() {}
 
         func check() throws {
+            if container != .gguf {
+                guard groupSize == -1 || (groupSize > 0 && groupSize % 32 == 0) else {
+                    throw ConvertError.invalidOption("--group-size \(groupSize): SQ4 and AutoGPTQ outputs need -1 or a multiple of 32")
+                }
+                guard dampPercent.isFinite && dampPercent >= 0 else { throw ConvertError.invalidOption("damp must be finite and >= 0") }
+                return
+            }
             guard groupSize == 32 else {
                 throw ConvertError.invalidOption("--group-size \(groupSize): a Q4_0 block holds 32 weights, so GGUF Q4_0 output needs --group-size 32")
             }
@@ -40,7 +54,7 @@ public enum DecoderConvert {
 
         var quantizer: QuantizerConfig {
             get throws {
-                var c = try QuantizerConfig(bits: 4, symmetric: true, perChannel: true, scaleRounding: .float16)
+                var c = try QuantizerConfig(bits: 4, symmetric: container == .gguf || sym, perChannel: true, scaleRounding: .float16)
                 c.signedMaxScale = grid == .q4_0
                 return c
             }
@@ -88,7 +102,7 @@ public enum DecoderConvert {
         try o.check()
         let qconfig = try o.quantizer
         var gopts = GPTQOptions(quantizer: qconfig, blockSize: 128, percDamp: o.dampPercent, groupSize: o.groupSize,
-                                actOrder: o.descAct, staticGroups: o.descAct)
+                                actOrder: o.descAct, staticGroups: o.container == .gguf ? o.descAct : o.staticGroups)
         gopts.threads = o.threads
         let d = model.dims, L = d.layers
         let groups: [[DecoderLinear]] = [d.fusedQKV ? [.qkv] : [.q, .k, .v], [.o], d.fusedGateUp ? [.gateUp] : [.gate, .up], [.down]]

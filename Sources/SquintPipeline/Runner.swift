@@ -53,8 +53,13 @@ public final class LoadedModel {
                                     message: "no tokenizer vocabulary: put qwen.tiktoken in the model folder, pass --vocab FILE or set SQUINT_VOCAB")
         }
         var g = SamplingOptions(doSample: true, temperature: 1, topK: 0, topP: 0.3, seed: 0)
-        let genPath = "\(checkpoint.folder)/generation_config.json"
-        if let d = FileManager.default.contents(atPath: genPath),
+        // generation_config.json beside the weights, else the one an SQ4 file carries (version 2).
+        var genPath = "\(checkpoint.folder)/generation_config.json"
+        var genData = FileManager.default.contents(atPath: genPath)
+        if genData == nil, let sq4 = checkpoint.file as? SquintInt4File, let g = sq4.header.generationConfig {
+            genData = Data(g.compactText.utf8); genPath = "\(sq4.path) (header generation_config)"
+        }
+        if let d = genData,
            let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] {
             if let s = o["do_sample"] as? Bool { g.doSample = s }
             // Checked before use: a temperature of 0 or NaN would turn every logit into NaN.

@@ -8,7 +8,7 @@ import SquintTokenizer
 /// end-of-generation token, and the answer decoded without its control tokens.
 extension TextModel {
     /// The Jinja chat template the GGUF carries (`tokenizer.chat_template`), if any.
-    public var chatTemplate: String? { gguf?.value(forKey: "tokenizer.chat_template")?.string }
+    public var chatTemplate: String? { storedChatTemplate ?? gguf?.value(forKey: "tokenizer.chat_template")?.string }
 
     /// Squint renders ChatML, which is what the template describes when it writes `<|im_start|>`.
     /// Other templates are refused by name (a Jinja engine is not part of Squint).

@@ -15,6 +15,13 @@ public final class TextModel {
     public let gguf: GGUFFile?
     /// Where the model came from, for banners and reports: "gguf qwen2 (Q5_0, Q8_0, ...)", "folder".
     public let source: String
+    /// The chat template an SQ4 file's header or a folder's tokenizer_config.json carries (a GGUF's is
+    /// read from its metadata by `chatTemplate`).
+    public internal(set) var storedChatTemplate: String?
+    /// The generation_config object of an SQ4 header or a folder's generation_config.json, if any.
+    public internal(set) var generationConfig: JSONValue?
+    /// The SQ4 file a model was opened from (nil otherwise).
+    public internal(set) var sq4: SquintInt4File?
 
     init(path: String, model: DecoderLM, tokenizer: ByteLevelBPETokenizer, gguf: GGUFFile?, source: String) {
         self.path = path; self.model = model; self.tokenizer = tokenizer; self.gguf = gguf; self.source = source
@@ -24,6 +31,7 @@ public final class TextModel {
     /// family Squint knows (Qwen2, Llama).
     public static func canOpen(_ path: String) -> Bool {
         if isGGUF(path) { return true }
+        if isSQ4(path) { return (try? decoderArchitecture(ofSQ4: SquintInt4File(path: path))) != nil }
         guard let data = FileManager.default.contents(atPath: path + "/config.json") else { return false }
         return (try? DecoderRegistry.architecture(forConfig: data, path: path + "/config.json")) != nil
     }
@@ -38,6 +46,7 @@ public final class TextModel {
 
     public static func open(_ path: String, progress: ((Int, Int) -> Void)? = nil) throws -> TextModel {
         if isGGUF(path) { return try openGGUF(path, progress: progress) }
+        if isSQ4(path) { return try openSQ4(path) }
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw FormatError.io(path: path, message: "no such file or folder")
@@ -51,7 +60,10 @@ public final class TextModel {
             throw FormatError.io(path: tj, message: "the model folder has no tokenizer.json")
         }
         let tok = try ByteLevelBPETokenizer(tokenizerJSONFile: tj)
-        return TextModel(path: path, model: model, tokenizer: tok, gguf: nil, source: "folder \(model.architecture.name)")
+        let tm = TextModel(path: path, model: model, tokenizer: tok, gguf: nil,
+                           source: "folder \(model.architecture.name)" + (model.quantization == .autoGPTQ ? " (AutoGPTQ int4)" : ""))
+        try tm.readFolderCompanions()
+        return tm
     }
 
     static func openGGUF(_ path: String, progress: ((Int, Int) -> Void)?) throws -> TextModel {

@@ -64,7 +64,9 @@ extension ByteLevelBPETokenizer {
             if let other = textOfID.updateValue(text, forKey: id) {
                 throw bad("id \(id) is both '\(other)' and '\(text)'")
             }
-            typeOfID[id] = TokenType.normal.rawValue
+            // `[PAD<id>]` at its own id is a filler (llama.cpp's converter's name for ids the vocabulary
+            // does not use; Squint's tokenizer.json writer keeps them so the vocabulary size survives).
+            typeOfID[id] = (text == "[PAD\(id)]" ? TokenType.unused : TokenType.normal).rawValue
         }
         for entry in root["added_tokens"] as? [[String: Any]] ?? [] {
             guard let id = (entry["id"] as? NSNumber)?.intValue, id >= 0, id < Int(Int32.max),

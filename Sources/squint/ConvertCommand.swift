@@ -15,7 +15,10 @@ struct Convert: ParsableCommand {
         existing OUT is never replaced without --force. An AutoGPTQ checkpoint as MODEL_DIR is \
         repacked into an SQ4 file without re-quantising. With --format gguf, MODEL is a Qwen2/Llama \
         GGUF file calibrated on a plain text (--calib-text) and OUT a GGUF whose block linears hold \
-        the GPTQ codes as Q4_0. See docs/QUANTIZING.md.
+        the GPTQ codes as Q4_0. A Qwen2/Llama GGUF file or Hugging Face folder with --format squint (one \
+        self-contained SQ4 file: config, tokenizer, chat template, generation config inside) or --format \
+        autogptq (a transformers GPTQ folder) is quantized from --calib-text the same way, group 128 by \
+        default. See docs/QUANTIZING.md.
 
         Exit codes: 0 written; 1 bad input, the output exists, or the run failed (the message says what was kept \
         and how to resume); 64 bad command line.
@@ -29,13 +32,13 @@ struct Convert: ParsableCommand {
     @Option(name: .customLong("calib"), help: "Calibration pairs (jsonl). Required for --method gptq.")
     var calib: String?
 
-    @Option(name: .customLong("calib-text"), help: "--format gguf: calibration text (plain UTF-8), cut into --samples windows of --sample-tokens tokens.")
+    @Option(name: .customLong("calib-text"), help: "Text models (Qwen2/Llama): calibration text (plain UTF-8), cut into --samples windows of --sample-tokens tokens.")
     var calibText: String?
 
-    @Option(help: "--format gguf: calibration windows (the first N of the text).")
+    @Option(help: "Text models: calibration windows (the first N of the text).")
     var samples: Int = 32
 
-    @Option(name: .customLong("sample-tokens"), help: "--format gguf: tokens per calibration window.")
+    @Option(name: .customLong("sample-tokens"), help: "Text models: tokens per calibration window.")
     var sampleTokens: Int = 512
 
     @Option(name: .customLong("gguf-type"), help: "--format gguf: block-linear type (q4_0).")
@@ -106,6 +109,14 @@ struct Convert: ParsableCommand {
             guard samples > 0 && sampleTokens > 1 else { throw ValidationError("--samples must be positive and --sample-tokens at least 2") }
             return
         }
+        if isTextDecoder {
+            guard format == "squint" || format == "autogptq" else { throw ValidationError("--format must be squint, autogptq or gguf, not '\(format)'") }
+            guard method == "gptq" || method == "rtn" else { throw ValidationError("--method must be gptq or rtn, not '\(method)'") }
+            guard bits == 4 else { throw ValidationError("--bits must be 4 for text models") }
+            if method == "gptq" && calibText == nil { throw ValidationError("--calib-text FILE.txt is required for --method gptq on a text model") }
+            guard samples > 0 && sampleTokens > 1 else { throw ValidationError("--samples must be positive and --sample-tokens at least 2") }
+            return
+        }
         guard ConvertOptions.OutputFormat(rawValue: format) != nil else { throw ValidationError("--format must be squint, autogptq or gguf, not '\(format)'") }
         guard ConvertOptions.Method(rawValue: method) != nil else { throw ValidationError("--method must be gptq or rtn, not '\(method)'") }
         guard SquintPipeline.Synth.parseSize(memoryBudget) != nil else { throw ValidationError("--memory-budget '\(memoryBudget)' is not a size (examples: 4GB, 512MB)") }
@@ -113,8 +124,12 @@ struct Convert: ParsableCommand {
         if method == "gptq" && calib == nil { throw ValidationError("--calib PAIRS.jsonl is required for --method gptq") }
     }
 
+    /// A Qwen2/Llama GGUF file or Hugging Face folder (or --calib-text given): DecoderOutputs.swift.
+    var isTextDecoder: Bool { format != "gguf" && (calibText != nil || TextModel.canOpen(model)) }
+
     func run() throws {
         if format == "gguf" { return try runGGUF() }
+        if isTextDecoder { return try runTextDecoder() }
         try runReportingErrors {
             var o = ConvertOptions(model: model, calibration: calib, output: output)
             o.format = .init(rawValue: format)!
@@ -178,6 +193,23 @@ struct Convert: ParsableCommand {
                 + "  " + lpad(String(format: "%.2f", m.hessianSeconds), 9) + "  " + lpad(String(format: "%.2f", m.quantSeconds), 8) + "\n"
         }
         return t
+    }
+
+    func runTextDecoder() throws {
+        try runReportingErrors {
+            var r = DecoderConvert.Request(model: model, calibrationText: calibText, output: output)
+            r.samples = samples; r.sampleTokens = sampleTokens; r.force = force
+            r.options.method = method == "rtn" ? .rtn : .gptq
+            r.options.groupSize = groupSize ?? 128
+            r.options.descAct = descAct; r.options.staticGroups = staticGroups; r.options.sym = symmetry == .sym
+            r.options.dampPercent = Float(damp)
+            let res = try DecoderOutputs.run(r, format: format == "autogptq" ? .autogptq : .squint,
+                                             progress: ProgressBar(label: "convert", unit: .items("steps")))
+            if json { print(try jsonString(res)); return }
+            print("wrote \(res.output) (\(res.format), \(res.method), \(res.blocks) blocks, \(res.samples) samples, \(res.tokens) tokens)")
+            print(Self.moduleTable(res.modules), terminator: "")
+            print(String(format: "time: %.1f s, peak memory (max RSS) %.1f MiB", res.seconds, Double(res.peakRSSBytes) / 1048576))
+        }
     }
 
     func runGGUF() throws {

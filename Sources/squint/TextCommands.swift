@@ -28,7 +28,7 @@ extension Run {
         let m = try loadTextModel(model, generation)
         let prompt = m.chatPrompt(history: [], user: self.prompt, system: nil)
         let a = try m.answer(prompt: prompt, maxNewTokens: generation.maxNewTokens,
-                             sampling: generation.sampling(TextModel.defaultSampling),
+                             sampling: generation.sampling(try m.samplingDefaults),
                              onText: json ? nil : { print($0, terminator: ""); fflush(stdout) })
         if json {
             print(try jsonString(a))
@@ -61,7 +61,7 @@ extension Chat {
                 do {
                     let a = try m.answer(prompt: m.chatPrompt(history: history, user: text, system: nil),
                                          maxNewTokens: generation.maxNewTokens,
-                                         sampling: generation.sampling(TextModel.defaultSampling),
+                                         sampling: generation.sampling(try m.samplingDefaults),
                                          onText: { print($0, terminator: ""); fflush(stdout) },
                                          shouldStop: { interruptFlag != 0 })
                     quiet.restore()

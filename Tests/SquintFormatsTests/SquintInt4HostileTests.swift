@@ -88,13 +88,62 @@ final class SquintInt4HostileTests: XCTestCase {
     func testBadMagicVersionFlagsAndReserved() {
         var b = valid; b[0] = UInt8(ascii: "X")
         refuse(b, "invalid", mentioning: "not an SQ4 file")
-        b = valid; put(UInt32(2), into: &b, at: 8)
-        refuse(b, "unsupported", mentioning: "SQ4 version 2")
+        b = valid; put(UInt32(3), into: &b, at: 8)
+        refuse(b, "unsupported", mentioning: "SQ4 version 3")
         b = valid; put(UInt32(1), into: &b, at: 12)
         refuse(b, "unsupported", mentioning: "flags")
         b = valid; put(UInt32(7), into: &b, at: 28)
         refuse(b, "invalid", mentioning: "reserved field")
         refuse(Array("{\"__metadata__\":{}}     ".utf8), "invalid", mentioning: "not an SQ4 file")   // a safetensors-like file
+    }
+
+    // MARK: version 2 members
+
+    /// The valid file as version 2 with the given `generation_config` and tokenizer members (JSON text).
+    private func version2(generation: String? = "{\"top_p\":0.8,\"do_sample\":true}", jsonTensor: String = "null",
+                          template: String = "\"<|im_start|>{{x}}\"", version: UInt32 = 2) -> [UInt8] {
+        var j = json
+        if let generation { j = j.replacingOccurrences(of: ",\"quantization\":", with: ",\"generation_config\":\(generation),\"quantization\":") }
+        j = j.replacingOccurrences(of: "\"vocab_tensor\":\"tokenizer.qwen_tiktoken\"}",
+                                   with: "\"vocab_tensor\":\"tokenizer.qwen_tiktoken\",\"tokenizer_json_tensor\":\(jsonTensor),\"chat_template\":\(template)}")
+        var b = withHeader(j)
+        put(version, into: &b, at: 8)
+        return b
+    }
+
+    func testVersion2MembersAreReadAndCheckedByKind() throws {
+        let ok = try SquintInt4File(path: dir.write("v2.sq4", version2(jsonTensor: "\"tokenizer.qwen_tiktoken\"")))
+        XCTAssertEqual(ok.version, 2)
+        XCTAssertEqual(ok.header.generationConfig?["top_p"], .double(0.8, text: "0.8"))
+        XCTAssertEqual(ok.header.tokenizer.chatTemplate, "<|im_start|>{{x}}")
+        XCTAssertEqual(ok.header.tokenizer.tokenizerJSONTensor, "tokenizer.qwen_tiktoken")
+        XCTAssertNoThrow(try SquintInt4File(path: dir.write("v2null.sq4", version2(generation: "null", template: "null"))))
+        refuse(version2(generation: "3"), "invalid", mentioning: "generation_config must be an object or null")
+        refuse(version2(generation: "[1]"), "invalid", mentioning: "generation_config must be an object or null")
+        refuse(version2(generation: nil), "invalid", mentioning: "lacks \"generation_config\"")
+        refuse(version2(template: "5"), "invalid", mentioning: "tokenizer.chat_template must be a string")
+        refuse(version2(jsonTensor: "\"nope\""), "invalid", mentioning: "tokenizer.tokenizer_json_tensor 'nope' must name a rank-1 U8 tensor")
+        let f16 = try XCTUnwrap(try SquintInt4File(path: dir.write("probe2.sq4", valid)).table.first { $0.dtype != .u8 }).name
+        refuse(version2(jsonTensor: JSONText.quoted(f16)), "invalid", mentioning: "must name a rank-1 U8 tensor")
+        refuse(version2(jsonTensor: "7"), "invalid", mentioning: "tokenizer.tokenizer_json_tensor must be a string")
+        // Version 1 files do not have these members: refused as unknown, not silently read.
+        refuse(version2(version: 1), "invalid", mentioning: "unknown member \"generation_config\"")
+    }
+
+    /// A writer records version 2 only when a version-2 member is set; both read back equal.
+    func testWriterChoosesTheVersionByTheMembersUsed() throws {
+        var h = try SQ4Fixture.header()
+        XCTAssertEqual(h.version, 1)
+        h.generationConfig = .object([("top_k", .integer(20))])
+        h.tokenizer.chatTemplate = "t"
+        XCTAssertEqual(h.version, 2)
+        let w = try SquintInt4Writer(header: h, linears: [], tensors: [.init(name: "tokenizer.qwen_tiktoken", dtype: .u8, shape: [3])], path: "x")
+        let p = dir.path + "/w2.sq4"
+        try w.write(to: p, overwrite: false) { _, sink in try [UInt8]([1, 2, 3]).withUnsafeBytes { try sink.write($0) } }
+        let f = try SquintInt4File(path: p)
+        XCTAssertEqual(f.version, 2)
+        XCTAssertEqual(f.header, h)
+        XCTAssertThrowsError(try SquintInt4Writer(header: { var x = h; x.generationConfig = .integer(1); return x }(), linears: [], tensors: []))
     }
 
     func testHeaderLengthOutsideTheCapOrUnalignedIsRefused() {

@@ -539,6 +539,27 @@ final class ConvertTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: Converter.workFolder(for: "\(tmp)/tiny.sq4")))
     }
 
+    /// Issue 16 item 5: the SQ4 file carries the folder's generation_config (version 2), and a lone
+    /// file samples with it when no generation_config.json lies beside it.
+    func testSQ4CarriesTheGenerationConfigALoneFileSamplesWith() throws {
+        let s = try Self.shared()
+        let model = "\(tmp)/gen-model"
+        try FileManager.default.copyItem(atPath: s.model, toPath: model)
+        try FileManager.default.removeItem(atPath: "\(model)/generation_config.json")
+        try Data("{\"do_sample\": true, \"top_k\": 5, \"top_p\": 0.65}".utf8).write(to: URL(fileURLWithPath: "\(model)/generation_config.json"))
+        var o = ConvertOptions(model: model, calibration: nil, output: "\(tmp)/lone/gen.sq4")
+        o.method = .rtn
+        try FileManager.default.createDirectory(atPath: "\(tmp)/lone", withIntermediateDirectories: false)
+        _ = try Converter.run(o)
+        let f = try SquintInt4File(path: "\(tmp)/lone/gen.sq4")
+        XCTAssertEqual(f.version, 2)
+        XCTAssertEqual(f.header.generationConfig?["top_p"], .double(0.65, text: "0.65"))
+        XCTAssertEqual(f.header.generationConfig?["top_k"], .integer(5))
+        let lone = try LoadedModel(folder: "\(tmp)/lone/gen.sq4")
+        XCTAssertEqual(lone.generation.topP, 0.65)
+        XCTAssertEqual(lone.generation.topK, 5)
+    }
+
     func testInterruptedRunResumesToTheSameBytesAndRunsAreDeterministic() throws {
         let s = try Self.shared()
         var a = ConvertOptions(model: s.model, calibration: Self.pairs, output: "\(tmp)/a.sq4")

@@ -1,0 +1,58 @@
+import Foundation
+import XCTest
+import SquintFormats
+import TestSupport
+
+/// `squint convert MODEL.gguf --format squint|autogptq` on the tiny Qwen2 GGUF, then `run`,
+/// `perplexity` and `chat` on the SQ4 file moved alone into an empty folder: the file carries
+/// everything they need. The answer equals the one the AutoGPTQ folder of the same settings gives
+/// (the same codes; DecoderOutputsTests checks them against GPTQ's weights).
+final class DecoderConvertCLITests: XCTestCase {
+    let squint = Fixtures.squintExecutable()
+    var tmp = ""
+    override func setUpWithError() throws { tmp = Fixtures.temporaryFolder("decoder-convert-cli") }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: tmp) }
+
+    func testConvertedSQ4RunsAloneAndAnswersAsTheAutoGPTQFolder() throws {
+        let src = try TinyDecoderGGUF.write(to: tmp + "/tiny.gguf")
+        let calib = tmp + "/calib.txt"
+        try Data(String(repeating: "the thin thing in the theme then went on; ", count: 12).utf8).write(to: URL(fileURLWithPath: calib))
+        let common = ["--calib-text", calib, "--samples", "4", "--sample-tokens", "48", "--group-size", "32", "--desc-act"]
+        var r = try Fixtures.run(squint, ["convert", src, "--format", "squint", "-o", tmp + "/out.sq4"] + common)
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("wrote \(tmp)/out.sq4 (squint, gptq, 2 blocks, 4 samples, 192 tokens)"), r.out)
+        r = try Fixtures.run(squint, ["convert", src, "--format", "autogptq", "-o", tmp + "/gptq"] + common)
+        XCTAssertEqual(r.status, 0, r.err)
+        r = try Fixtures.run(squint, ["convert", src, "--format", "squint", "-o", tmp + "/out.sq4"] + common)
+        XCTAssertEqual(r.status, 1, "an existing output is not replaced without --force")
+
+        let alone = tmp + "/alone"
+        try FileManager.default.createDirectory(atPath: alone, withIntermediateDirectories: false)
+        try FileManager.default.moveItem(atPath: tmp + "/out.sq4", toPath: alone + "/model.sq4")
+        let ask = ["--prompt", "the thin", "--greedy", "--max-new-tokens", "5", "--json"]
+        let a = try Fixtures.run(squint, ["run", "model.sq4"] + ask, cwd: alone)
+        XCTAssertEqual(a.status, 0, a.err)
+        let b = try Fixtures.run(squint, ["run", tmp + "/gptq"] + ask)
+        XCTAssertEqual(b.status, 0, b.err)
+        func ids(_ out: String) throws -> [Int] {
+            let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
+            return try XCTUnwrap((o["generatedIds"] ?? o["generated_ids"]) as? [Int])
+        }
+        XCTAssertFalse(try ids(a.out).isEmpty)
+        XCTAssertEqual(try ids(a.out), try ids(b.out))
+
+        let text = alone + "/text.txt"
+        try Data(String(repeating: "the thin thing in the theme. ", count: 10).utf8).write(to: URL(fileURLWithPath: text))
+        let p = try Fixtures.run(squint, ["perplexity", "model.sq4", "text.txt", "--ctx", "32", "--json"], cwd: alone)
+        XCTAssertEqual(p.status, 0, p.err)
+        let q = try Fixtures.run(squint, ["perplexity", tmp + "/gptq", text, "--ctx", "32", "--json"])
+        XCTAssertEqual(q.status, 0, q.err)
+        let pa = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(p.out.utf8)) as? [String: Any])
+        let pb = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(q.out.utf8)) as? [String: Any])
+        XCTAssertEqual(pa["perplexity"] as? Double, pb["perplexity"] as? Double)
+
+        let c = try Fixtures.run(squint, ["chat", "model.sq4", "--greedy", "--max-new-tokens", "3"], cwd: alone, stdin: "the thin\n:quit\n")
+        XCTAssertEqual(c.status, 0, c.err)
+        XCTAssertTrue(c.out.contains("sq4 qwen2"), c.out)
+    }
+}

@@ -41,6 +41,21 @@ void sq_q4_dequant_rows_ref(const sq_q4_matrix *w, int64_t row0, int64_t row1, f
 void sq_q4_matvec_f32(const sq_q4_matrix *w, const float *x, float *y, int64_t row0, int64_t row1);
 void sq_q4_matvec_f32_ref(const sq_q4_matrix *w, const float *x, float *y, int64_t row0, int64_t row1);
 
+/// Kernel levels of the decode products. AVX512 needs AVX-512F (and AVX2/FMA); `$SQUINT_NO_AVX512`
+/// (any non-empty value) turns it off, read at each call.
+enum { SQ_Q4_SCALAR = 0, SQ_Q4_AVX2 = 1, SQ_Q4_AVX512 = 2 };
+/// The level sq_q4_matvec_f32 / sq_q4_matvec_q8 use on this CPU now.
+int sq_q4_level(void);
+/// sq_q4_matvec_f32 at a given level (SCALAR = the double-accumulating _ref). Returns 0, or -1 when
+/// this CPU cannot run the level (or scratch memory for very wide rows cannot be had).
+/// AVX2 sums per group s*(sum q*x) - s*z*(sum x) in 4x8 lanes; AVX512 looks each code up in the
+/// group's table s*(c - z) and sums in 2-4 x 16 lanes (x permuted in place when in and group_size
+/// are multiples of 128).
+int sq_q4_matvec_f32_level(const sq_q4_matrix *w, const float *x, float *y, int64_t row0, int64_t row1, int level);
+/// The scalar twin of level AVX2 or AVX512: the same float operations in the same order (fmaf for
+/// each FMA lane), so its result equals that level's bit for bit on any CPU. -1 for other levels.
+int sq_q4_matvec_f32_twin(const sq_q4_matrix *w, const float *x, float *y, int64_t row0, int64_t row1, int level);
+
 /// x quantised to int8 per block of 32 (llama.cpp's Q8_0 idea): d = max|x|/127, q = round(x/d).
 /// Stored pair-interleaved to match a 32-byte load of two code blocks: for pair p (blocks A=2p,
 /// B=2p+1) q[64p + 0..15] = A[0..15], [16..31] = B[0..15], [32..47] = A[16..31], [48..63] = B[16..31].

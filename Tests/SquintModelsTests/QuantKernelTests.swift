@@ -168,7 +168,7 @@ final class QuantKernelTests: XCTestCase {
     /// twin (still checked against the reference).
     func testF32DecodeLevelsEqualTheirScalarTwinsBitForBit() throws {
         let cases: [(out: Int, inF: Int, g: Int)] = [(1, 128, 128), (3, 256, 128), (33, 384, 128), (17, 512, 256),
-                                                    (31, 96, 32), (7, 192, 64), (129, 640, 128), (5, 160, 32), (9, 4864, 128)]
+                                                    (31, 96, 32), (7, 192, 64), (129, 640, 128), (5, 160, 32), (9, 4864, 128), (7, 6272, 128)]
         for (i, c) in cases.enumerated() {
             for sym in [true, false] {
                 let (rec, q) = try Int4Pack.record(out: c.out, inF: c.inF, groupSize: c.g, symmetric: sym, actOrder: false,

@@ -205,6 +205,31 @@ final class QuantKernelTests: XCTestCase {
         }
     }
 
+    /// The int8-x product's VNNI level (vpdpbusd) gives the AVX2 level's bits (the same integer sums
+    /// and float operations), on odd row counts and both zero modes; where the CPU lacks VNNI the
+    /// level reports -1 and the case is skipped.
+    func testInt8DecodeVNNILevelEqualsAVX2BitForBit() throws {
+        for (i, c) in [(out: 1, inF: 128, g: 64), (out: 33, inF: 256, g: 128), (out: 7, inF: 4864, g: 128), (out: 129, inF: 192, g: 64)].enumerated() {
+            for sym in [true, false] {
+                let (rec, _) = try Int4Pack.record(out: c.out, inF: c.inF, groupSize: c.g, symmetric: sym, actOrder: false,
+                                                   seed: 900 + UInt64(i * 2 + (sym ? 1 : 0)), zeroGroups: i % 2 == 0)
+                var r = SplitMix64(state: 13 + UInt64(i))
+                let x = (0..<c.inF).map { _ in r.symmetric() * 2 }
+                var xq = [Int8](repeating: 0, count: c.inF), d8 = [Float](repeating: 0, count: c.inF / 64 * 8)
+                var bsum = [Int32](repeating: 0, count: c.inF / 32)
+                sq_q8_quantize(x, Int64(c.inF), &xq, &d8, &bsum)
+                var a = [Float](repeating: .nan, count: c.out), v = a
+                var ranA: Int32 = -1, ranV: Int32 = -1
+                matrix(rec, widenedScales(rec)) { m in
+                    ranA = sq_q4_matvec_q8_level(m, xq, d8, bsum, &a, 0, Int64(c.out), Int32(SQ_Q4_AVX2))
+                    ranV = sq_q4_matvec_q8_level(m, xq, d8, bsum, &v, 0, Int64(c.out), Int32(SQ_Q4_AVX512))
+                }
+                guard ranA == 0 && ranV == 0 else { continue }
+                XCTAssertEqual(a.map(\.bitPattern), v.map(\.bitPattern), "out \(c.out) in \(c.inF) g \(c.g) sym \(sym)")
+            }
+        }
+    }
+
     /// `SQUINT_NO_AVX512=1` switches the dispatching entry point off AVX-512: its result is then the
     /// AVX2 level's bit for bit; unset, it is the best level's.
     func testF32DecodeDispatchRespectsNoAVX512() throws {

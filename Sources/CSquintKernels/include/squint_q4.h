@@ -69,6 +69,11 @@ void sq_q4_matvec_q8(const sq_q4_matrix *w, const int8_t *xq, const float *d8, c
                      float *y, int64_t row0, int64_t row1);
 void sq_q4_matvec_q8_ref(const sq_q4_matrix *w, const int8_t *xq, const float *d8, const int32_t *bsum,
                          float *y, int64_t row0, int64_t row1);
+/// sq_q4_matvec_q8 at a level: AVX2 (maddubs), AVX512 (VNNI vpdpbusd; needs AVX-512 VL + VNNI),
+/// SCALAR (= _ref). The AVX2 and AVX512 levels give identical bits (same integer sums, same float
+/// operations). Returns 0, or -1 when this CPU cannot run the level.
+int sq_q4_matvec_q8_level(const sq_q4_matrix *w, const int8_t *xq, const float *d8, const int32_t *bsum,
+                          float *y, int64_t row0, int64_t row1, int level);
 
 
 /// Reads n bytes with 32-byte AVX2 loads and returns their sum as 64-bit lanes (a read-bandwidth

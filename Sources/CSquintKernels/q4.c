@@ -1,5 +1,6 @@
 // Int4 kernels for the SQ4 layout (include/squint_q4.h, Formats/SQUINT_INT4.md §4).
-// Scalar references first; AVX2/FMA versions after, selected at run time.
+// Scalar references first; AVX2/FMA and AVX-512 versions after, the level chosen at run time
+// (sq_q4_level: AVX-512 unless the CPU lacks it or $SQUINT_NO_AVX512 is set).
 #include "squint_q4.h"
 // No contraction of a*b+c into FMAs: the scalar twins must round exactly as written (they mirror
 // the SIMD kernels' explicit FMA intrinsics).

@@ -1,5 +1,6 @@
 // Int4 linear kernels for Squint's SQ4 layout (Formats/SQUINT_INT4.md §4). Each fast kernel has a
-// scalar `_ref` twin; the dispatching entry point picks AVX2/FMA at run time (sq_has_avx2_fma).
+// scalar `_ref` twin; the dispatching entry point picks the level at run time (sq_q4_level: AVX-512,
+// AVX2/FMA or scalar).
 #ifndef SQUINT_Q4_H
 #define SQUINT_Q4_H
 #include <stddef.h>
@@ -37,7 +38,7 @@ void sq_q4_dequant_rows(const sq_q4_matrix *w, int64_t row0, int64_t row1, float
 void sq_q4_dequant_rows_ref(const sq_q4_matrix *w, int64_t row0, int64_t row1, float *dst);
 
 /// y[o] = sum_k W[o,k] x[k] for o in [row0, row1) (decode path; x float32 [in], y indexed by o).
-/// Computed per group as s*(sum q*x) - s*z*(sum x); the ref dequantises and accumulates in double.
+/// Level by level (sq_q4_matvec_f32_level below); the ref dequantises and accumulates in double.
 void sq_q4_matvec_f32(const sq_q4_matrix *w, const float *x, float *y, int64_t row0, int64_t row1);
 void sq_q4_matvec_f32_ref(const sq_q4_matrix *w, const float *x, float *y, int64_t row0, int64_t row1);
 

@@ -72,6 +72,44 @@ static inline float f16f(uint16_t h) { float f; sq_f16_to_f32_ref(&h, &f, 1); re
 MATVEC_AVX2(matvec_bf16_avx2, ld_bf16, bf16f)
 MATVEC_AVX2(matvec_f16_avx2, ld_f16, f16f)
 
+/* float32 weights (GGUF models dequantised at load): the same one-row loop with four accumulators
+ * (8 weights = 32 bytes per FMA, so two accumulators would leave the FMA latency exposed) and the same
+ * 8 KB prefetch. Measured on the dev machine, 1 thread, 4864x896 from DRAM: OpenBLAS 0.3.21's sgemv
+ * 14-15 GB/s, this kernel: see docs/PERFORMANCE.md ("Decode kernels"). */
+void sq_matvec_f32_ref(const float *W, const float *x, const float *bias, float *y, size_t in, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) {
+        const float *w = W + r * in;
+        float acc = 0;
+        for (size_t k = 0; k < in; k++) acc += w[k] * x[k];
+        y[r] = acc + (bias ? bias[r] : 0.0f);
+    }
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void matvec_f32_avx2(const float *W, const float *x, const float *bias, float *y, size_t in, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) {
+        const float *a = W + r * in;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        size_t k = 0;
+        for (; k + 32 <= in; k += 32) {
+            _mm_prefetch((const char *)(a + k) + 8192, _MM_HINT_T0);
+            _mm_prefetch((const char *)(a + k) + 8192 + 64, _MM_HINT_T0);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(x + k), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(x + k + 8), a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 16), _mm256_loadu_ps(x + k + 16), a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 24), _mm256_loadu_ps(x + k + 24), a3);
+        }
+        for (; k + 8 <= in; k += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(x + k), a0);
+        float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        for (; k < in; k++) s += a[k] * x[k];
+        y[r] = s + (bias ? bias[r] : 0.0f);
+    }
+}
+
+void sq_matvec_f32(const float *W, const float *x, const float *bias, float *y, size_t in, size_t r0, size_t r1) {
+    if (sq_has_avx2_fma()) matvec_f32_avx2(W, x, bias, y, in, r0, r1); else sq_matvec_f32_ref(W, x, bias, y, in, r0, r1);
+}
+
 void sq_matvec_bf16(const uint16_t *W, const float *x, const float *bias, float *y, size_t in, size_t r0, size_t r1) {
     if (sq_has_avx2_fma()) matvec_bf16_avx2(W, x, bias, y, in, r0, r1); else sq_matvec_bf16_ref(W, x, bias, y, in, r0, r1);
 }

@@ -7,8 +7,8 @@ import SquintFormats
 /// up front would need 39 GB, so weights are widened on the fly:
 /// - many tokens: W is widened in row tiles into a reused scratch buffer and each tile goes through
 ///   cblas_sgemm (compute-bound; the widening is amortised over the tokens);
-/// - one token: a fused bf16/f16 matrix-vector kernel streams W once (memory-bound), split over 2
-///   threads by output rows.
+/// - one token: a fused bf16/f16/f32 matrix-vector kernel streams W once (memory-bound), split over
+///   the threads by output rows.
 public final class Linear {
     /// How the weight is stored. `.outIn` is nn.Linear ([out, in], used as x Wᵀ); `.inOut` is a
     /// bare parameter used as `x @ W` ([in, out], the ViT's `proj`).
@@ -49,19 +49,15 @@ public final class Linear {
     public func forward(_ x: UnsafePointer<Float>, tokens: Int, _ y: UnsafeMutablePointer<Float>, scratch: FloatBuffer) {
         guard tokens > 0 else { return }
         let n = outFeatures, k = inFeatures
-        if layout == .outIn && tokens == 1 && dtype != .f32 {
+        if layout == .outIn && tokens == 1 {
             matvec(x, y)
             return
         }
         switch (layout, dtype) {
         case (.outIn, .f32):
             let w = base.assumingMemoryBound(to: Float.self)
-            if tokens == 1 {
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), 1, w, Int32(k), x, 1, 0, y, 1)
-            } else {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(n), Int32(k),
-                            1, x, Int32(k), w, Int32(k), 0, y, Int32(n))
-            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(n), Int32(k),
+                        1, x, Int32(k), w, Int32(k), 0, y, Int32(n))
         case (.outIn, _):
             let rowsPerTile = max(1, min(n, Self.tileElements / max(k, 1)))
             let tile = scratch.reserve(rowsPerTile * k)
@@ -99,14 +95,18 @@ public final class Linear {
         }
     }
 
-    /// One token through the fused kernel, output rows split across 2 threads.
+    /// One token through the fused kernel, output rows split across the threads.
     private func matvec(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
         let n = outFeatures, k = inFeatures
-        let w = base.assumingMemoryBound(to: UInt16.self)
-        let isBF16 = dtype == .bf16
+        let w = base.assumingMemoryBound(to: UInt16.self), wf = base.assumingMemoryBound(to: Float.self)
+        let dt = dtype
         let run = { (b: UnsafePointer<Float>?) in
             parallelChunks(n, minPerChunk: max(2, (1 << 18) / max(k, 1)), align: 2) { r0, r1 in
-                if isBF16 { sq_matvec_bf16(w, x, b, y, k, r0, r1) } else { sq_matvec_f16(w, x, b, y, k, r0, r1) }
+                switch dt {
+                case .bf16: sq_matvec_bf16(w, x, b, y, k, r0, r1)
+                case .f16: sq_matvec_f16(w, x, b, y, k, r0, r1)
+                default: sq_matvec_f32(wf, x, b, y, k, r0, r1)
+                }
             }
         }
         if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }

@@ -81,9 +81,12 @@ public final class QuantizedLinear {
         }
     }
 
-    /// Splits `0..<n` rows into `threads` contiguous chunks and runs them concurrently.
+    /// Splits `0..<n` rows into `threads` contiguous chunks and runs them concurrently; a chunk gets
+    /// at least 128K weights (64 KB of codes), so a small product (a 128x896 k/v projection) is not
+    /// paying a thread hand-off that costs about what its whole product does.
     func parallelRows(_ n: Int, _ body: (Int, Int) -> Void) {
-        let t = max(1, min(threads, n))
+        let minRows = max(1, (1 << 17) / max(1, spec.inFeatures))
+        let t = max(1, min(threads, n / minRows))
         if t == 1 { body(0, n); return }
         DispatchQueue.concurrentPerform(iterations: t) { i in body(n * i / t, n * (i + 1) / t) }
     }

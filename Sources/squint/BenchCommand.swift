@@ -9,7 +9,8 @@ struct Bench: ParsableCommand {
         discussion: """
         Synthetic weights, nothing to download. Prints sgemm GFLOP/s and memory read GB/s, then one LLM \
         block (prefill 512 tokens, decode with 512 cached) and one ViT block (1024 tokens), each as a \
-        fraction of the limit it is bound by. Compare thread counts with --threads 1 and --threads 2.
+        fraction of the limit it is bound by; `decode` times the one-token matrix-vector kernels (Int4 \
+        with float32 or int8 x, BF16, F16, F32) at real decoder shapes, weights streamed from DRAM. Compare thread counts with --threads 1 and --threads 2.
 
         Exit codes: 0 success; 1 error (the message says which); 64 bad command line.
 
@@ -19,7 +20,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads for Squint's kernels and OpenBLAS (default: every core, or $SQUINT_THREADS).")
     var threads: Int?
 
-    @Option(help: "Only these parts: llm, vit (comma-separated).")
+    @Option(help: "Only these parts: llm, vit, decode (comma-separated).")
     var only: String?
 
     @Flag(help: "Print JSON rows.")

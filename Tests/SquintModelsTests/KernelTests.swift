@@ -63,6 +63,19 @@ final class KernelTests: XCTestCase {
         } }
     }
 
+    func testMatvecF32MatchesScalarReferenceAndFloat64() {
+        for inp in Self.oddSizes { for out in Self.oddSizes {
+            let w = values(out * inp, seed: UInt64(inp * 1000 + out) ^ 0x5A), x = values(inp, seed: 17), b = values(out, seed: 19)
+            var fast = [Float](repeating: .nan, count: out), ref = fast
+            sq_matvec_f32(w, x, b, &fast, inp, 0, out); sq_matvec_f32_ref(w, x, b, &ref, inp, 0, out)
+            let truth = linearF64(x, w, b, tokens: 1, out: out, inp: inp)
+            for o in 0..<out {
+                XCTAssertEqual(fast[o], truth[o], accuracy: dotTolerance(inp), "fast f32 \(out)x\(inp) row \(o)")
+                XCTAssertEqual(ref[o], truth[o], accuracy: dotTolerance(inp), "ref f32 \(out)x\(inp) row \(o)")
+            }
+        } }
+    }
+
     func testMatvecRowRangeWritesOnlyItsRows() {
         let inp = 33, out = 31
         let wb = bf16(values(out * inp, seed: 3)), x = values(inp, seed: 4)

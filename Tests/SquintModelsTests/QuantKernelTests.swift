@@ -161,6 +161,98 @@ final class QuantKernelTests: XCTestCase {
         }
     }
 
+    /// Each SIMD level of the float32 decode product equals its scalar twin bit for bit (same
+    /// operations, same order), on odd row counts, both zero modes, group sizes that take the in-place
+    /// AVX-512 path (multiples of 128) and those that do not, with outliers in x; and the twin stays
+    /// within the summation-error bound of the double reference. Levels this CPU lacks run only their
+    /// twin (still checked against the reference).
+    func testF32DecodeLevelsEqualTheirScalarTwinsBitForBit() throws {
+        let cases: [(out: Int, inF: Int, g: Int)] = [(1, 128, 128), (3, 256, 128), (33, 384, 128), (17, 512, 256),
+                                                    (31, 96, 32), (7, 192, 64), (129, 640, 128), (5, 160, 32), (9, 4864, 128), (7, 6272, 128)]
+        for (i, c) in cases.enumerated() {
+            for sym in [true, false] {
+                let (rec, q) = try Int4Pack.record(out: c.out, inF: c.inF, groupSize: c.g, symmetric: sym, actOrder: false,
+                                                   seed: 500 + UInt64(i * 2 + (sym ? 1 : 0)), zeroGroups: i % 2 == 1)
+                var r = SplitMix64(state: 91 + UInt64(i))
+                var x = (0..<c.inF).map { _ in r.symmetric() * 3 }
+                x[c.inF / 3] = 250; x[c.inF - 1] = -1e-3        // an outlier and a small value
+                let s = widenedScales(rec)
+                var ref = [Float](repeating: .nan, count: c.out)
+                matrix(rec, s) { m in XCTAssertEqual(sq_q4_matvec_f32_level(m, x, &ref, 0, Int64(c.out), Int32(SQ_Q4_SCALAR)), 0) }
+                for level in [Int32(SQ_Q4_AVX2), Int32(SQ_Q4_AVX512)] {
+                    var twin = [Float](repeating: .nan, count: c.out), fast = twin
+                    var ran: Int32 = -1
+                    matrix(rec, s) { m in
+                        XCTAssertEqual(sq_q4_matvec_f32_twin(m, x, &twin, 0, Int64(c.out), level), 0)
+                        ran = sq_q4_matvec_f32_level(m, x, &fast, 0, Int64(c.out), level)
+                    }
+                    for o in 0..<c.out {
+                        if ran == 0 {
+                            XCTAssertEqual(fast[o].bitPattern, twin[o].bitPattern,
+                                           "level \(level) out \(c.out) in \(c.inF) g \(c.g) sym \(sym) row \(o): \(fast[o]) vs twin \(twin[o])")
+                        }
+                        var mag: Float = 0
+                        for k in 0..<c.inF {
+                            let gi = k / c.g
+                            let z = Float(rec.zeros.map { Int($0.bytes[o * (c.inF / c.g) + gi]) } ?? 8)
+                            mag += s[o * (c.inF / c.g) + gi] * (Float(q[o][k]) + z) * abs(x[k])
+                        }
+                        XCTAssertEqual(twin[o], ref[o], accuracy: Self.matvecRelTolerance * mag + 1e-30,
+                                       "twin level \(level) out \(c.out) g \(c.g) row \(o)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The int8-x product's VNNI level (vpdpbusd) gives the AVX2 level's bits (the same integer sums
+    /// and float operations), on odd row counts and both zero modes; where the CPU lacks VNNI the
+    /// level reports -1 and the case is skipped.
+    func testInt8DecodeVNNILevelEqualsAVX2BitForBit() throws {
+        for (i, c) in [(out: 1, inF: 128, g: 64), (out: 33, inF: 256, g: 128), (out: 7, inF: 4864, g: 128), (out: 129, inF: 192, g: 64)].enumerated() {
+            for sym in [true, false] {
+                let (rec, _) = try Int4Pack.record(out: c.out, inF: c.inF, groupSize: c.g, symmetric: sym, actOrder: false,
+                                                   seed: 900 + UInt64(i * 2 + (sym ? 1 : 0)), zeroGroups: i % 2 == 0)
+                var r = SplitMix64(state: 13 + UInt64(i))
+                let x = (0..<c.inF).map { _ in r.symmetric() * 2 }
+                var xq = [Int8](repeating: 0, count: c.inF), d8 = [Float](repeating: 0, count: c.inF / 64 * 8)
+                var bsum = [Int32](repeating: 0, count: c.inF / 32)
+                sq_q8_quantize(x, Int64(c.inF), &xq, &d8, &bsum)
+                var a = [Float](repeating: .nan, count: c.out), v = a
+                var ranA: Int32 = -1, ranV: Int32 = -1
+                matrix(rec, widenedScales(rec)) { m in
+                    ranA = sq_q4_matvec_q8_level(m, xq, d8, bsum, &a, 0, Int64(c.out), Int32(SQ_Q4_AVX2))
+                    ranV = sq_q4_matvec_q8_level(m, xq, d8, bsum, &v, 0, Int64(c.out), Int32(SQ_Q4_AVX512))
+                }
+                guard ranA == 0 && ranV == 0 else { continue }
+                XCTAssertEqual(a.map(\.bitPattern), v.map(\.bitPattern), "out \(c.out) in \(c.inF) g \(c.g) sym \(sym)")
+            }
+        }
+    }
+
+    /// `SQUINT_NO_AVX512=1` switches the dispatching entry point off AVX-512: its result is then the
+    /// AVX2 level's bit for bit; unset, it is the best level's.
+    func testF32DecodeDispatchRespectsNoAVX512() throws {
+        let (rec, _) = try Int4Pack.record(out: 37, inF: 512, groupSize: 128, symmetric: false, actOrder: false, seed: 42)
+        var r = SplitMix64(state: 3)
+        let x = (0..<512).map { _ in r.symmetric() }
+        let s = widenedScales(rec)
+        let saved = ProcessInfo.processInfo.environment["SQUINT_NO_AVX512"]
+        defer { if let saved { setenv("SQUINT_NO_AVX512", saved, 1) } else { unsetenv("SQUINT_NO_AVX512") } }
+        for off in [true, false] {
+            if off { setenv("SQUINT_NO_AVX512", "1", 1) } else { unsetenv("SQUINT_NO_AVX512") }
+            let level = sq_q4_level()
+            if off { XCTAssertNotEqual(level, Int32(SQ_Q4_AVX512)) }
+            guard level != Int32(SQ_Q4_SCALAR) else { continue }
+            var y = [Float](repeating: .nan, count: 37), twin = y
+            matrix(rec, s) { m in
+                sq_q4_matvec_f32(m, x, &y, 0, 37)
+                XCTAssertEqual(sq_q4_matvec_f32_twin(m, x, &twin, 0, 37, level), 0)
+            }
+            XCTAssertEqual(y.map(\.bitPattern), twin.map(\.bitPattern), "SQUINT_NO_AVX512 \(off ? "set" : "unset"), level \(level)")
+        }
+    }
+
     /// The int8 quantisation of x: pair-interleaved order, d = max|x|/127, block sums (a pure layout
     /// check written from the header's description).
     func testQ8QuantizeLayout() {

@@ -90,6 +90,9 @@ void sq_matvec_bf16(const uint16_t *W, const float *x, const float *bias, float 
 void sq_matvec_bf16_ref(const uint16_t *W, const float *x, const float *bias, float *y, size_t in, size_t r0, size_t r1);
 void sq_matvec_f16(const uint16_t *W, const float *x, const float *bias, float *y, size_t in, size_t r0, size_t r1);
 void sq_matvec_f16_ref(const uint16_t *W, const float *x, const float *bias, float *y, size_t in, size_t r0, size_t r1);
+/// The same for float32 weights W [out, in] (decode of models dequantised to float32 at load).
+void sq_matvec_f32(const float *W, const float *x, const float *bias, float *y, size_t in, size_t r0, size_t r1);
+void sq_matvec_f32_ref(const float *W, const float *x, const float *bias, float *y, size_t in, size_t r0, size_t r1);
 
 /// LayerNorm over the last dim of x [rows, dim]: (x - mean) / sqrt(var + eps) * w + b, biased
 /// variance (torch.nn.LayerNorm). x and y may alias.

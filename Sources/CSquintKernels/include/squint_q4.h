@@ -1,5 +1,6 @@
 // Int4 linear kernels for Squint's SQ4 layout (Formats/SQUINT_INT4.md §4). Each fast kernel has a
-// scalar `_ref` twin; the dispatching entry point picks AVX2/FMA at run time (sq_has_avx2_fma).
+// scalar `_ref` twin; the dispatching entry point picks the level at run time (sq_q4_level: AVX-512,
+// AVX2/FMA or scalar).
 #ifndef SQUINT_Q4_H
 #define SQUINT_Q4_H
 #include <stddef.h>
@@ -37,9 +38,24 @@ void sq_q4_dequant_rows(const sq_q4_matrix *w, int64_t row0, int64_t row1, float
 void sq_q4_dequant_rows_ref(const sq_q4_matrix *w, int64_t row0, int64_t row1, float *dst);
 
 /// y[o] = sum_k W[o,k] x[k] for o in [row0, row1) (decode path; x float32 [in], y indexed by o).
-/// Computed per group as s*(sum q*x) - s*z*(sum x); the ref dequantises and accumulates in double.
+/// Level by level (sq_q4_matvec_f32_level below); the ref dequantises and accumulates in double.
 void sq_q4_matvec_f32(const sq_q4_matrix *w, const float *x, float *y, int64_t row0, int64_t row1);
 void sq_q4_matvec_f32_ref(const sq_q4_matrix *w, const float *x, float *y, int64_t row0, int64_t row1);
+
+/// Kernel levels of the decode products. AVX512 needs AVX-512F (and AVX2/FMA); `$SQUINT_NO_AVX512`
+/// (any non-empty value) turns it off, read at each call.
+enum { SQ_Q4_SCALAR = 0, SQ_Q4_AVX2 = 1, SQ_Q4_AVX512 = 2 };
+/// The level sq_q4_matvec_f32 / sq_q4_matvec_q8 use on this CPU now.
+int sq_q4_level(void);
+/// sq_q4_matvec_f32 at a given level (SCALAR = the double-accumulating _ref). Returns 0, or -1 when
+/// this CPU cannot run the level (or scratch memory for very wide rows cannot be had).
+/// AVX2 sums per group s*(sum q*x) - s*z*(sum x) in 4x8 lanes; AVX512 looks each code up in the
+/// group's table s*(c - z) and sums in 2-4 x 16 lanes (x permuted in place when in and group_size
+/// are multiples of 128).
+int sq_q4_matvec_f32_level(const sq_q4_matrix *w, const float *x, float *y, int64_t row0, int64_t row1, int level);
+/// The scalar twin of level AVX2 or AVX512: the same float operations in the same order (fmaf for
+/// each FMA lane), so its result equals that level's bit for bit on any CPU. -1 for other levels.
+int sq_q4_matvec_f32_twin(const sq_q4_matrix *w, const float *x, float *y, int64_t row0, int64_t row1, int level);
 
 /// x quantised to int8 per block of 32 (llama.cpp's Q8_0 idea): d = max|x|/127, q = round(x/d).
 /// Stored pair-interleaved to match a 32-byte load of two code blocks: for pair p (blocks A=2p,
@@ -54,6 +70,11 @@ void sq_q4_matvec_q8(const sq_q4_matrix *w, const int8_t *xq, const float *d8, c
                      float *y, int64_t row0, int64_t row1);
 void sq_q4_matvec_q8_ref(const sq_q4_matrix *w, const int8_t *xq, const float *d8, const int32_t *bsum,
                          float *y, int64_t row0, int64_t row1);
+/// sq_q4_matvec_q8 at a level: AVX2 (maddubs), AVX512 (VNNI vpdpbusd; needs AVX-512 VL + VNNI),
+/// SCALAR (= _ref). The AVX2 and AVX512 levels give identical bits (same integer sums, same float
+/// operations). Returns 0, or -1 when this CPU cannot run the level.
+int sq_q4_matvec_q8_level(const sq_q4_matrix *w, const int8_t *xq, const float *d8, const int32_t *bsum,
+                          float *y, int64_t row0, int64_t row1, int level);
 
 
 /// Reads n bytes with 32-byte AVX2 loads and returns their sum as 64-bit lanes (a read-bandwidth

@@ -419,42 +419,47 @@ int sq_q4_matvec_f32_twin(const sq_q4_matrix *w, const float *x, float *y, int64
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p16_, ones)), dv, acc);        \
     } while (0)
 
-AVX2 static void matvec_q8_avx2(const sq_q4_matrix *w, const int8_t *xq, const float *d8, const int32_t *bsum,
-                                float *y, int64_t row0, int64_t row1) {
-    const int64_t in = w->in, gs = w->group_size, groups = in / gs;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i ones = _mm256_set1_epi16(1);
-    // Per group, sum over its blocks of d_b * bsum_b (the zero-point term), once per call.
-    float stack[1024];
-    float *gz = groups <= 1024 ? stack : (float *)malloc((size_t)groups * sizeof(float));
-    if (!gz) { sq_q4_matvec_q8_ref(w, xq, d8, bsum, y, row0, row1); return; }
-    for (int64_t g = 0; g < groups; g++) {
-        float zs = 0;
-        for (int64_t b = g * gs / 32; b < (g + 1) * gs / 32; b++) zs += d8[8 * (b / 2) + 4 * (b % 2)] * (float)bsum[b];
-        gz[g] = zs;
-    }
-    int64_t o = row0;
-    for (; o < row1; o++) {
-        const uint8_t *ra = w->codes + o * (in / 2);
-        const float *sa = w->scales + o * groups;
-        __m256 ta = _mm256_setzero_ps();
-        float za = 0;
-        for (int64_t g = 0; g < groups; g++) {
-            __m256 aa = _mm256_setzero_ps();
-            prefetch_range(ra + g * gs / 2, gs / 2);
-            for (int64_t k = g * gs; k < (g + 1) * gs; k += 64) {
-                const __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq + k));
-                const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + k + 32));
-                const __m256 dv = _mm256_loadu_ps(d8 + (k / 64) * 8);
-                Q8_STEP(ra, aa);
-            }
-            ta = _mm256_fmadd_ps(aa, _mm256_set1_ps(sa[g]), ta);
-            za += sa[g] * zero_of(w, o, g, groups) * gz[g];
-        }
-        y[o] = hsum256(ta) - za;
-    }
-    if (gz != stack) free(gz);
+// The int8 product's row loop, shared by the AVX2 and VNNI levels (they differ only in STEP): per
+// group, the zero-point term sum_b d_b * bsum_b once per call; per row, the groups' integer sums
+// scaled by the row's group scales.
+#define DEFINE_MATVEC_Q8(NAME, TARGET, STEP)                                                      \
+TARGET static void NAME(const sq_q4_matrix *w, const int8_t *xq, const float *d8, const int32_t *bsum, \
+                        float *y, int64_t row0, int64_t row1) {                                   \
+    const int64_t in = w->in, gs = w->group_size, groups = in / gs;                               \
+    const __m256i m4 = _mm256_set1_epi8(0x0F);                                                    \
+    const __m256i ones = _mm256_set1_epi16(1);                                                    \
+    (void)ones;                                                                                   \
+    float stack[1024];                                                                            \
+    float *gz = groups <= 1024 ? stack : (float *)malloc((size_t)groups * sizeof(float));         \
+    if (!gz) { sq_q4_matvec_q8_ref(w, xq, d8, bsum, y, row0, row1); return; }                     \
+    for (int64_t g = 0; g < groups; g++) {                                                        \
+        float zs = 0;                                                                             \
+        for (int64_t b = g * gs / 32; b < (g + 1) * gs / 32; b++) zs += d8[8 * (b / 2) + 4 * (b % 2)] * (float)bsum[b]; \
+        gz[g] = zs;                                                                               \
+    }                                                                                             \
+    for (int64_t o = row0; o < row1; o++) {                                                       \
+        const uint8_t *ra = w->codes + o * (in / 2);                                              \
+        const float *sa = w->scales + o * groups;                                                 \
+        __m256 ta = _mm256_setzero_ps();                                                          \
+        float za = 0;                                                                             \
+        for (int64_t g = 0; g < groups; g++) {                                                    \
+            __m256 aa = _mm256_setzero_ps();                                                      \
+            prefetch_range(ra + g * gs / 2, gs / 2);                                              \
+            for (int64_t k = g * gs; k < (g + 1) * gs; k += 64) {                                 \
+                const __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq + k));                 \
+                const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + k + 32));            \
+                const __m256 dv = _mm256_loadu_ps(d8 + (k / 64) * 8);                             \
+                STEP(ra, aa);                                                                     \
+            }                                                                                     \
+            ta = _mm256_fmadd_ps(aa, _mm256_set1_ps(sa[g]), ta);                                  \
+            za += sa[g] * zero_of(w, o, g, groups) * gz[g];                                       \
+        }                                                                                         \
+        y[o] = hsum256(ta) - za;                                                                  \
+    }                                                                                             \
+    if (gz != stack) free(gz);                                                                    \
 }
+
+DEFINE_MATVEC_Q8(matvec_q8_avx2, AVX2, Q8_STEP)
 
 // The same step with AVX-512 VNNI (vpdpbusd on 256-bit vectors): one instruction per half instead of
 // maddubs + add + madd. The integer sums are the same numbers (no int16 saturation can occur in the
@@ -469,41 +474,7 @@ AVX2 static void matvec_q8_avx2(const sq_q4_matrix *w, const int8_t *xq, const f
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d_), dv, acc);                                   \
     } while (0)
 
-VNNI static void matvec_q8_vnni(const sq_q4_matrix *w, const int8_t *xq, const float *d8, const int32_t *bsum,
-                                float *y, int64_t row0, int64_t row1) {
-    const int64_t in = w->in, gs = w->group_size, groups = in / gs;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    // Per group, sum over its blocks of d_b * bsum_b (the zero-point term), once per call.
-    float stack[1024];
-    float *gz = groups <= 1024 ? stack : (float *)malloc((size_t)groups * sizeof(float));
-    if (!gz) { sq_q4_matvec_q8_ref(w, xq, d8, bsum, y, row0, row1); return; }
-    for (int64_t g = 0; g < groups; g++) {
-        float zs = 0;
-        for (int64_t b = g * gs / 32; b < (g + 1) * gs / 32; b++) zs += d8[8 * (b / 2) + 4 * (b % 2)] * (float)bsum[b];
-        gz[g] = zs;
-    }
-    int64_t o = row0;
-    for (; o < row1; o++) {
-        const uint8_t *ra = w->codes + o * (in / 2);
-        const float *sa = w->scales + o * groups;
-        __m256 ta = _mm256_setzero_ps();
-        float za = 0;
-        for (int64_t g = 0; g < groups; g++) {
-            __m256 aa = _mm256_setzero_ps();
-            prefetch_range(ra + g * gs / 2, gs / 2);
-            for (int64_t k = g * gs; k < (g + 1) * gs; k += 64) {
-                const __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq + k));
-                const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + k + 32));
-                const __m256 dv = _mm256_loadu_ps(d8 + (k / 64) * 8);
-                Q8_STEP_VNNI(ra, aa);
-            }
-            ta = _mm256_fmadd_ps(aa, _mm256_set1_ps(sa[g]), ta);
-            za += sa[g] * zero_of(w, o, g, groups) * gz[g];
-        }
-        y[o] = hsum256(ta) - za;
-    }
-    if (gz != stack) free(gz);
-}
+DEFINE_MATVEC_Q8(matvec_q8_vnni, VNNI, Q8_STEP_VNNI)
 
 AVX2 static uint64_t read_probe_avx2(const void *p, size_t n) {
     const uint8_t *b = (const uint8_t *)p;

@@ -352,6 +352,11 @@ public final class DecoderLM {
     /// Block `layer`'s linear `m` (a dense `Linear` unless replaced); nil when the layout has no such layer.
     public func linear(layer: Int, _ m: DecoderLinear) -> (any LinearLayer)? { blocks[layer].linears[m] }
 
+    /// Int4 block linears decode with 8-bit activations (`run --int8-activations`) or float32 ones.
+    public func useInt8Activations(_ on: Bool) {
+        for b in blocks { for l in b.linears.values { (l as? QuantizedLinear)?.decodePath = on ? .int8 : .float32 } }
+    }
+
     /// Swaps in another implementation of a block linear (same in/out features), e.g. the Int4
     /// layer a GPTQ pass produced.
     public func replaceLinear(layer: Int, _ m: DecoderLinear, with new: any LinearLayer) {

@@ -10,6 +10,7 @@ func loadTextModel(_ path: String, _ generation: GenerationOptions) throws -> Te
     let bar = ProgressBar(label: "load", unit: .items("tensors"))
     let m = try TextModel.open(path) { done, total in bar.update(done, total) }
     try m.checkChatFormat()
+    m.model.useInt8Activations(generation.int8Activations)
     return m
 }
 

@@ -10,6 +10,9 @@ CALIB="$T/lcet10.txt"              # calibration text (imatrix and GPTQ)
 EVAL="$T/alice29.txt"              # held-out evaluation text
 CHUNKS="${CHUNKS:-10}"             # windows of 512 tokens scored by llama-perplexity
 NICE="nice -n 5"
+# llama.cpp's OpenMP threads spin while waiting; on a shared, oversubscribed machine that collapses
+# their speed (docs/REAL_MODELS.md), so they wait passively here.
+export OMP_WAIT_POLICY=passive
 
 # model key -> shipped file (scripts/models.sh)
 source_of() {

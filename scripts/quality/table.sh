@@ -3,9 +3,11 @@
 # llama-perplexity's PPL, PPL ratio, KL mean and p99, same top-1, bits per weight over all tensors
 # (`squint inspect --json`: gguf.bits_per_weight) and the conversion wall time (Squint: OUT.log.json;
 # llama.cpp: the log's `real`; machine shared, so compare CPU time in the logs when it matters).
-# Usage: scripts/quality/table.sh MODEL_KEY [VARIANT ...]   (default: every ppl-MODEL_KEY-*.log)
+# Usage: scripts/quality/table.sh [--tsv] MODEL_KEY [VARIANT ...]   (default: every ppl-MODEL_KEY-*.log)
+#   --tsv: tab-separated `variant bits_per_weight kl_mean kl_err ppl_ratio top1` rows (for plot.py)
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+TSV=0; [ "${1:-}" = --tsv ] && { TSV=1; shift; }
 M=$1; shift
 cd "$Q"
 variants=("$@")
@@ -13,17 +15,20 @@ if [ ${#variants[@]} -eq 0 ]; then
   for f in ppl-"$M"-*.log; do v=${f#ppl-$M-}; variants+=("${v%.log}"); done
 fi
 val() { grep -m1 "$1" "$2" | awk -F: '{print $2}' | xargs; }
-echo "| variant | PPL ± err | PPL / PPL(F16) | KL mean ± err | KL p99 | same top-1 | bits/weight | conversion |"
-echo "|---|---|---|---|---|---|---|---|"
+[ $TSV = 1 ] || echo "| variant | PPL ± err | PPL / PPL(F16) | KL mean ± err | KL p99 | same top-1 | bits/weight | conversion |"
+[ $TSV = 1 ] || echo "|---|---|---|---|---|---|---|---|"
 base=$(grep -m1 "Final estimate" "$M-base.log" | sed 's/.*PPL = //')
-echo "| F16 original | $base | 1 | 0 | 0 | 100 % | 16 | |"
+[ $TSV = 1 ] || echo "| F16 original | $base | 1 | 0 | 0 | 100 % | 16 | |"
 for v in "${variants[@]}"; do
   f=ppl-$M-$v.log
-  grep -q '^step: ok' "$f" 2>/dev/null || { echo "| $v | (not run) |||||||"; continue; }
+  grep -q '^step: ok' "$f" 2>/dev/null || { [ $TSV = 1 ] || echo "| $v | (not run) |||||||"; continue; }
   ppl=$(val "Mean PPL(Q)  " "$f"); ratio=$(val "Mean PPL(Q)/PPL(base)" "$f")
-  kl=$(val "Mean    KLD" "$f"); p99=$(val "99.0%   KLD" "$f"); top=$(val "Same top p" "$f")
+  kl=$(val "Mean    KLD" "$f"); p99=$(val "99.0%   KLD" "$f"); top=$(val "^Same top p" "$f")
   bpw=$("$SQUINT" inspect "$M-$v.gguf" --json 2>/dev/null \
         | python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["gguf"]["bits_per_weight"])' 2>/dev/null || echo "?")
+  if [ $TSV = 1 ]; then
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$bpw" "${kl%% ±*}" "${kl##*± }" "${ratio%% ±*}" "${top%% ±*}"; continue
+  fi
   if [ -f "$M-$v.gguf.log.json" ]; then
     conv=$(python3 -c 'import json,sys; print("%.0f s" % json.load(open(sys.argv[1]))["seconds"])' "$M-$v.gguf.log.json")
   else

@@ -36,8 +36,18 @@ extra() {
   run bash "$D/squint.sh" "$1" gptq-q4_1-g32 "${GPTQ[@]}" --gguf-type q4_1
   ppl "$1" gptq-q4_0-g32-llamagrid gptq-q4_0-g32 rtn-q4_0 gptq-q4_1-g32
 }
-goal sm; cheap sm; q41 sm
-goal q15; cheap q15
-goal q05; cheap q05; q41 q05
-q41 q15
+# Why (docs/QUALITY.md): llama.cpp's imatrix Q4_0 writes ffn_down of blocks 0-2 as Q4_1; swap those
+# three tensors between its file and GPTQ's (splice.py, needs the gguf package) and score both.
+why() {
+  local g=gptq-q4_0-g32-llamagrid-act
+  ( cd "$Q" && [ -f "$1-$g+imat-down012.gguf" ] || python3 "$D/splice.py" "$1-$g.gguf" "$1-llama-q4_0-imatrix.gguf" \
+      '^blk\.[012]\.ffn_down\.' "$1-$g+imat-down012.gguf" ) || return 0
+  ( cd "$Q" && [ -f "$1-imat+gptq-down012.gguf" ] || python3 "$D/splice.py" "$1-llama-q4_0-imatrix.gguf" "$1-$g.gguf" \
+      '^blk\.[012]\.ffn_down\.' "$1-imat+gptq-down012.gguf" ) || return 0
+  ppl "$1" "$g+imat-down012" imat+gptq-down012
+}
+goal sm; cheap sm; why sm
+goal q15; why q15
+goal q05; cheap q05; why q05
+q41 sm; cheap q15; q41 q05; q41 q15
 extra sm; extra q05; extra q15

@@ -3,7 +3,7 @@
 # llama-perplexity's PPL, PPL ratio, KL mean and p99, same top-1, bits per weight over all tensors
 # (`squint inspect --json`: gguf.bits_per_weight) and the conversion wall time (Squint: OUT.log.json;
 # llama.cpp: the log's `real`; machine shared, so compare CPU time in the logs when it matters).
-# Usage: scripts/quality/table.sh [--tsv] MODEL_KEY [VARIANT ...]   (default: every ppl-MODEL_KEY-*.log)
+# Usage: scripts/quality/table.sh [--tsv] MODEL_KEY [VARIANT ...]   (default: every variant run)
 #   --tsv: tab-separated `variant bits_per_weight kl_mean kl_err ppl_ratio top1` rows (for plot.py)
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -11,8 +11,12 @@ TSV=0; [ "${1:-}" = --tsv ] && { TSV=1; shift; }
 M=$1; shift
 cd "$Q"
 variants=("$@")
-if [ ${#variants[@]} -eq 0 ]; then
-  for f in ppl-"$M"-*.log; do v=${f#ppl-$M-}; variants+=("${v%.log}"); done
+if [ ${#variants[@]} -eq 0 ]; then   # every variant with a log, in this order
+  for v in llama-q4_0 llama-q4_0-imatrix llama-q4_1 llama-q4_k_m rtn-q4_0 rtn-q4_0-llamagrid gptq-q4_0-g32 \
+           gptq-q4_0-g32-llamagrid gptq-q4_0-g32-llamagrid-act rtn-q4_1 gptq-q4_1-g32 gptq-q4_1-g32-act \
+           gptq-q4_0-g32-llamagrid-act+imat-down012 imat+gptq-down012; do
+    [ -f "ppl-$M-$v.log" ] && variants+=("$v")
+  done
 fi
 val() { grep -m1 "$1" "$2" | awk -F: '{print $2}' | xargs; }
 [ $TSV = 1 ] || echo "| variant | PPL ± err | PPL / PPL(F16) | KL mean ± err | KL p99 | same top-1 | bits/weight | conversion |"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """KL divergence (mean, vs the F16 original) against bits per weight for every file of the quality
-study, one panel per model, as an SVG (docs/img/quality-kl-bpw.svg). Standard library only; the
+study, one panel per model (files of the same size spread sideways by a few pixels), as an SVG (docs/img/quality-kl-bpw.svg). Standard library only; the
 numbers come from scripts/quality/table.sh --tsv (the llama-perplexity logs in the cache).
 
 Usage: python3 scripts/quality/plot.py [OUT.svg]
@@ -35,7 +35,8 @@ def rows(model):
     for line in out.splitlines():
         f = line.split("\t")
         try:
-            result.append((f[0], float(f[1]), float(f[2]), float(f[3])))
+            if f[0] in STYLE:  # the why-analysis splices are left out
+                result.append((f[0], float(f[1]), float(f[2]), float(f[3])))
         except (ValueError, IndexError):
             continue
     return result
@@ -82,9 +83,14 @@ def main():
         if i == 0:
             svg.append(f'<text transform="translate({x0 - 42},{mt + ph / 2}) rotate(-90)" text-anchor="middle">'
                        'mean KL divergence vs F16 (lower is better)</text>')
+        # Files of the same size (all Q4_0 variants) are spread sideways by a few pixels to stay legible.
+        same = {}
         for v, b, kl, err in rs:
-            label, colour, kind = STYLE.get(v, (v, "black", "o"))
-            x, y = sx(b), sy(kl)
+            same.setdefault(round(b, 1), []).append(v)
+        for v, b, kl, err in rs:
+            label, colour, kind = STYLE[v]
+            group = same[round(b, 1)]
+            x, y = sx(b) + 9 * (group.index(v) - (len(group) - 1) / 2), sy(kl)
             svg.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{sy(kl - err):.1f}" y2="{sy(kl + err):.1f}" stroke="{colour}"/>')
             svg.append(marker(x, y, kind, colour))
     ly = mt + ph + mb + 10

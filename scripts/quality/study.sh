@@ -12,10 +12,11 @@ ppl() { local M=$1; shift; for v in "$@"; do run bash "$D/ppl.sh" "$M" "$v"; don
 
 # Issue 15.4's goal rows: llama.cpp's files, GPTQ Q4_0 (llama.cpp's grid, act-order), Q4_0 vs imatrix.
 goal() {
-  local IC=32; [ "$1" = q15 ] && IC=16   # the 1.5B: imatrix on the same 16 windows GPTQ uses (time)
+  # The 1.5B (time on the shared machine): imatrix and GPTQ both on the first 8 windows of 512 tokens.
+  local IC=32 G=("${GPTQ[@]}"); [ "$1" = q15 ] && { IC=8; G=(--method gptq --calib-text "$CALIB" --samples 8 --sample-tokens 512); }
   run bash "$D/llama.sh" "$1" "$IC"
-  run bash "$D/squint.sh" "$1" gptq-q4_0-g32-llamagrid-act "${GPTQ[@]}" --grid llama-q4_0 --desc-act
-  ppl "$1" llama-q4_0 llama-q4_0-imatrix gptq-q4_0-g32-llamagrid-act
+  run bash "$D/squint.sh" "$1" gptq-q4_0-g32-llamagrid-act "${G[@]}" --grid llama-q4_0 --desc-act
+  ppl "$1" gptq-q4_0-g32-llamagrid-act llama-q4_0 llama-q4_0-imatrix
 }
 # Cheap rows: llama.cpp's Q4_K_M and Q4_1, Squint's RTN Q4_0 (llama grid) and Q4_1.
 cheap() {

@@ -46,7 +46,8 @@ why() {
   ( cd "$Q" && [ -f "$1-imat+gptq-down012.gguf" ] || python3 "$D/splice.py" "$1-llama-q4_0-imatrix.gguf" "$1-$g.gguf" \
       '^blk\.[012]\.ffn_down\.' "$1-imat+gptq-down012.gguf" ) || return 0
   ppl "$1" "$g+imat-down012" imat+gptq-down012
-  # GPTQ on as many calibration tokens as imatrix (32 windows)
+  # SmolLM2 only: GPTQ on as many calibration tokens as imatrix (32 windows)
+  [ "$1" = sm ] || return 0
   run bash "$D/squint.sh" "$1" "$g-32w" --method gptq --calib-text "$CALIB" --samples 32 --sample-tokens 512 --grid llama-q4_0 --desc-act
   ppl "$1" "$g-32w"
 }

@@ -12,9 +12,18 @@ import SquintTensor
 /// symmetric 4-bit grid (zero 8) at group size 32, once the group scale is rounded to float16 before
 /// any code is chosen (`QuantizerConfig.scaleRounding = .float16`). The file then decodes to GPTQ's
 /// fake-quantized weight bit for bit; nothing is rounded a second time.
+///
+/// Q4_1 (`--gguf-type q4_1`) stores `x = (d * q) + m` with float16 `d` and `m` per 32 weights: the
+/// asymmetric grid of llama.cpp's Q4_1 (m = the group's minimum, d = (max - min)/15), both rounded to
+/// float16 before any code is chosen (`QuantizerConfig.minOffset`), so it too decodes bit for bit.
 public enum DecoderConvert {
     public enum Method: String, Sendable, Codable { case gptq, rtn }
-    public enum GGUFTarget: String, Sendable, Codable { case q4_0 }
+    public enum GGUFTarget: String, Sendable, Codable {
+        case q4_0, q4_1
+        var ggmlType: GGMLType { self == .q4_0 ? .q4_0 : .q4_1 }
+        /// llama.cpp's `general.file_type`: MOSTLY_Q4_0 = 2, MOSTLY_Q4_1 = 3.
+        var fileType: UInt32 { self == .q4_0 ? 2 : 3 }
+    }
 
     public struct Options: Sendable {
         public var method: Method = .gptq
@@ -25,7 +34,8 @@ public enum DecoderConvert {
         public var descAct = false
         public var dampPercent: Float = 0.01
         public var target: GGUFTarget = .q4_0
-        /// The grid: AutoGPTQ's (scale 2·max|w|/15) or llama.cpp's Q4_0 one (d = signed max / -8).
+        /// The Q4_0 grid: AutoGPTQ's (scale 2·max|w|/15) or llama.cpp's Q4_0 one (d = signed max / -8).
+        /// Q4_1 has one grid (min/max of the group, as llama.cpp's Q4_1) and refuses `.q4_0`.
         public var grid: Grid = .autogptq
         public enum Grid: String, Sendable, Codable { case autogptq, q4_0 = "llama-q4_0" }
         public var threads = max(1, min(2, ProcessInfo.processInfo.activeProcessorCount))
@@ -47,13 +57,21 @@ public enum DecoderConvert {
                 return
             }
             guard groupSize == 32 else {
-                throw ConvertError.invalidOption("--group-size \(groupSize): a Q4_0 block holds 32 weights, so GGUF Q4_0 output needs --group-size 32")
+                throw ConvertError.invalidOption("--group-size \(groupSize): a \(target.ggmlType.name) block holds 32 weights, so GGUF \(target.ggmlType.name) output needs --group-size 32")
+            }
+            if target == .q4_1 && grid != .autogptq {
+                throw ConvertError.invalidOption("--grid \(grid.rawValue) is a Q4_0 grid; Q4_1 always uses the group's min/max")
             }
             guard dampPercent.isFinite && dampPercent >= 0 else { throw ConvertError.invalidOption("damp must be finite and >= 0") }
         }
 
         var quantizer: QuantizerConfig {
             get throws {
+                if container == .gguf && target == .q4_1 {
+                    var c = try QuantizerConfig(bits: 4, symmetric: false, perChannel: true, scaleRounding: .float16)
+                    c.minOffset = true
+                    return c
+                }
                 var c = try QuantizerConfig(bits: 4, symmetric: container == .gguf || sym, perChannel: true, scaleRounding: .float16)
                 c.signedMaxScale = grid == .q4_0
                 return c
@@ -218,6 +236,48 @@ public enum DecoderConvert {
         return out
     }
 
+    // MARK: Q4_1 blocks
+
+    /// GPTQ's codes with float16 scale `d` and offset `m` (`QuantizerConfig.minOffset`: the weight's
+    /// `zero` holds m) as Q4_1 blocks, row by row: f16 d, f16 m, 16 bytes of nibbles (element j low,
+    /// j + 16 high). Requires group size 32 in column order; refuses a scale or offset that is not
+    /// exactly a float16, a zero scale and codes above 15.
+    public static func q4_1Bytes(_ w: QuantizedWeight) throws -> [UInt8] {
+        let rows = w.rows, cols = w.columns
+        guard cols % 32 == 0, w.groups == cols / 32 else {
+            throw ConvertError.invalidOption("Q4_1 needs 32-column groups; got \(w.groups) groups over \(cols) columns")
+        }
+        for c in 0..<cols where Int(w.gIdx[c]) != c / 32 {
+            throw ConvertError.invalidOption("column \(c) is in group \(w.gIdx[c]), not \(c / 32): Q4_1 blocks cannot hold act-order groups")
+        }
+        let blocks = cols / 32
+        var out = [UInt8](repeating: 0, count: rows * blocks * 20)
+        for r in 0..<rows {
+            for b in 0..<blocks {
+                let s = w.scale[r * w.groups + b], m = w.zero[r * w.groups + b]
+                let hd = Float16(s), hm = Float16(m)
+                guard Float(hd) == s, Float(hm) == m, s > 0, s.isFinite, m.isFinite else {
+                    throw ConvertError.invalidOption("row \(r) block \(b): scale \(s) / offset \(m) is not a Q4_1 (float16 d > 0, float16 m) grid")
+                }
+                let o = (r * blocks + b) * 20
+                out[o] = UInt8(hd.bitPattern & 0xFF); out[o + 1] = UInt8(hd.bitPattern >> 8)
+                out[o + 2] = UInt8(hm.bitPattern & 0xFF); out[o + 3] = UInt8(hm.bitPattern >> 8)
+                let base = r * cols + b * 32
+                for j in 0..<16 {
+                    let lo = w.codes[base + j], hi = w.codes[base + j + 16]
+                    guard lo < 16 && hi < 16 else { throw ConvertError.invalidOption("code out of range at row \(r)") }
+                    out[o + 4 + j] = lo | (hi << 4)
+                }
+            }
+        }
+        return out
+    }
+
+    /// The blocks of `target` for one quantized weight.
+    static func blockBytes(_ w: QuantizedWeight, _ target: GGUFTarget) throws -> [UInt8] {
+        target == .q4_0 ? try q4_0Bytes(w) : try q4_1Bytes(w)
+    }
+
     /// Reorders whole rows (each `rowBytes` long) from checkpoint order into llama.cpp's q/k order for
     /// `llama` files: GGUF row h·d + 2i + s holds checkpoint row h·d + s·d/2 + i.
     static func permuteRowsToGGUF(_ bytes: [UInt8], rows: Int, heads: Int, rowBytes: Int) -> [UInt8] {
@@ -236,16 +296,18 @@ public enum DecoderConvert {
 
     // MARK: GGUF output
 
-    /// Writes `source`'s model with the block linears replaced by `modules` (Q4_0). Other tensors as
-    /// llama-quantize's Q4_0 keeps them (checked on Qwen2.5-Coder-0.5B, docs/QUALITY.md): 1-D tensors
-    /// (norms, biases) F32; `token_embd.weight` Q4_0 with the reference round-to-nearest quantiser
+    /// Writes `source`'s model with the block linears replaced by `modules` (as `target`: Q4_0 or Q4_1).
+    /// Other tensors as llama-quantize's Q4_0 / Q4_1 keeps them (checked on Qwen2.5-Coder-0.5B,
+    /// docs/QUALITY.md): 1-D tensors (norms, biases) F32; `token_embd.weight` Q4_0 / Q4_1 with the
+    /// reference round-to-nearest quantiser
     /// (llama.cpp's own, bit-identical) when the file has an `output.weight`, else Q8_0 (it is then
     /// the output matrix); `output.weight` Q8_0 (llama-quantize picks Q6_K, falling back to Q8_0 when
     /// the row length is not a multiple of 256, as for the 0.5B and SmolLM2; Squint does not write
     /// Q6_K, so it is Q8_0 always). Metadata is copied in order with `general.file_type` = 2
-    /// (MOSTLY_Q4_0), `general.quantization_version` = 2 and a `squint.quantization` provenance key.
+    /// (MOSTLY_Q4_0) or 3 (MOSTLY_Q4_1), `general.quantization_version` = 2 and a `squint.quantization`
+    /// provenance key.
     public static func writeGGUF(source: GGUFFile, architecture: DecoderArchitecture, dims: DecoderDims, modules: [Module],
-                                 provenance: String, to path: String, overwrite: Bool) throws {
+                                 target: GGUFTarget = .q4_0, provenance: String, to path: String, overwrite: Bool) throws {
         let naming = DecoderTensorNaming.gguf
         var byName: [String: Module] = [:]
         for m in modules { byName[naming.module(m.layer, m.linear) + ".weight"] = m }
@@ -253,12 +315,12 @@ public enum DecoderConvert {
         var sawQV = false
         for kv in source.keyValues {
             switch kv.key {
-            case "general.file_type": try w.add(key: kv.key, .uint32(2))
+            case "general.file_type": try w.add(key: kv.key, .uint32(target.fileType))
             case "general.quantization_version": try w.add(key: kv.key, .uint32(2)); sawQV = true
             default: try w.add(key: kv.key, kv.value)
             }
         }
-        if source.value(forKey: "general.file_type") == nil { try w.add(key: "general.file_type", .uint32(2)) }
+        if source.value(forKey: "general.file_type") == nil { try w.add(key: "general.file_type", .uint32(target.fileType)) }
         if !sawQV { try w.add(key: "general.quantization_version", .uint32(2)) }
         try w.add(key: "squint.quantization", .string(provenance))
         let hasOutput = source.ggufTensor(named: naming.lmHead) != nil
@@ -269,18 +331,18 @@ public enum DecoderConvert {
                 guard shape == [m.weight.rows, m.weight.columns] else {
                     throw ConvertError.invalidOption("\(t.name): file shape \(shape) but quantized \([m.weight.rows, m.weight.columns])")
                 }
-                var bytes = try q4_0Bytes(m.weight)
+                var bytes = try blockBytes(m.weight, target)
                 if architecture.ggufPermutesQK && (m.linear == .q || m.linear == .k) {
                     bytes = permuteRowsToGGUF(bytes, rows: m.weight.rows, heads: m.linear == .q ? dims.heads : dims.kvHeads,
-                                              rowBytes: m.weight.columns / 32 * 18)
+                                              rowBytes: m.weight.columns / 32 * target.ggmlType.blockBytes)
                 }
-                try w.addTensor(name: t.name, type: .q4_0, shape: shape, bytes: bytes)
+                try w.addTensor(name: t.name, type: target.ggmlType, shape: shape, bytes: bytes)
                 written.insert(t.name)
                 continue
             }
             let type: GGMLType
             if shape.count == 1 { type = .f32 }
-            else if t.name == naming.embedding && hasOutput { type = .q4_0 }
+            else if t.name == naming.embedding && hasOutput { type = target.ggmlType }
             else { type = .q8_0 }
             if t.type == type {
                 let raw = Array(try source.bytes(of: t))
@@ -359,10 +421,11 @@ public enum DecoderConvert {
             progress?.update(done, total, detail: detail)
         }
         let o = r.options
-        let prov = "squint \(o.method.rawValue) q4_0: grid \(o.grid.rawValue) bits 4 sym group 32 desc_act \(o.descAct) static_groups \(o.descAct) "
+        let grid = o.target == .q4_1 ? "llama-q4_1 (group min/max) bits 4 asym" : "\(o.grid.rawValue) bits 4 sym"
+        let prov = "squint \(o.method.rawValue) \(o.target.rawValue): grid \(grid) group 32 desc_act \(o.descAct) static_groups \(o.descAct) "
             + "damp \(o.dampPercent) scale float16; source \((r.model as NSString).lastPathComponent); calibration \(calibName)"
         try writeGGUF(source: source, architecture: tm.model.architecture, dims: tm.model.dims, modules: modules,
-                      provenance: prov, to: r.output, overwrite: r.force)
+                      target: o.target, provenance: prov, to: r.output, overwrite: r.force)
         progress?.finish()
         let result = Result(output: r.output, method: o.method.rawValue, ggufType: o.target.rawValue, samples: windows.count,
                             tokens: windows.reduce(0) { $0 + $1.count }, blocks: tm.model.dims.layers, modules: modules.map(\.log),

@@ -44,11 +44,13 @@ public struct QuantizedWeight: Sendable {
     /// [rows, columns] fake-quantized weight (what `fasterquant` writes into `layer.weight`), original
     /// column order.
     public var q: [Float]
-    /// [rows, columns] integer code of every weight, 0...maxq: q = scale[:, gIdx] * (codes - zero[:, gIdx]).
+    /// [rows, columns] integer code of every weight, 0...maxq: q = scale[:, gIdx] * (codes - zero[:, gIdx]),
+    /// or (scale·codes) + zero with `QuantizerConfig.minOffset` (zero is then the Q4_1 offset).
     public var codes: [UInt8]
     /// [rows, groups] scales, in the order `fasterquant` created the groups.
     public var scale: [Float]
-    /// [rows, groups] float zero points (8 for sym 4-bit; not the packed zero-1).
+    /// [rows, groups] float zero points (8 for sym 4-bit; not the packed zero-1); the float offset
+    /// (group minimum) with `QuantizerConfig.minOffset`.
     public var zero: [Float]
     public let groups: Int
     /// [columns] group of every original column (`g_idx`).
@@ -211,7 +213,8 @@ public enum GPTQ {
                 let h = hinv.baseAddress!
                 let sweep = BlockSweep(w: wAll.baseAddress!, hinv: h, q: qAll.baseAddress!, codes: cAll.baseAddress!,
                                        err: e1.baseAddress!, scale: ps.baseAddress!, zero: pz.baseAddress!,
-                                       paramBase: pb.baseAddress!, n: n, rows: rows, i1: i1, count: count, maxq: maxq)
+                                       paramBase: pb.baseAddress!, n: n, rows: rows, i1: i1, count: count, maxq: maxq,
+                                       minOffset: options.quantizer.minOffset)
                 let threads = max(1, min(options.threads, rows / 64))
                 var blockLoss = 0.0
                 if threads == 1 {
@@ -280,6 +283,7 @@ struct BlockSweep: @unchecked Sendable {
     let paramBase: UnsafePointer<Int>         // [count] param index * rows, per block column
     let n: Int, rows: Int, i1: Int, count: Int
     let maxq: Float
+    let minOffset: Bool  // QuantizerConfig.minOffset: zero holds the Q4_1 offset
 
     /// Returns Σ (w-q)²/d²/2 over the rows' block entries.
     func run(rows range: Range<Int>) -> Double {
@@ -292,7 +296,8 @@ struct BlockSweep: @unchecked Sendable {
                 let wv0 = w1[i]
                 let d = hinv[col * n + col]
                 let halfInvD2 = 0.5 / (Double(d) * Double(d))  // loss only (compared with a tolerance)
-                let (qv, c) = Quantizer.quantize(wv0, scale: scale[paramBase[i] + r], zero: zero[paramBase[i] + r], maxq: maxq)
+                let (qv, c) = Quantizer.quantize(wv0, scale: scale[paramBase[i] + r], zeroOrOffset: zero[paramBase[i] + r],
+                                                 maxq: maxq, minOffset: minOffset)
                 q[r * n + col] = qv
                 codes[r * n + col] = UInt8(c)
                 let diff = wv0 - qv
@@ -356,7 +361,8 @@ public enum RTN {
                 for r in 0..<rows {
                     scale[r * ng + g] = p.scale[r]; zero[r * ng + g] = p.zero[r]
                     for c in c0..<(c0 + cn) {
-                        let (qv, code) = Quantizer.quantize(w[r * n + c], scale: p.scale[r], zero: p.zero[r], maxq: config.maxq)
+                        let (qv, code) = Quantizer.quantize(w[r * n + c], scale: p.scale[r], zeroOrOffset: p.zero[r],
+                                                            maxq: config.maxq, minOffset: config.minOffset)
                         Q[r * n + c] = qv; codes[r * n + c] = UInt8(code)
                     }
                 }

@@ -58,7 +58,8 @@ extension GPTQ {
                 let d = Hinv[at(col, col)]
                 for r in 0..<rows {
                     let w = W1[r * count + i]
-                    let (qv, c) = Quantizer.quantize(w, scale: current.scale[r], zero: current.zero[r], maxq: maxq)
+                    let (qv, c) = Quantizer.quantize(w, scale: current.scale[r], zeroOrOffset: current.zero[r], maxq: maxq,
+                                                     minOffset: options.quantizer.minOffset)
                     Q[at(r, col)] = qv; codes[at(r, col)] = UInt8(c)
                     loss += Double((w - qv) * (w - qv) / (d * d) / 2)
                     let err = (w - qv) / d

@@ -26,6 +26,14 @@ public struct QuantizerConfig: Sendable, Equatable {
     /// AutoGPTQ's 2/maxq). Needs the signed extremes, so `params(xmin:xmax:)` decides by |xmin| vs xmax.
     public var signedMaxScale = false
 
+    /// Asymmetric grids only. false (default, AutoGPTQ): x = scale·(code - zero) with an integer zero
+    /// and the range widened to contain 0. true: llama.cpp's Q4_1 grid, x = (scale·code) + offset,
+    /// offset = the row-group's minimum, scale = (max - min)/maxq, the range NOT widened to contain 0.
+    /// `QuantParams.zero` (and `QuantizedWeight.zero`) then hold the float offset, not a code. With
+    /// `.float16` rounding both scale and offset are rounded before any code is chosen, so GGUF Q4_1's
+    /// float32 dequantisation `(d * q) + m` gives back the fake-quantized value bit for bit.
+    public var minOffset = false
+
     public init(bits: Int = 4, symmetric: Bool = true, perChannel: Bool = true, scaleRounding: ScaleRounding = .none) throws {
         guard [2, 3, 4, 8].contains(bits) else {
             throw QuantError.invalidSetting("bits must be 2, 3, 4 or 8, got \(bits)")
@@ -96,6 +104,23 @@ public struct Quantizer: Sendable {
         var scale = [Float](repeating: 0, count: rowMin.count)
         var zero = [Float](repeating: 0, count: rowMin.count)
         for r in 0..<rowMin.count {
+            if !config.symmetric && config.minOffset {
+                var s = (rowMax[r] - rowMin[r]) / maxq
+                var m = rowMin[r]
+                if config.scaleRounding == .float16 {
+                    // float16 offset (clamped to the finite range) and scale; a constant group gets the
+                    // smallest float16 scale: its codes land on 0 or near it, values within 15·2^-24 of m.
+                    let hm = Float(Float16(m))
+                    m = hm.isFinite ? hm : (hm > 0 ? Float(Float16.greatestFiniteMagnitude) : -Float(Float16.greatestFiniteMagnitude))
+                    let h = Float(Float16(s))
+                    s = h > 0 ? (h.isFinite ? h : Float(Float16.greatestFiniteMagnitude)) : Float(Float16.leastNonzeroMagnitude)
+                } else if !(s > 0) {
+                    s = 1  // constant group: every value is code 0, exactly m
+                }
+                scale[r] = s
+                zero[r] = m
+                continue
+            }
             if config.symmetric && config.signedMaxScale {
                 // |min| > max picks the negative extreme (findParams passes only the first extreme
                 // element, so there is no tie there; given both, a tie takes the positive one).
@@ -146,5 +171,23 @@ public struct Quantizer: Sendable {
         var c = roundHalfEven(x / scale) + zero
         c = Swift.min(Swift.max(c, 0), maxq)  // torch.clamp; NaN cannot reach here (inputs checked)
         return (scale * (c - zero), c)
+    }
+
+    /// The `minOffset` (Q4_1) grid: code = clamp(round((x - offset)/scale), 0, maxq) with
+    /// half-to-even rounding, value = (scale·code) + offset in float32 with two roundings (no fused
+    /// multiply-add), exactly as GGUF Q4_1 dequantises.
+    @inline(__always)
+    public static func quantize(_ x: Float, scale: Float, offset: Float, maxq: Float) -> (value: Float, code: Float) {
+        var c = roundHalfEven((x - offset) / scale)
+        c = Swift.min(Swift.max(c, 0), maxq)
+        let p = scale * c
+        return (p + offset, c)
+    }
+
+    /// One weight on the configured grid: `quantize(_:scale:offset:maxq:)` for `minOffset`, else
+    /// `quantize(_:scale:zero:maxq:)` (`zeroOrOffset` is the group's `QuantParams.zero`).
+    @inline(__always)
+    public static func quantize(_ x: Float, scale: Float, zeroOrOffset z: Float, maxq: Float, minOffset: Bool) -> (value: Float, code: Float) {
+        minOffset ? quantize(x, scale: scale, offset: z, maxq: maxq) : quantize(x, scale: scale, zero: z, maxq: maxq)
     }
 }

@@ -41,7 +41,7 @@ struct Convert: ParsableCommand {
     @Option(name: .customLong("sample-tokens"), help: "Text models: tokens per calibration window.")
     var sampleTokens: Int = 512
 
-    @Option(name: .customLong("gguf-type"), help: "--format gguf: block-linear type (q4_0).")
+    @Option(name: .customLong("gguf-type"), help: "--format gguf: block-linear type, q4_0 (symmetric) or q4_1 (asymmetric: the group's min/max grid).")
     var ggufType: String = "q4_0"
 
     @Option(help: "--format gguf: the 4-bit grid, autogptq (scale 2·max|w|/15) or llama-q4_0 (d = signed max / -8, as llama-quantize).")
@@ -102,10 +102,13 @@ struct Convert: ParsableCommand {
 
     func validate() throws {
         if format == "gguf" {
-            guard ggufType == "q4_0" else { throw ValidationError("--gguf-type must be q4_0, not '\(ggufType)'") }
+            guard let target = DecoderConvert.GGUFTarget(rawValue: ggufType) else {
+                throw ValidationError("--gguf-type must be q4_0 or q4_1, not '\(ggufType)'")
+            }
             guard method == "gptq" || method == "rtn" else { throw ValidationError("--method must be gptq or rtn, not '\(method)'") }
             if method == "gptq" && calibText == nil { throw ValidationError("--calib-text FILE.txt is required for --method gptq --format gguf") }
             guard DecoderConvert.Options.Grid(rawValue: grid) != nil else { throw ValidationError("--grid must be autogptq or llama-q4_0") }
+            if target == .q4_1 && grid != "autogptq" { throw ValidationError("--grid applies to --gguf-type q4_0 only (q4_1 uses the group's min/max)") }
             guard samples > 0 && sampleTokens > 1 else { throw ValidationError("--samples must be positive and --sample-tokens at least 2") }
             return
         }
@@ -220,6 +223,7 @@ struct Convert: ParsableCommand {
             r.options.groupSize = groupSize ?? 32
             r.options.descAct = descAct
             r.options.grid = DecoderConvert.Options.Grid(rawValue: grid)!
+            r.options.target = DecoderConvert.GGUFTarget(rawValue: ggufType)!
             r.options.dampPercent = Float(damp)
             let res = try DecoderConvert.run(r, progress: ProgressBar(label: "convert", unit: .items("steps")))
             if json { print(try jsonString(res)); return }

@@ -185,4 +185,94 @@ final class ConvertDecoderTests: XCTestCase {
                                                                      quantizer: try QuantizerConfig(bits: 4, symmetric: true, scaleRounding: .float16)))
         XCTAssertNotEqual(autogptq, ref)
     }
+
+    // MARK: Q4_1
+
+    /// Q4_1 output (`--gguf-type q4_1`): every block linear's bytes decode (GGUFDequant, bit-equal to
+    /// gguf-py: float32 `(d * q) + m`) to exactly GPTQ's fake-quantized weight, and that weight is
+    /// (scale·code) + offset with the scale and offset GPTQ decided (both float16 values, scale > 0),
+    /// with and without act-order (static groups). Loss > 0 and codes that differ from RTN's: GPTQ ran.
+    func testQ4_1BlocksDecodeBitExactlyToGPTQWeights() throws {
+        let src = try makeSourceGGUF()
+        for descAct in [false, true] {
+            let tm = try TextModel.open(src)
+            var o = DecoderConvert.Options(); o.descAct = descAct; o.target = .q4_1
+            let mods = try DecoderConvert.quantize(model: tm.model, windows: windows(4, 48, vocab: tm.model.dims.vocab), options: o)
+            XCTAssertEqual(mods.count, 2 * 7)
+            var rtnDiffers = false, codesSeen = Set<UInt8>()
+            for m in mods {
+                let w = m.weight
+                let back = GGUFDequant.dequantize(.q4_1, blocks: try DecoderConvert.q4_1Bytes(w).withUnsafeBytes { UnsafeRawBufferPointer($0) })
+                XCTAssertEqual(back.map(\.bitPattern), w.q.map(\.bitPattern), "\(m.log.module) desc_act \(descAct)")
+                for r in 0..<w.rows {
+                    for c in 0..<w.columns {
+                        let g = r * w.groups + c / 32
+                        let d = w.scale[g], off = w.zero[g], code = w.codes[r * w.columns + c]
+                        codesSeen.insert(code)
+                        let product = d * Float(code)
+                        XCTAssertEqual(w.q[r * w.columns + c].bitPattern, (product + off).bitPattern)
+                        if c % 32 == 0 { XCTAssertTrue(d > 0 && Float(Float16(d)) == d && Float(Float16(off)) == off) }
+                    }
+                }
+                XCTAssertGreaterThan(w.lossSum, 0)
+                let W = Kernels.floats((try TextModel.open(src).model.linear(layer: m.layer, m.linear) as! Linear).weightView)
+                let rtn = try RTN.quantize(weight: W, rows: w.rows, columns: w.columns, groupSize: 32, quantizer: try o.quantizer)
+                if rtn.codes != w.codes { rtnDiffers = true }
+            }
+            XCTAssertTrue(rtnDiffers)
+            XCTAssertEqual(codesSeen.count, 16)  // the asymmetric grid uses both ends
+        }
+    }
+
+    /// RTN on the Q4_1 grid against llama.cpp's reference Q4_1 quantiser (GGUFQuantize, bit-equal to
+    /// gguf-py): every block's stored d and m are the same bytes (f16((max-min)/15), f16(min)); codes
+    /// may differ by one where the reference's float32 d and our float16 d put x on different sides of a
+    /// rounding boundary (the reference rounds d a second time after choosing codes; we do not).
+    /// Without float16 rounding the offsets are not float16 values and Q4_1 encoding refuses them.
+    func testQ4_1GridMatchesTheReferenceScaleAndMin() throws {
+        var g = SplitMix64(seed: 11)
+        let rows = 8, cols = 96
+        let W: [Float] = (0..<(rows * cols)).map { i in Float(g.symmetric()) * 0.05 + (i % 64 < 32 ? 0.02 : -0.01) }
+        var o = DecoderConvert.Options(); o.target = .q4_1
+        let q = try RTN.quantize(weight: W, rows: rows, columns: cols, groupSize: 32, quantizer: try o.quantizer)
+        let ours = try DecoderConvert.q4_1Bytes(q), ref = GGUFQuantize.quantize(.q4_1, W)!
+        XCTAssertEqual(ours.count, ref.count)
+        var differ = 0
+        for b in 0..<(ours.count / 20) {
+            XCTAssertEqual(Array(ours[(b * 20)..<(b * 20 + 4)]), Array(ref[(b * 20)..<(b * 20 + 4)]), "block \(b) d/m")
+            for j in 0..<32 {
+                let sh = j < 16 ? 0 : 4, k = j % 16
+                let a = Int((ours[b * 20 + 4 + k] >> sh) & 15), r = Int((ref[b * 20 + 4 + k] >> sh) & 15)
+                XCTAssertLessThanOrEqual(abs(a - r), 1)
+                if a != r { differ += 1 }
+            }
+        }
+        XCTAssertLessThan(differ, rows * cols / 20)
+        var raw = try QuantizerConfig(bits: 4, symmetric: false)
+        raw.minOffset = true
+        XCTAssertThrowsError(try DecoderConvert.q4_1Bytes(try RTN.quantize(weight: W, rows: rows, columns: cols, groupSize: 32, quantizer: raw)))
+        var wrongGrid = DecoderConvert.Options(); wrongGrid.target = .q4_1; wrongGrid.grid = .q4_0
+        XCTAssertThrowsError(try DecoderConvert.quantize(model: try TextModel.open(try makeSourceGGUF()).model, windows: [], options: wrongGrid))
+    }
+
+    /// A Q4_1 file: file_type 3 (MOSTLY_Q4_1), block linears Q4_1 decoding to GPTQ's q, the rest as
+    /// for Q4_0 (tied embedding: Q8_0; 1-D: F32).
+    func testWrittenQ4_1GGUFHoldsQ4_1Blocks() throws {
+        let src = try makeSourceGGUF()
+        let tm = try TextModel.open(src)
+        var o = DecoderConvert.Options(); o.target = .q4_1; o.method = .rtn
+        let mods = try DecoderConvert.quantize(model: tm.model, windows: [], options: o)
+        let out = tmp + "/tiny-q4_1.gguf"
+        try DecoderConvert.writeGGUF(source: tm.gguf!, architecture: tm.model.architecture, dims: tm.model.dims, modules: mods,
+                                     target: .q4_1, provenance: "test", to: out, overwrite: false)
+        let f = try GGUFFile(path: out)
+        XCTAssertEqual(f.value(forKey: "general.file_type")?.int, 3)
+        var byName: [String: [Float]] = [:]
+        for m in mods { byName[DecoderTensorNaming.gguf.module(m.layer, m.linear) + ".weight"] = m.weight.q }
+        for t in f.ggufTensors {
+            XCTAssertEqual(t.type, t.shape.count == 1 ? .f32 : t.name == "token_embd.weight" ? .q8_0 : .q4_1, t.name)
+            if let q = byName[t.name] { XCTAssertEqual(try GGUFDequant.dequantize(t, of: f).map(\.bitPattern), q.map(\.bitPattern), t.name) }
+        }
+        XCTAssertEqual(byName.count, 14)
+    }
 }

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The whole quality study (docs/QUALITY.md) in priority order, one job at a time, every step skipped
+# when its log says it finished: llama.cpp's files (llama.sh), Squint's conversions (squint.sh), then
+# llama-perplexity on each (ppl.sh). Then `table.sh` prints the tables and `plot.py` draws the figure.
+# Usage: scripts/quality/study.sh
+set -euo pipefail
+D="$(dirname "$0")"
+. "$D/common.sh"
+GPTQ=(--method gptq --calib-text "$CALIB" --samples 16 --sample-tokens 512)
+run() { "$@" || echo "study.sh: FAILED (continuing): $*" >&2; }
+ppl() { local M=$1; shift; for v in "$@"; do run bash "$D/ppl.sh" "$M" "$v"; done; }
+
+# Issue 15.4's goal rows: llama.cpp's files, GPTQ Q4_0 (llama.cpp's grid, act-order), Q4_0 vs imatrix.
+goal() {
+  # The 1.5B (time on the shared machine): imatrix and GPTQ both on the first 8 windows of 512 tokens.
+  local IC=32 G=("${GPTQ[@]}"); [ "$1" = q15 ] && { IC=8; G=(--method gptq --calib-text "$CALIB" --samples 8 --sample-tokens 512); }
+  run bash "$D/llama.sh" "$1" "$IC"
+  run bash "$D/squint.sh" "$1" gptq-q4_0-g32-llamagrid-act "${G[@]}" --grid llama-q4_0 --desc-act
+  ppl "$1" gptq-q4_0-g32-llamagrid-act llama-q4_0 llama-q4_0-imatrix
+}
+# Cheap rows: llama.cpp's Q4_K_M and Q4_1, Squint's RTN Q4_0 (llama grid) and Q4_1.
+cheap() {
+  run bash "$D/squint.sh" "$1" rtn-q4_0-llamagrid --method rtn --grid llama-q4_0
+  run bash "$D/squint.sh" "$1" rtn-q4_1 --method rtn --gguf-type q4_1
+  ppl "$1" llama-q4_k_m llama-q4_1 rtn-q4_0-llamagrid rtn-q4_1
+}
+# GPTQ Q4_1 (act-order, static groups).
+q41() {
+  run bash "$D/squint.sh" "$1" gptq-q4_1-g32-act "${GPTQ[@]}" --gguf-type q4_1 --desc-act
+  ppl "$1" gptq-q4_1-g32-act
+}
+# The remaining GPTQ variants (act-order off; AutoGPTQ's grid) and RTN on AutoGPTQ's grid.
+extra() {
+  run bash "$D/squint.sh" "$1" gptq-q4_0-g32-llamagrid "${GPTQ[@]}" --grid llama-q4_0
+  run bash "$D/squint.sh" "$1" gptq-q4_0-g32 "${GPTQ[@]}"
+  run bash "$D/squint.sh" "$1" rtn-q4_0 --method rtn
+  run bash "$D/squint.sh" "$1" gptq-q4_1-g32 "${GPTQ[@]}" --gguf-type q4_1
+  ppl "$1" gptq-q4_0-g32-llamagrid gptq-q4_0-g32 rtn-q4_0 gptq-q4_1-g32
+}
+# Why (docs/QUALITY.md): llama.cpp's imatrix Q4_0 writes ffn_down of blocks 0-2 as Q4_1; swap those
+# three tensors between its file and GPTQ's (splice.py, needs the gguf package) and score both.
+why() {
+  local g=gptq-q4_0-g32-llamagrid-act
+  ( cd "$Q" && [ -f "$1-$g+imat-down012.gguf" ] || python3 "$D/splice.py" "$1-$g.gguf" "$1-llama-q4_0-imatrix.gguf" \
+      '^blk\.[012]\.ffn_down\.' "$1-$g+imat-down012.gguf" ) || return 0
+  ( cd "$Q" && [ -f "$1-imat+gptq-down012.gguf" ] || python3 "$D/splice.py" "$1-llama-q4_0-imatrix.gguf" "$1-$g.gguf" \
+      '^blk\.[012]\.ffn_down\.' "$1-imat+gptq-down012.gguf" ) || return 0
+  ppl "$1" "$g+imat-down012" imat+gptq-down012
+  # SmolLM2 only: GPTQ on as many calibration tokens as imatrix (32 windows)
+  [ "$1" = sm ] || return 0
+  run bash "$D/squint.sh" "$1" "$g-32w" --method gptq --calib-text "$CALIB" --samples 32 --sample-tokens 512 --grid llama-q4_0 --desc-act
+  ppl "$1" "$g-32w"
+}
+goal sm; cheap sm; why sm
+goal q15; why q15
+goal q05; cheap q05; why q05
+q41 sm; cheap q15; q41 q05; q41 q15
+extra sm; extra q05; extra q15

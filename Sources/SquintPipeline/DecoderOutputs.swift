@@ -244,7 +244,7 @@ public enum DecoderOutputs {
             }
         }
         let parent = Paths.parent(of: folder)
-        let stage = "\(parent)/.\((folder as NSString).lastPathComponent).tmp-\(getpid())"
+        let stage = "\(parent)/.\((folder as NSString).lastPathComponent).tmp-\(getpid())-folder"   // AtomicFileWriter's naming: Ctrl-C's cleanup finds it
         try? fm.removeItem(atPath: stage)
         try fm.createDirectory(atPath: stage, withIntermediateDirectories: true)
         do {
@@ -266,8 +266,10 @@ public enum DecoderOutputs {
             if let g = c.generationConfig { files.append(("generation_config.json", ConvertOutput.pythonJSON(g))) }
             for (name, text) in files { try AtomicFileWriter.write(Array((text + "\n").utf8), to: "\(stage)/\(name)", overwrite: false) }
             try AtomicFileWriter.write(c.tokenizerJSON, to: stage + "/tokenizer.json", overwrite: false)
-            if fm.fileExists(atPath: folder) { try fm.removeItem(atPath: folder) }
-            try fm.moveItem(atPath: stage, toPath: folder)
+            try CommitGate.commit(to: folder) {
+                if fm.fileExists(atPath: folder) { try fm.removeItem(atPath: folder) }
+                try fm.moveItem(atPath: stage, toPath: folder)
+            }
             return (["model.safetensors", "tokenizer.json"] + files.map(\.0)).sorted()
         } catch {
             try? fm.removeItem(atPath: stage)

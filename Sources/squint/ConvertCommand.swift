@@ -200,6 +200,9 @@ struct Convert: ParsableCommand {
 
     func runTextDecoder() throws {
         try runReportingErrors {
+            stopCleanlyOnInterrupt(output: output, message: { "convert: interrupted; nothing was written at \(output)" }) {
+                removeOwnTemporaries(besides: output)
+            }
             var r = DecoderConvert.Request(model: model, calibrationText: calibText, output: output)
             r.samples = samples; r.sampleTokens = sampleTokens; r.force = force
             r.options.method = method == "rtn" ? .rtn : .gptq
@@ -217,6 +220,9 @@ struct Convert: ParsableCommand {
 
     func runGGUF() throws {
         try runReportingErrors {
+            stopCleanlyOnInterrupt(output: output, message: { "convert: interrupted; nothing was written at \(output)" }) {
+                removeOwnTemporaries(besides: output)
+            }
             var r = DecoderConvert.Request(model: model, calibrationText: calibText, output: output)
             r.samples = samples; r.sampleTokens = sampleTokens; r.force = force
             r.options.method = method == "rtn" ? .rtn : .gptq

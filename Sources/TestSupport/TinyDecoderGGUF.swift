@@ -43,15 +43,18 @@ public enum TinyDecoderGGUF {
         return s
     }
 
-    /// Writes the GGUF at `path` and returns it.
+    /// Writes the GGUF at `path` and returns it. `blockType`: the ggml type of the block linears'
+    /// weights (F32 by default; F16, Q8_0 or Q4_0 make a "quantized" copy); `vocabulary` replaces the
+    /// tokenizer's token strings.
     @discardableResult
-    public static func write(to path: String) throws -> String {
+    public static func write(to path: String, blockType: GGMLType = .f32, vocabulary tokens: [String]? = nil) throws -> String {
         let folder = Fixtures.path("decoders/qwen2-tiny")
         let cfg = try XCTUnwrapJSON(folder + "/config.json")
         func n(_ k: String) -> Int { (cfg[k] as? NSNumber)?.intValue ?? 0 }
         let st = try SafetensorsFile(path: folder + "/model.safetensors")
         let w = GGUFWriter()
-        let v = vocabulary(vocab: n("vocab_size"))
+        var v = vocabulary(vocab: n("vocab_size"))
+        if let tokens { v.tokens = tokens }
         let rope = ((cfg["rope_parameters"] as? [String: Any])?["rope_theta"] as? NSNumber)?.floatValue ?? 1e6
         try w.add(key: "general.architecture", .string("qwen2"))
         try w.add(key: "general.name", .string("qwen2-tiny (random, transformers)"))
@@ -72,7 +75,9 @@ public enum TinyDecoderGGUF {
         try w.add(key: "tokenizer.ggml.eos_token_id", .uint32(UInt32(v.tokens.firstIndex(of: "<|im_end|>")!)))
         try w.add(key: "tokenizer.chat_template", .string(chatTemplate))
         for t in st.tensors {
-            try w.addTensor(name: ggufName(t.name), type: .f32, shape: t.shape, values: Kernels.floats(try st.view(t.name)))
+            let g = ggufName(t.name)
+            let type: GGMLType = g.hasPrefix("blk.") && g.hasSuffix(".weight") && t.shape.count == 2 ? blockType : .f32
+            try w.addTensor(name: g, type: type, shape: t.shape, values: Kernels.floats(try st.view(t.name)))
         }
         try w.write(to: path, overwrite: false)
         return path

@@ -16,20 +16,6 @@ final class TextModelTests: XCTestCase {
     override func setUp() { tmp = Fixtures.temporaryFolder("textmodel") }
     override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
 
-    /// 256 byte tokens (GPT-2's byte-to-unicode alphabet) and a few merges, padded to `vocab` with
-    /// control tokens: a vocabulary whose ids all fit the tiny model.
-    static func byteVocabulary(vocab: Int) -> (tokens: [String], types: [Int32], merges: [String]) {
-        var tokens = (0..<256).map { ByteLevel.encode([UInt8($0)]) }
-        var merges: [String] = []
-        for pair in [("t", "h"), ("th", "e"), ("Ġ", "t"), ("Ġt", "he"), ("i", "n")] {
-            merges.append("\(pair.0) \(pair.1)"); tokens.append(pair.0 + pair.1)
-        }
-        var types = [Int32](repeating: 1, count: tokens.count)
-        for special in ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] { tokens.append(special); types.append(3) }
-        while tokens.count < vocab { tokens.append("<|ctl_\(tokens.count)|>"); types.append(3) }
-        return (tokens, types, merges)
-    }
-
     /// The tiny Qwen2 written as a GGUF v3 file with F32 tensors under llama.cpp's names.
     func writeTinyQwen2GGUF() throws -> (path: String, ref: FixtureSafetensors) {
         let path = tmp + "/qwen2-tiny.gguf"
@@ -37,39 +23,9 @@ final class TextModelTests: XCTestCase {
         return (path, try FixtureSafetensors(path: fixturePath("decoders/qwen2-tiny") + "/reference.safetensors"))
     }
 
-    /// The same to `path`; `blockType`: the ggml type of the block linears' weights (F32 by default;
-    /// F16 or Q8_0 make a "quantized" copy); `vocabulary` replaces the tokenizer's token strings.
+    /// The same to `path` (TestSupport's writer); `blockType` and `vocabulary` as there.
     static func writeTinyQwen2GGUF(to path: String, blockType: GGMLType = .f32, vocabulary: [String]? = nil) throws {
-        let folder = fixturePath("decoders/qwen2-tiny")
-        let hf = try DecoderLM.load(folder: folder)
-        let st = try SafetensorsFile(path: folder + "/model.safetensors")
-        let d = hf.dims
-        let w = GGUFWriter()
-        var v = Self.byteVocabulary(vocab: d.vocab)
-        if let vocabulary { v.tokens = vocabulary }
-        try w.add(key: "general.architecture", .string("qwen2"))
-        try w.add(key: "general.name", .string("qwen2-tiny (random, transformers)"))
-        try w.add(key: "qwen2.block_count", .uint32(UInt32(d.layers)))
-        try w.add(key: "qwen2.context_length", .uint32(256))
-        try w.add(key: "qwen2.embedding_length", .uint32(UInt32(d.hidden)))
-        try w.add(key: "qwen2.feed_forward_length", .uint32(UInt32(d.intermediate)))
-        try w.add(key: "qwen2.attention.head_count", .uint32(UInt32(d.heads)))
-        try w.add(key: "qwen2.attention.head_count_kv", .uint32(UInt32(d.kvHeads)))
-        try w.add(key: "qwen2.rope.freq_base", .float32(Float(d.ropeTheta)))
-        try w.add(key: "qwen2.attention.layer_norm_rms_epsilon", .float32(Float(d.rmsNormEps)))
-        try w.add(key: "tokenizer.ggml.model", .string("gpt2"))
-        try w.add(key: "tokenizer.ggml.pre", .string("qwen2"))
-        try w.add(key: "tokenizer.ggml.tokens", .array(.string, v.tokens.map { .string($0) }))
-        try w.add(key: "tokenizer.ggml.token_type", .array(.int32, v.types.map { .int32($0) }))
-        try w.add(key: "tokenizer.ggml.merges", .array(.string, v.merges.map { .string($0) }))
-        try w.add(key: "tokenizer.ggml.add_bos_token", .bool(false))
-        try w.add(key: "tokenizer.ggml.eos_token_id", .uint32(UInt32(v.tokens.firstIndex(of: "<|im_end|>")!)))
-        try w.add(key: "tokenizer.chat_template", .string("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a tiny test model.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"))
-        for (h, g) in zip(d.tensorTable(.huggingFace), d.tensorTable(.gguf)) {
-            let type: GGMLType = g.name.hasPrefix("blk.") && g.name.hasSuffix(".weight") && g.shape.count == 2 ? blockType : .f32
-            try w.addTensor(name: g.name, type: type, shape: g.shape, values: Kernels.floats(try st.view(h.name)))
-        }
-        try w.write(to: path, overwrite: false)
+        try TinyDecoderGGUF.write(to: path, blockType: blockType, vocabulary: vocabulary)
     }
 
     func testGGUFFileGivesTransformersLogits() throws {

@@ -123,7 +123,7 @@ final class TextValidateTests: XCTestCase {
 
     func testModelsWithDifferentTokenizersAreRefused() throws {
         let (a, _) = try models()
-        var tokens = TextModelTests.byteVocabulary(vocab: a.model.dims.vocab).tokens
+        var tokens = TinyDecoderGGUF.vocabulary(vocab: a.model.dims.vocab).tokens
         tokens.swapAt(100, 101)
         try TextModelTests.writeTinyQwen2GGUF(to: tmp + "/other.gguf", vocabulary: tokens)
         let c = try TextModel.open(tmp + "/other.gguf")

@@ -198,17 +198,24 @@ struct Convert: ParsableCommand {
         return t
     }
 
+    /// A text-model conversion's request from the options every output format shares.
+    func decoderRequest(defaultGroupSize: Int) -> DecoderConvert.Request {
+        var r = DecoderConvert.Request(model: model, calibrationText: calibText, output: output)
+        r.samples = samples; r.sampleTokens = sampleTokens; r.force = force
+        r.options.method = method == "rtn" ? .rtn : .gptq
+        r.options.groupSize = groupSize ?? defaultGroupSize
+        r.options.descAct = descAct
+        r.options.dampPercent = Float(damp)
+        return r
+    }
+
     func runTextDecoder() throws {
         try runReportingErrors {
             stopCleanlyOnInterrupt(output: output, message: { "convert: interrupted; nothing was written at \(output)" }) {
                 removeOwnTemporaries(besides: output)
             }
-            var r = DecoderConvert.Request(model: model, calibrationText: calibText, output: output)
-            r.samples = samples; r.sampleTokens = sampleTokens; r.force = force
-            r.options.method = method == "rtn" ? .rtn : .gptq
-            r.options.groupSize = groupSize ?? 128
-            r.options.descAct = descAct; r.options.staticGroups = staticGroups; r.options.sym = symmetry == .sym
-            r.options.dampPercent = Float(damp)
+            var r = decoderRequest(defaultGroupSize: 128)
+            r.options.staticGroups = staticGroups; r.options.sym = symmetry == .sym
             let res = try DecoderOutputs.run(r, format: format == "autogptq" ? .autogptq : .squint,
                                              progress: ProgressBar(label: "convert", unit: .items("steps")))
             if json { print(try jsonString(res)); return }
@@ -223,14 +230,9 @@ struct Convert: ParsableCommand {
             stopCleanlyOnInterrupt(output: output, message: { "convert: interrupted; nothing was written at \(output)" }) {
                 removeOwnTemporaries(besides: output)
             }
-            var r = DecoderConvert.Request(model: model, calibrationText: calibText, output: output)
-            r.samples = samples; r.sampleTokens = sampleTokens; r.force = force
-            r.options.method = method == "rtn" ? .rtn : .gptq
-            r.options.groupSize = groupSize ?? 32
-            r.options.descAct = descAct
+            var r = decoderRequest(defaultGroupSize: 32)
             r.options.grid = DecoderConvert.Options.Grid(rawValue: grid)!
             r.options.target = DecoderConvert.GGUFTarget(rawValue: ggufType)!
-            r.options.dampPercent = Float(damp)
             let res = try DecoderConvert.run(r, progress: ProgressBar(label: "convert", unit: .items("steps")))
             if json { print(try jsonString(res)); return }
             print("wrote \(res.output) (gguf \(res.ggufType), \(res.method), \(res.blocks) blocks, \(res.samples) samples, \(res.tokens) tokens)")

@@ -44,7 +44,7 @@ struct Convert: ParsableCommand {
     @Option(name: .customLong("gguf-type"), help: "--format gguf: block-linear type, q4_0 (symmetric) or q4_1 (asymmetric: the group's min/max grid).")
     var ggufType: String = "q4_0"
 
-    @Option(help: "--format gguf: the 4-bit grid, autogptq (scale 2·max|w|/15) or llama-q4_0 (d = signed max / -8, as llama-quantize).")
+    @Option(help: "Text models, symmetric: the 4-bit grid, autogptq (scale 2·max|w|/15) or llama-q4_0 (d = signed max / -8, as llama-quantize; also for --format squint/autogptq).")
     var grid: String = "autogptq"
 
     @Option(name: .shortAndLong, help: "Output: an SQ4 file (--format squint), a folder (--format autogptq) or a GGUF file (--format gguf).")
@@ -118,8 +118,11 @@ struct Convert: ParsableCommand {
             guard bits == 4 else { throw ValidationError("--bits must be 4 for text models") }
             if method == "gptq" && calibText == nil { throw ValidationError("--calib-text FILE.txt is required for --method gptq on a text model") }
             guard samples > 0 && sampleTokens > 1 else { throw ValidationError("--samples must be positive and --sample-tokens at least 2") }
+            guard DecoderConvert.Options.Grid(rawValue: grid) != nil else { throw ValidationError("--grid must be autogptq or llama-q4_0") }
+            if grid != "autogptq" && symmetry != .sym { throw ValidationError("--grid llama-q4_0 is a symmetric grid: it cannot be combined with --asym") }
             return
         }
+        if grid != "autogptq" { throw ValidationError("--grid applies to text models (Qwen2/Llama) only") }
         guard ConvertOptions.OutputFormat(rawValue: format) != nil else { throw ValidationError("--format must be squint, autogptq or gguf, not '\(format)'") }
         guard ConvertOptions.Method(rawValue: method) != nil else { throw ValidationError("--method must be gptq or rtn, not '\(method)'") }
         guard SquintPipeline.Synth.parseSize(memoryBudget) != nil else { throw ValidationError("--memory-budget '\(memoryBudget)' is not a size (examples: 4GB, 512MB)") }
@@ -206,6 +209,7 @@ struct Convert: ParsableCommand {
         r.options.groupSize = groupSize ?? defaultGroupSize
         r.options.descAct = descAct
         r.options.dampPercent = Float(damp)
+        r.options.grid = DecoderConvert.Options.Grid(rawValue: grid)!
         return r
     }
 
@@ -231,7 +235,6 @@ struct Convert: ParsableCommand {
                 removeOwnTemporaries(besides: output)
             }
             var r = decoderRequest(defaultGroupSize: 32)
-            r.options.grid = DecoderConvert.Options.Grid(rawValue: grid)!
             r.options.target = DecoderConvert.GGUFTarget(rawValue: ggufType)!
             let res = try DecoderConvert.run(r, progress: ProgressBar(label: "convert", unit: .items("steps")))
             if json { print(try jsonString(res)); return }

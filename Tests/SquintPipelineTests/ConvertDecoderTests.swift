@@ -64,7 +64,7 @@ final class ConvertDecoderTests: XCTestCase {
             var rtnDiffers = false
             for m in mods {
                 let bytes = try DecoderConvert.q4_0Bytes(m.weight)
-                let back = GGUFDequant.dequantize(.q4_0, blocks: bytes.withUnsafeBytes { UnsafeRawBufferPointer($0) })
+                let back = bytes.withUnsafeBytes { GGUFDequant.dequantize(.q4_0, blocks: $0) }
                 XCTAssertEqual(back.map(\.bitPattern), m.weight.q.map(\.bitPattern), "\(m.log.module) desc_act \(descAct)")
                 XCTAssertGreaterThan(m.weight.lossSum, 0)
                 let tmOrig = try TextModel.open(src)
@@ -88,7 +88,7 @@ final class ConvertDecoderTests: XCTestCase {
         XCTAssertThrowsError(try DecoderConvert.q4_0Bytes(q))
         let q16 = try RTN.quantize(weight: W, rows: 2, columns: 32, groupSize: 32,
                                    quantizer: try QuantizerConfig(bits: 4, symmetric: true, scaleRounding: .float16))
-        let back = GGUFDequant.dequantize(.q4_0, blocks: try DecoderConvert.q4_0Bytes(q16).withUnsafeBytes { UnsafeRawBufferPointer($0) })
+        let back = try DecoderConvert.q4_0Bytes(q16).withUnsafeBytes { GGUFDequant.dequantize(.q4_0, blocks: $0) }
         XCTAssertEqual(back.map(\.bitPattern), q16.q.map(\.bitPattern))
     }
 
@@ -114,7 +114,7 @@ final class ConvertDecoderTests: XCTestCase {
             let v = try GGUFDequant.dequantize(t, of: s)
             if t.shape.count == 1 { expected[t.name] = v }
             else if t.name == "token_embd.weight" {
-                expected[t.name] = GGUFDequant.dequantize(.q8_0, blocks: GGUFQuantize.quantize(.q8_0, v)!.withUnsafeBytes { UnsafeRawBufferPointer($0) })
+                expected[t.name] = GGUFQuantize.quantize(.q8_0, v)!.withUnsafeBytes { GGUFDequant.dequantize(.q8_0, blocks: $0) }
             }
         }
         for m in mods { expected[DecoderTensorNaming.gguf.module(m.layer, m.linear) + ".weight"] = m.weight.q }
@@ -202,7 +202,7 @@ final class ConvertDecoderTests: XCTestCase {
             var rtnDiffers = false, codesSeen = Set<UInt8>()
             for m in mods {
                 let w = m.weight
-                let back = GGUFDequant.dequantize(.q4_1, blocks: try DecoderConvert.q4_1Bytes(w).withUnsafeBytes { UnsafeRawBufferPointer($0) })
+                let back = try DecoderConvert.q4_1Bytes(w).withUnsafeBytes { GGUFDequant.dequantize(.q4_1, blocks: $0) }
                 XCTAssertEqual(back.map(\.bitPattern), w.q.map(\.bitPattern), "\(m.log.module) desc_act \(descAct)")
                 for r in 0..<w.rows {
                     for c in 0..<w.columns {

@@ -500,7 +500,7 @@ void sq_q4_dequant_rows(const sq_q4_matrix *w, int64_t row0, int64_t row1, float
 void sq_q4_matvec_f32(const sq_q4_matrix *w, const float *x, float *y, int64_t row0, int64_t row1) {
     if (matvec_f32_run(w, x, y, row0, row1, sq_q4_level(), 0) != 0) sq_q4_matvec_f32_ref(w, x, y, row0, row1);
 }
-static int has_vnni(void) {
+int sq_has_vnni(void) {
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
@@ -513,14 +513,14 @@ int sq_q4_matvec_q8_level(const sq_q4_matrix *w, const int8_t *xq, const float *
     switch (level) {
     case SQ_Q4_SCALAR: sq_q4_matvec_q8_ref(w, xq, d8, bsum, y, row0, row1); return 0;
     case SQ_Q4_AVX2: if (!sq_has_avx2_fma()) return -1; matvec_q8_avx2(w, xq, d8, bsum, y, row0, row1); return 0;
-    case SQ_Q4_AVX512: if (!has_vnni()) return -1; matvec_q8_vnni(w, xq, d8, bsum, y, row0, row1); return 0;
+    case SQ_Q4_AVX512: if (!sq_has_vnni()) return -1; matvec_q8_vnni(w, xq, d8, bsum, y, row0, row1); return 0;
     default: return -1;
     }
 }
 void sq_q4_matvec_q8(const sq_q4_matrix *w, const int8_t *xq, const float *d8, const int32_t *bsum,
                      float *y, int64_t row0, int64_t row1) {
     int level = sq_q4_level();
-    if (level == SQ_Q4_AVX512 && !has_vnni()) level = SQ_Q4_AVX2;
+    if (level == SQ_Q4_AVX512 && !sq_has_vnni()) level = SQ_Q4_AVX2;
     sq_q4_matvec_q8_level(w, xq, d8, bsum, y, row0, row1, level);
 }
 uint64_t sq_read_bandwidth_probe(const void *p, size_t n) {

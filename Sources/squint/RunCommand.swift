@@ -28,7 +28,7 @@ struct GenerationOptions: ParsableArguments {
     @Option(help: "qwen.tiktoken (default: the model folder's, then $SQUINT_VOCAB).")
     var vocab: String?
 
-    @Flag(name: .customLong("int8-activations"), help: "Int4 models: decode with 8-bit activations (Q4 x Q8 integer products, ~2x faster, ~4e-3 relative error per product).")
+    @Flag(name: .customLong("int8-activations"), help: "Int4 models: decode with 8-bit activations (Q4 x Q8 integer products, ~2x faster, ~4e-3 relative error per product); text models also hold the lm_head as int8 (Q8 x Q8, as llama.cpp's Q8_0 output.weight).")
     var int8Activations = false
 
     @Option(help: "Threads for Squint's kernels and OpenBLAS (default: every core, or $SQUINT_THREADS).")

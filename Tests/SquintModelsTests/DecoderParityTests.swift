@@ -70,6 +70,45 @@ final class DecoderParityTests: XCTestCase {
         }
     }
 
+    /// `useInt8Activations(true)` also runs the one-token lm_head as int8 x int8 (Int8Linear): the
+    /// decode logits leave the float ones, by no more than the rounding bound of an 8-bit weight and
+    /// an 8-bit x per element (|x| dw/2 + |w| dx/2 + dw dx/4) plus the hidden state's own cached-vs-full
+    /// difference (Tol.hidden) times |w|; switched off, the float bits come back.
+    func testInt8ActivationsQuantiseTheLMHeadWithinItsRoundingBound() throws {
+        for name in Self.cases {
+            let c = try Self.load(name)
+            let weights = try FixtureSafetensors(path: fixturePath("decoders/\(name)-tiny") + "/model.safetensors")
+            let w = c.model.dims.tiedEmbeddings ? try weights.floats("model.embed_tokens.weight").values : try weights.floats("lm_head.weight").values
+            let n = c.ids.count, v = c.model.dims.vocab, h = c.model.dims.hidden
+            let full = try c.model.prefill(tokens: c.ids, cache: c.model.makeCache(), keepHiddenStates: true)
+            let x = Array(full.hiddenStates[c.model.dims.layers].data[((n - 1) * h)..<(n * h)])
+            let decodeLast = { () throws -> [Float] in
+                let cache = c.model.makeCache()
+                _ = try c.model.prefill(tokens: Array(c.ids[..<(n - 1)]), cache: cache)
+                return try c.model.decode(token: c.ids[n - 1], cache: cache)
+            }
+            let floatLogits = try decodeLast()
+            c.model.useInt8Activations(true)
+            let int8Logits = try decodeLast()
+            c.model.useInt8Activations(false)
+            XCTAssertEqual(try decodeLast().map(\.bitPattern), floatLogits.map(\.bitPattern), "\(name): off again")
+            XCTAssertNotEqual(int8Logits.map(\.bitPattern), floatLogits.map(\.bitPattern), "\(name): the 8-bit head must be in use")
+            for o in 0..<v {
+                var exact = 0.0, bound = 0.0
+                for b in 0..<h / 32 {
+                    let wb = (0..<32).map { Double(w[o * h + b * 32 + $0]) }, xb = (0..<32).map { Double(x[b * 32 + $0]) }
+                    let dw = wb.map(abs).max()! / 127, dx = xb.map(abs).max()! / 127
+                    for j in 0..<32 {
+                        exact += wb[j] * xb[j]
+                        bound += abs(xb[j]) * dw / 2 + abs(wb[j]) * dx / 2 + dw * dx / 4
+                        bound += abs(wb[j]) * (1e-5 * abs(xb[j]) + 2e-5) + abs(wb[j] * xb[j]) * 1e-5
+                    }
+                }
+                XCTAssertLessThanOrEqual(abs(Double(int8Logits[o]) - exact), bound, "\(name) logit \(o)")
+            }
+        }
+    }
+
     func testGreedyTokensMatchTransformers() throws {
         for name in Self.cases {
             let c = try Self.load(name)

@@ -47,6 +47,8 @@ void sq_q4_matvec_f32_ref(const sq_q4_matrix *w, const float *x, float *y, int64
 enum { SQ_Q4_SCALAR = 0, SQ_Q4_AVX2 = 1, SQ_Q4_AVX512 = 2 };
 /// The level sq_q4_matvec_f32 / sq_q4_matvec_q8 use on this CPU now.
 int sq_q4_level(void);
+/// 1 when the CPU has AVX2/FMA and AVX-512 VL + VNNI (the int8 products' AVX512 level).
+int sq_has_vnni(void);
 /// sq_q4_matvec_f32 at a given level (SCALAR = the double-accumulating _ref). Returns 0, or -1 when
 /// this CPU cannot run the level (or scratch memory for very wide rows cannot be had).
 /// AVX2 sums per group s*(sum q*x) - s*z*(sum x) in 4x8 lanes; AVX512 looks each code up in the
@@ -76,6 +78,21 @@ void sq_q4_matvec_q8_ref(const sq_q4_matrix *w, const int8_t *xq, const float *d
 int sq_q4_matvec_q8_level(const sq_q4_matrix *w, const int8_t *xq, const float *d8, const int32_t *bsum,
                           float *y, int64_t row0, int64_t row1, int level);
 
+
+/// An int8 matrix for 8-bit x 8-bit products (the lm_head of `run --int8-activations`; llama.cpp's
+/// Q8_0 idea): per row and block of 32 weights d = max|w|/127, q = round(w/d) in [-127, 127], the
+/// codes pair-interleaved exactly as sq_q8_quantize stores x. q [rows][in] bytes, d [rows][in/32].
+/// Requires in % 64 == 0. Packs rows [row0, row1) of the float32 matrix w [rows][in].
+void sq_q8_pack_rows(const float *w, int64_t in, int64_t row0, int64_t row1, int8_t *q, float *d);
+/// y[o] = sum over pairs of 8 lanes of fma(isum_lane, d8_lane * dw_lane, acc_lane), the lanes summed
+/// as the AVX2 horizontal sum does, for o in [row0, row1). Every level gives the same bits: the
+/// integer sums are exact (|q| <= 127 on both sides: no int16 saturation in maddubs) and the float
+/// operations are the same in the same order; the scalar level is the twin.
+void sq_q8_matvec_q8(const int8_t *q, const float *d, int64_t in, const int8_t *xq, const float *d8,
+                     float *y, int64_t row0, int64_t row1);
+/// The same at a level (SCALAR, AVX2, AVX512 = VNNI). Returns 0, or -1 when this CPU cannot run it.
+int sq_q8_matvec_q8_level(const int8_t *q, const float *d, int64_t in, const int8_t *xq, const float *d8,
+                          float *y, int64_t row0, int64_t row1, int level);
 
 /// Reads n bytes with 32-byte AVX2 loads and returns their sum as 64-bit lanes (a read-bandwidth
 /// probe for benchmarks: what one core can stream when no work is done per byte).

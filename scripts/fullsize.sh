@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The full-size run (issue 12.4): the whole 19.3 GB Qwen-VL-Chat BF16 layout (synthetic weights, the
+# official config, shard names and tensor-to-shard map) through synth -> inspect -> convert (killed
+# with -9 once in the middle and resumed) -> inspect --verify -> validate -> run, each step under
+# /usr/bin/time -v. Results (wall time, peak RSS, disk used, validate figures) go to
+# docs/PERFORMANCE.md by hand; this script prints and logs them.
+#
+# Calibration: the first PAIRS (default 4, env SQUINT_FULLSIZE_PAIRS) of 16 pairs = the 8 photos of
+# fixtures/calibration twice, the second time with all 8 captions joined as the caption (about 300
+# and 550 tokens per pair). 4 pairs keep the run near 1 h on a 2-core Zen 1 (2.0 GHz, AVX2 at half
+# width: ~90 s of ViT per image); 16 pairs take ~3 h there (blocks' passes are linear in tokens).
+#
+# Usage: scripts/fullsize.sh [WORKDIR] [KILL_AFTER_BLOCK]   (default /tmp/squint-fullsize, 12)
+# Needs ~35 GB of free disk and ~1 h on 2 cores. Set SQUINT_FULLSIZE_KEEP=1 to keep WORKDIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+SQUINT=${SQUINT:-$REPO/.build/release/squint}
+D=${1:-/tmp/squint-fullsize}
+KILL_AFTER=${2:-12}
+PAIRS=${SQUINT_FULLSIZE_PAIRS:-4}
+mkdir -p "$D/logs"
+LOG=$D/logs
+timed() { # name cmd...: runs cmd under /usr/bin/time -v, output to $LOG/name.{out,time}
+    local name=$1; shift
+    echo "== $name: $*"
+    /usr/bin/time -v -o "$LOG/$name.time" "$@" > "$LOG/$name.out" 2>&1 || { echo "   exit $? (see $LOG/$name.out)"; return 1; }
+    grep -E "Elapsed|Maximum resident" "$LOG/$name.time" | sed 's/^\s*/   /'
+}
+
+# 16 calibration pairs beside a link to the photos.
+mkdir -p "$D/calib"
+ln -sfn "$REPO/fixtures/calibration/images" "$D/calib/images"
+python3 - "$REPO/fixtures/calibration/pairs.jsonl" "$D/calib/pairs16.jsonl" <<'EOF'
+import json, sys
+pairs = [json.loads(l) for l in open(sys.argv[1])]
+joined = " ".join(p["caption"] for p in pairs)
+with open(sys.argv[2], "w") as f:
+    for p in pairs: f.write(json.dumps(p) + "\n")
+    for p in pairs: f.write(json.dumps(dict(p, caption=joined)) + "\n")
+EOF
+head -4 "$REPO/fixtures/calibration/pairs.jsonl" > "$D/calib/eval4.jsonl"
+
+[ -d "$D/bf16" ] || timed synth "$SQUINT" synth --config fixtures/qwen-vl/config-bf16.json --format bin \
+    --vocab fixtures/tokenizer/qwen.tiktoken -o "$D/bf16"
+du -sb "$D/bf16" | tee "$LOG/bf16.du"
+timed inspect "$SQUINT" inspect "$D/bf16" --summary
+
+# convert, killed with -9 once block KILL_AFTER is saved and 20 s into the next one.
+OUT=$D/int4.sq4
+WORK=$D/.int4.sq4.squint-convert
+if [ ! -e "$OUT" ]; then
+    if [ ! -e "$WORK/state.json" ]; then
+        /usr/bin/time -v -o "$LOG/convert-1.time" "$SQUINT" convert "$D/bf16" --calib "$D/calib/pairs16.jsonl" \
+            --max-samples "$PAIRS" -o "$OUT" > "$LOG/convert-1.out" 2>&1 &
+        tpid=$!
+        while kill -0 $tpid 2>/dev/null; do
+            done_=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["blocksDone"])' "$WORK/state.json" 2>/dev/null || echo -1)
+            [ "$done_" -ge "$KILL_AFTER" ] && break
+            sleep 2
+        done
+        sleep 20
+        du -sb "$WORK" | tee "$LOG/work-at-kill.du"
+        pkill -9 -P $tpid || true
+        wait $tpid || true
+        echo "== convert killed with -9 at $(date -u +%H:%M:%S) after block $KILL_AFTER was saved"
+        grep -E "Elapsed|Maximum resident" "$LOG/convert-1.time" | sed 's/^\s*/   /' || true
+        [ -e "$OUT" ] && { echo "FAIL: output present after kill -9"; exit 1; }
+        ls -la "$D" | tee "$LOG/after-kill.ls"
+    fi
+    timed convert-resume "$SQUINT" convert "$D/bf16" --calib "$D/calib/pairs16.jsonl" --max-samples "$PAIRS" -o "$OUT" --resume --json
+fi
+du -sb "$OUT" | tee "$LOG/int4.du"
+timed verify "$SQUINT" inspect "$OUT" --verify --summary
+timed validate "$SQUINT" validate "$D/bf16" "$OUT" --eval "$D/calib/eval4.jsonl" --greedy-tokens 8 \
+    --report "$D/report" --json
+timed run "$SQUINT" run "$OUT" --image fixtures/calibration/images/skimage_astronaut.png \
+    --prompt "What is in this picture?" --greedy --max-new-tokens 8
+df -B1 "$D" | tee "$LOG/df"
+echo "logs: $LOG"

@@ -133,15 +133,30 @@ public enum Converter {
         let L = config.numHiddenLayers, h = config.hiddenSize
         let n = calib?.samples.count ?? 0
         let passes = o.method == .gptq ? sequentialGroups.count + 1 : 0
-        let totalUnits = (o.method == .gptq ? n + L * passes * n : L * 5)
+        let totalUnits = (o.method == .gptq ? n + L * (passes * n + 5) : L * 5)
         var doneUnits = 0
         var stageSeconds: [String: Double] = [:]
-        func tick(_ detail: String) { doneUnits += 1; progress?.update(doneUnits, totalUnits, detail: detail) }
+        // The ETA weighs each unit by its estimated FLOPs (ConvertWork): one image through the ViT
+        // costs as much as ~100 samples through one block of Qwen-7B, and the GPTQ solves between
+        // passes have no unit of their own.
+        let cost = ConvertWork(config: config, method: o.method, tokens: calib?.samples.map(\.tokens.count) ?? [])
+        var doneWork = 0.0
+        func tick(_ detail: String, work: Double = 0) {
+            doneUnits += 1; doneWork += work
+            progress?.update(doneUnits, totalUnits, detail: detail, work: doneWork, workTotal: cost.total)
+        }
         var spilled = 0
         // The store a block's outputs went to is the next block's inputs: handed on, its RAM copies
         // spare reading the samples back from disk. Budget shares: inputs and outputs 1/4 each, the
         // block's scratch stores the other half (Converter.quantizeBlock).
         var carried: ActivationStore? = nil
+
+        if let st = state {
+            doneUnits = o.method == .gptq ? n + st.blocksDone * (passes * n + 5) : st.blocksDone * 5
+            doneWork = cost.calibration + Double(st.blocksDone) * cost.block
+        }
+        // Verification, the source checksum and binding are done: the rate counts from here.
+        progress?.restartClock(done: doneUnits, work: doneWork)
 
         // 1. Calibration: block-0 inputs of every sample.
         if state == nil {
@@ -159,7 +174,7 @@ public enum Converter {
                         let features = try model.vision.encode(pixelValues: px)
                         let x = try model.language.embed(ids: s.tokens.map { Int32($0) }, imageFeatures: features)
                         try store.put(i, x.data)
-                        tick("calibration \(i + 1)/\(n): ViT + embeddings")
+                        tick("calibration \(i + 1)/\(n): ViT + embeddings", work: cost.image)
                     }
                     spilled = max(spilled, store.spilledBytes)
                 }
@@ -168,8 +183,6 @@ public enum Converter {
                 try state!.write(statePath)
                 stageSeconds["calibration", default: 0] += Date().timeIntervalSince(tc)
             }
-        } else {
-            doneUnits = o.method == .gptq ? n + state!.blocksDone * passes * n : state!.blocksDone * 5
         }
         var st = state!
 
@@ -186,7 +199,7 @@ public enum Converter {
                 ? try ActivationStore(folder: "\(work)/acts-\(l + 1)", hidden: h, tokens: st.tokens, budget: o.memoryBudget / 4) : nil
             let (packed, logs, scratchSpilled) = try quantizeBlock(l, model: model, weights: opened.file, inputs: inputs, outputs: outputs,
                                                    options: o, gptq: gopts, quantizer: qconfig,
-                                                   stageSeconds: &stageSeconds, tick: tick)
+                                                   stageSeconds: &stageSeconds, cost: cost, tick: tick)
             spilled = max(spilled, (inputs?.spilledBytes ?? 0) + (outputs?.spilledBytes ?? 0) + scratchSpilled)
             try writeBlockFile("\(work)/block-\(l).safetensors", prefix: prefix, packed: packed)
             releasePages(of: opened.file) { $0.hasPrefix(prefix) }
@@ -270,7 +283,7 @@ public enum Converter {
     static func quantizeBlock(_ l: Int, model: QwenVLModel, weights: TensorFile, inputs: ActivationStore?,
                               outputs: ActivationStore?, options o: ConvertOptions, gptq gopts: GPTQOptions,
                               quantizer qconfig: QuantizerConfig, stageSeconds: inout [String: Double],
-                              tick: (String) -> Void) throws
+                              cost: ConvertWork? = nil, tick: (String, Double) -> Void) throws
         -> (packed: [(QwenLM.BlockLinear, AutoGPTQPacking.Packed)], logs: [ConvertModuleLog], scratchSpilled: Int) {
         let L = model.config.numHiddenLayers, h = model.config.hiddenSize, f = model.config.mlpWidth
         let n = inputs?.tokens.count ?? 0
@@ -337,7 +350,7 @@ public enum Converter {
                         model.language.blockFrom(l, &x, start: .w1, input: nil, upTo: last)
                         try mlpIn.put(i, box.takeCaptured())
                     }
-                    tick("block \(l + 1)/\(L) \(group.map(\.rawValue).joined(separator: "+")) inputs, sample \(i + 1)/\(n)")
+                    tick("block \(l + 1)/\(L) \(group.map(\.rawValue).joined(separator: "+")) inputs, sample \(i + 1)/\(n)", cost?.pass(group, sample: i) ?? 0)
                 }
                 if let e = box.error { throw e }
                 passSeconds = Date().timeIntervalSince(tp)
@@ -361,8 +374,9 @@ public enum Converter {
                     q = try GPTQ.fasterquant(weight: consume W, rows: rows, columns: cols, hessian: H.takeMatrix(), options: gopts)
                 } else {
                     q = try RTN.quantize(weight: W, rows: rows, columns: cols, groupSize: o.groupSize, quantizer: qconfig)
-                    tick("block \(l + 1)/\(L) \(m.rawValue) rtn")
+                    tick("block \(l + 1)/\(L) \(m.rawValue) rtn", cost?.solve(m) ?? 0)
                 }
+                if inputs != nil { tick("block \(l + 1)/\(L) \(m.rawValue) quantized", cost?.solve(m) ?? 0) }
                 let quantSeconds = Date().timeIntervalSince(tq)
                 stageSeconds["gptq", default: 0] += quantSeconds
                 logs.append(ConvertModuleLog(module: name, shapeOutIn: [rows, cols], nsamples: n, tokens: inputs?.tokens.reduce(0, +) ?? 0,
@@ -391,7 +405,7 @@ public enum Converter {
                 model.language.blockFrom(l, &x, start: .mlpProj, input: try mlpIn.get(i), upTo: nil)
                 residual.drop(i); mlpIn.drop(i)
                 try outputs.put(i, x.data)
-                tick("block \(l + 1)/\(L) quantized block outputs, sample \(i + 1)/\(n)")
+                tick("block \(l + 1)/\(L) quantized block outputs, sample \(i + 1)/\(n)", cost?.outputs(sample: i) ?? 0)
             }
             stageSeconds["block_outputs", default: 0] += Date().timeIntervalSince(tf)
         }

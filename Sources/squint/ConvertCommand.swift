@@ -154,7 +154,7 @@ struct Convert: ParsableCommand {
             }
             var r: ConvertResult
             do {
-                r = try Converter.run(o, progress: ProgressBar(label: "convert", unit: .items("passes")))
+                r = try Converter.run(o, progress: ProgressBar(label: "convert", unit: .items("steps")))
             } catch {
                 // A failure during the work (disk full, a file that turns out unreadable): say what was kept.
                 // Ctrl-C's message already says how to resume; refusals before any work get no note.

@@ -52,7 +52,7 @@ final class ConvertBenchmarkTests: XCTestCase {
         var stages: [String: Double] = [:]
         let tb = Date()
         let (_, logs, _) = try Converter.quantizeBlock(0, model: model, weights: weights, inputs: inputs, outputs: outputs, options: o,
-                                                    gptq: gopts, quantizer: qc, stageSeconds: &stages, tick: { _ in })
+                                                    gptq: gopts, quantizer: qc, stageSeconds: &stages, tick: { _, _ in })
         let total = Date().timeIntervalSince(tb)
         for m in logs { print(String(format: "bench: %@ fasterquant %.2f s", m.module, m.quantSeconds)) }
         let scale = 128.0 / Double(samples) * 512.0 / Double(tokens)

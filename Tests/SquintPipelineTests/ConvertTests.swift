@@ -293,7 +293,7 @@ final class ConvertTests: XCTestCase {
             let outputs = try ActivationStore(folder: "\(tmp)/acts-\(l + 1)", hidden: h, tokens: tokens, budget: 1 << 30)
             var seconds: [String: Double] = [:]
             let (packed, _, _) = try Converter.quantizeBlock(l, model: model, weights: opened.file, inputs: inputs, outputs: outputs, options: o,
-                                                          gptq: gopts, quantizer: qconfig, stageSeconds: &seconds, tick: { _ in })
+                                                          gptq: gopts, quantizer: qconfig, stageSeconds: &seconds, tick: { _, _ in })
             XCTAssertEqual(packed.count, 5)
             for (m, p) in packed {
                 let name = "transformer.h.\(l).\(m.rawValue)"
@@ -593,6 +593,45 @@ final class ConvertTests: XCTestCase {
         _ = try Converter.run(a)
         XCTAssertEqual(bytesA, try Data(contentsOf: URL(fileURLWithPath: "\(tmp)/c.sq4")), "second run differs")
         XCTAssertFalse(FileManager.default.fileExists(atPath: work))
+    }
+
+    /// The progress bar's work (estimated FLOPs, ConvertWork) adds up to its total on a full run, a
+    /// resumed run starts at the work of the saved blocks with the rate clock restarted (so its ETA is
+    /// not inflated by work it did not do), and the ETA formula counts only clocked work.
+    func testProgressWorkAddsUpAndAResumedRunStartsAtItsSavedBlocks() throws {
+        let s = try Self.shared()
+        var a = ConvertOptions(model: s.model, calibration: Self.pairs, output: "\(tmp)/work-a.sq4")
+        a.maxSamples = 2
+        var seen: [(done: Int, total: Int, work: Double, workTotal: Double)] = []
+        let bar = ProgressBar(label: "t", unit: .items("steps"))
+        bar.observer = { d, t, w, wt, _ in seen.append((d, t, w, wt)) }
+        _ = try Converter.run(a, progress: bar)
+        let full = try XCTUnwrap(seen.last)
+        XCTAssertEqual(full.done, full.total, "every step ticked once")
+        XCTAssertEqual(full.work, full.workTotal, accuracy: full.workTotal * 1e-12, "every step's work counted once")
+        XCTAssertEqual(seen.count, full.total)
+        // Calibration: each image weighs more than any one block pass of the tiny model.
+        let imageWork = seen[0].work, passWork = seen[seen.count - 1].work - seen[seen.count - 2].work
+        XCTAssertGreaterThan(imageWork, passWork)
+
+        a.output = "\(tmp)/work-b.sq4"
+        a.afterBlock = { if $0 == 0 { throw ConvertError.interrupted(afterBlock: $0) } }
+        seen = []
+        XCTAssertThrowsError(try Converter.run(a, progress: bar))
+        let atKill = try XCTUnwrap(seen.last)
+        a.afterBlock = nil; a.resume = true
+        seen = []
+        let bar2 = ProgressBar(label: "t", unit: .items("steps"))
+        bar2.observer = { d, t, w, wt, _ in seen.append((d, t, w, wt)) }
+        _ = try Converter.run(a, progress: bar2)
+        let first = try XCTUnwrap(seen.first), last = try XCTUnwrap(seen.last)
+        XCTAssertEqual(first.done, atKill.done + 1, "the resumed count continues after the saved block")
+        XCTAssertEqual(bar2.clockDone, atKill.done, "the rate clock starts at the saved blocks")
+        XCTAssertEqual(bar2.clockWork, atKill.work, accuracy: atKill.work * 1e-12)
+        XCTAssertEqual(last.work, full.workTotal, accuracy: full.workTotal * 1e-12)
+        // 25 of 100 units done in 10 s after a resume at 20: 5 per 10 s, 75 left -> 150 s.
+        XCTAssertEqual(ProgressBar.eta(work: 25, workTotal: 100, clockWork: 20, seconds: 10), 150, accuracy: 1e-9)
+        XCTAssertEqual(ProgressBar.eta(work: 20, workTotal: 100, clockWork: 20, seconds: 10), .infinity)
     }
 
     func testAutoGPTQCheckpointIsRepackedWithoutRequantising() throws {

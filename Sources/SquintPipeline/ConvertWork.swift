@@ -3,7 +3,8 @@ import SquintModels
 /// Estimated floating-point operations of each step of a Qwen-VL conversion, so that the progress
 /// bar's fraction and ETA weigh a ViT image, one sample's pass through one block and one GPTQ solve by
 /// what they cost rather than counting them alike (at full size one image is ~4 TFLOP, one sample of
-/// ~500 tokens through one block ~0.2-0.4 TFLOP). Estimates only: they steer the ETA, nothing else.
+/// ~300 tokens through all passes of one block ~0.17 TFLOP, the mlp.c_proj solve ~2.3 TFLOP).
+/// Estimates only: they steer the ETA, nothing else.
 struct ConvertWork {
     let h: Double, f: Double, layers: Int
     let tokens: [Double]

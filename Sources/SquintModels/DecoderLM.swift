@@ -271,11 +271,14 @@ public final class DecoderLM {
     /// Block `l` in place on x [S, hidden]; keys/values [capacity, kvDim] hold `past` tokens and get S more.
     func runBlock(_ l: Int, _ x: UnsafeMutablePointer<Float>, tokens S: Int, past: Int,
                   keys kc: UnsafeMutablePointer<Float>, values vc: UnsafeMutablePointer<Float>,
-                  cos cosT: [Float], sin sinT: [Float]) {
+                  cos cosT: [Float], sin sinT: [Float], upTo stop: DecoderLinear? = nil) {
         let h = dims.hidden, H = dims.heads, KV = dims.kvHeads, d = dims.headDim, f = dims.intermediate
         let qDim = dims.qDim, kvDim = dims.kvDim, blk = blocks[l], observe = linearInputObserver
+        var stopped = false
         func lin(_ m: DecoderLinear, _ input: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>) {
+            guard !stopped else { return }
             observe?(l, m, input, S)
+            if m == stop { stopped = true; return }
             blk.linears[m]!.forward(input, tokens: S, out, scratch: scratch)
         }
         let a = bufA.reserve(S * h), attn = bufAttn.reserve(S * qDim), o = bufO.reserve(S * h)
@@ -296,6 +299,7 @@ public final class DecoderLM {
             q = bufQ.reserve(S * qDim)
             lin(.q, a, q); lin(.k, a, kNew); lin(.v, a, vNew)
         }
+        if stopped { return }
         Kernels.rotary(q, tokens: S, heads: H, dim: d, stride: qStride, cos: cosT, sin: sinT, scale: nil)
         Kernels.rotary(kNew, tokens: S, heads: KV, dim: d, stride: kvDim, cos: cosT, sin: sinT, scale: nil)
         // Grouped-query attention without copying keys: one call per kv head g over its `rep` query
@@ -324,6 +328,7 @@ public final class DecoderLM {
             }
         }
         lin(.o, attn, o)                                                         // [S, hidden]
+        if stopped { return }
         Kernels.add(x, o, count: S * h)
         Kernels.rmsNorm(x, weight: blk.mlpNorm, a, rows: S, dim: h, eps: eps)
         let m: UnsafeMutablePointer<Float>                                       // [S, f] = silu(gate) * up
@@ -338,13 +343,16 @@ public final class DecoderLM {
             lin(.gate, a, g); lin(.up, a, m)
             Kernels.siluMul(m, gate: g, m, count: S * f)
         }
+        if stopped { return }
         lin(.down, m, o)
         Kernels.add(x, o, count: S * h)
     }
 
     /// Runs block `layer` alone on a fresh sequence x [S, hidden] in place (positions 0..<S, no cache
-    /// kept): the layer-by-layer pass of GPTQ.
-    public func block(_ layer: Int, _ x: inout FloatTensor) {
+    /// kept): the layer-by-layer pass of GPTQ. With `upTo`, the block stops once that linear's input
+    /// has been shown to `linearInputObserver` (x is then left part-way: a GPTQ group pass only needs
+    /// the group's input, so it skips the rest of the block).
+    public func block(_ layer: Int, _ x: inout FloatTensor, upTo stop: DecoderLinear? = nil) {
         let S = x.shape[0]
         precondition(layer >= 0 && layer < blocks.count && x.shape == [S, dims.hidden] && S > 0)
         let (cosT, sinT) = Kernels.ropeTables(base: Float(dims.ropeTheta), headDim: dims.headDim, past: 0, count: S)
@@ -352,7 +360,7 @@ public final class DecoderLM {
         let vc = UnsafeMutablePointer<Float>.allocate(capacity: S * dims.kvDim)
         defer { kc.deallocate(); vc.deallocate() }
         x.data.withUnsafeMutableBufferPointer {
-            runBlock(layer, $0.baseAddress!, tokens: S, past: 0, keys: kc, values: vc, cos: cosT, sin: sinT)
+            runBlock(layer, $0.baseAddress!, tokens: S, past: 0, keys: kc, values: vc, cos: cosT, sin: sinT, upTo: stop)
         }
     }
 

@@ -149,8 +149,9 @@ public enum DecoderConvert {
                     defer { model.linearInputObserver = nil }
                     let t = Date()
                     for i in 0..<n {
+                        // Only as far as the group's input: the rest of the block cannot change H.
                         var x = xs[i]
-                        model.block(l, &x)
+                        model.block(l, &x, upTo: first)
                         tick("block \(l + 1)/\(L) \(group.map(\.rawValue).joined(separator: "+")) sample \(i + 1)/\(n)")
                     }
                     if let e = box.error { throw e }

@@ -198,6 +198,24 @@ final class DecoderParityTests: XCTestCase {
         var x = r.hiddenStates[0]
         c.model.block(0, &x)
         XCTAssertEqual(x, r.hiddenStates[1])
+        // Stopping at a linear (GPTQ's group passes): the observer sees that linear's input bit for bit
+        // as in the full block, and nothing after it.
+        var full: [String: [Float]] = [:]
+        c.model.linearInputObserver = { _, m, p, t in full[m.rawValue] = Array(UnsafeBufferPointer(start: p, count: t * (m == .down ? 96 : 64))) }
+        var y = r.hiddenStates[0]
+        c.model.block(0, &y)
+        for (stop, expected) in [(DecoderLinear.q, ["q"]), (.o, ["q", "k", "v", "o"]), (.gate, ["q", "k", "v", "o", "gate"]),
+                                 (.down, ["q", "k", "v", "o", "gate", "up", "down"])] {
+            var seen: [String] = [], last: [Float] = []
+            c.model.linearInputObserver = { _, m, p, t in
+                seen.append(m.rawValue); last = Array(UnsafeBufferPointer(start: p, count: t * (m == .down ? 96 : 64)))
+            }
+            var z = r.hiddenStates[0]
+            c.model.block(0, &z, upTo: stop)
+            XCTAssertEqual(seen, expected, "upTo \(stop)")
+            XCTAssertEqual(last.map(\.bitPattern), full[stop.rawValue]!.map(\.bitPattern), "upTo \(stop): its input")
+        }
+        c.model.linearInputObserver = nil
     }
 
     func testOutOfVocabularyTokenAndForeignCacheAreInputErrors() throws {

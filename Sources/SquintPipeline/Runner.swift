@@ -257,13 +257,19 @@ extension LoadedModel {
     /// Int4 decode through llama.cpp-style Q4 x Q8 products: the activation vector is rounded to 8
     /// bits per block of 32 and the codes are multiplied as integers (`vpmaddubsw`), about 2x faster
     /// than the exact float32 path (docs/PERFORMANCE.md) at a relative error of about 4e-3 per
-    /// product. Off by default, so `run` computes what `validate` measured. No effect on BF16 models.
+    /// product; the decode steps' lm_head then runs as int8 x int8 too (`QwenLM.useInt8LMHead`, as
+    /// llama.cpp keeps `output.weight` in Q8_0). Off by default, so `run` computes what `validate`
+    /// measured. No effect on BF16 models.
     public func useInt8Activations(_ on: Bool) {
         let lm = model.language
+        var quantized = false
         for layer in 0..<model.config.numHiddenLayers {
             for m in QwenLM.BlockLinear.allCases {
-                (lm.linear(layer: layer, m) as? QuantizedLinear)?.decodePath = on ? .int8 : .float32
+                guard let q = lm.linear(layer: layer, m) as? QuantizedLinear else { continue }
+                q.decodePath = on ? .int8 : .float32
+                quantized = true
             }
         }
+        lm.useInt8LMHead(on && quantized)
     }
 }

@@ -185,5 +185,14 @@ final class Int4ParityTests: XCTestCase {
         }
         let greedy = try model.generateGreedy(ids: fx.ids, pixelValues: fx.pixels, steps: 8)
         XCTAssertEqual(greedy.ids, try fx.reference.ints("greedy_ids").values)
+        // With the int8 lm_head as well (what `run --int8-activations` does): the ids still hold, and
+        // the head is really the 8-bit one (its logits leave the BF16 head's).
+        let plain = try model.generateGreedy(ids: fx.ids, pixelValues: fx.pixels, steps: 8)
+        model.language.useInt8LMHead(true)
+        let both = try model.generateGreedy(ids: fx.ids, pixelValues: fx.pixels, steps: 8)
+        model.language.useInt8LMHead(false)
+        XCTAssertEqual(both.ids, try fx.reference.ints("greedy_ids").values)
+        XCTAssertNotEqual(both.logits.last!.map(\.bitPattern), plain.logits.last!.map(\.bitPattern))
+        XCTAssertEqual(both.logits.first!.map(\.bitPattern), plain.logits.first!.map(\.bitPattern), "prefill keeps the stored head")
     }
 }

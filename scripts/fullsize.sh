@@ -7,11 +7,12 @@
 #
 # Calibration: the first PAIRS (default 4, env SQUINT_FULLSIZE_PAIRS) of 16 pairs = the 8 photos of
 # fixtures/calibration twice, the second time with all 8 captions joined as the caption (about 300
-# and 550 tokens per pair). 4 pairs keep the run near 1 h on a 2-core Zen 1 (2.0 GHz, AVX2 at half
-# width: ~90 s of ViT per image); 16 pairs take ~3 h there (blocks' passes are linear in tokens).
+# and 550 tokens per pair). On a busy 2-core Zen 1 (2.0 GHz, AVX2 on 128-bit units) the run took
+# 2 h 04 min with 4 pairs (docs/PERFORMANCE.md): ~90 s of ViT per image, ~2.5 min per block, most of
+# it GPTQ's solves; more pairs add to the blocks' passes (linear in tokens).
 #
 # Usage: scripts/fullsize.sh [WORKDIR] [KILL_AFTER_BLOCK]   (default /tmp/squint-fullsize, 12)
-# Needs ~35 GB of free disk and ~1 h on 2 cores. Set SQUINT_FULLSIZE_KEEP=1 to keep WORKDIR.
+# Needs ~35 GB of free disk; WORKDIR is kept (delete it when done). A WORKDIR with bf16/ skips synth.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -19,6 +20,7 @@ SQUINT=${SQUINT:-$REPO/.build/release/squint}
 D=${1:-/tmp/squint-fullsize}
 KILL_AFTER=${2:-12}
 PAIRS=${SQUINT_FULLSIZE_PAIRS:-4}
+EVAL=${SQUINT_FULLSIZE_EVAL:-2}     # validate: the first EVAL photo-caption pairs
 mkdir -p "$D/logs"
 LOG=$D/logs
 timed() { # name cmd...: runs cmd under /usr/bin/time -v, output to $LOG/name.{out,time}
@@ -39,7 +41,7 @@ with open(sys.argv[2], "w") as f:
     for p in pairs: f.write(json.dumps(p) + "\n")
     for p in pairs: f.write(json.dumps(dict(p, caption=joined)) + "\n")
 EOF
-head -4 "$REPO/fixtures/calibration/pairs.jsonl" > "$D/calib/eval4.jsonl"
+head -"$EVAL" "$REPO/fixtures/calibration/pairs.jsonl" > "$D/calib/eval.jsonl"
 
 [ -d "$D/bf16" ] || timed synth "$SQUINT" synth --config fixtures/qwen-vl/config-bf16.json --format bin \
     --vocab fixtures/tokenizer/qwen.tiktoken -o "$D/bf16"
@@ -72,7 +74,7 @@ if [ ! -e "$OUT" ]; then
 fi
 du -sb "$OUT" | tee "$LOG/int4.du"
 timed verify "$SQUINT" inspect "$OUT" --verify --summary
-timed validate "$SQUINT" validate "$D/bf16" "$OUT" --eval "$D/calib/eval4.jsonl" --greedy-tokens 8 \
+timed validate "$SQUINT" validate "$D/bf16" "$OUT" --eval "$D/calib/eval.jsonl" --greedy-tokens 8 \
     --report "$D/report" --json
 timed run "$SQUINT" run "$OUT" --image fixtures/calibration/images/skimage_astronaut.png \
     --prompt "What is in this picture?" --greedy --max-new-tokens 8

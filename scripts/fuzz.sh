@@ -44,7 +44,7 @@ for h in "${HARNESSES[@]}"; do
     set -e
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
     rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
-    last=$(grep -E '#[0-9]+.*cov:' "$log" | tail -1)
+    last=$(grep -E '#[0-9]+.*cov:' "$log" | tail -1 || true)     # none when the first input is a finding
     cov=$(echo "$last" | grep -o 'cov: [0-9]*' | grep -o '[0-9]*' || echo "?")
     ft=$(echo "$last" | grep -o 'ft: [0-9]*' | grep -o '[0-9]*' || echo "?")
     corp=$(echo "$last" | grep -o 'corp: [0-9]*' | grep -o '[0-9]*' || echo "?")

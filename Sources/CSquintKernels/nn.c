@@ -1,6 +1,7 @@
 #include "squint_kernels.h"
 #include <math.h>
 #include <immintrin.h>
+#include "simd_sum.h"
 
 /* ---------------- matrix-vector, bf16 / f16 weights ---------------- */
 
@@ -29,14 +30,6 @@ void sq_matvec_f16_ref(const uint16_t *W, const float *x, const float *bias, flo
     }
 }
 
-__attribute__((target("avx2,fma,f16c")))
-static inline float hsum256(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-    return _mm_cvtss_f32(lo);
-}
 
 __attribute__((target("avx2,fma,f16c")))
 static inline __m256 ld_bf16(const uint16_t *p) {
@@ -62,7 +55,7 @@ static void NAME(const uint16_t *W, const float *x, const float *bias, float *y,
             a1 = _mm256_fmadd_ps(LOAD(a + k + 8), _mm256_loadu_ps(x + k + 8), a1);                        \
         }                                                                                                 \
         for (; k + 8 <= in; k += 8) a0 = _mm256_fmadd_ps(LOAD(a + k), _mm256_loadu_ps(x + k), a0);        \
-        float s = hsum256(_mm256_add_ps(a0, a1));                                                         \
+        float s = sq_hsum256(_mm256_add_ps(a0, a1));                                                      \
         for (; k < in; k++) s += SCALAR(a[k]) * x[k];                                                     \
         y[r] = s + (bias ? bias[r] : 0.0f);                                                               \
     }                                                                                                     \
@@ -100,7 +93,7 @@ static void matvec_f32_avx2(const float *W, const float *x, const float *bias, f
             a3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 24), _mm256_loadu_ps(x + k + 24), a3);
         }
         for (; k + 8 <= in; k += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(x + k), a0);
-        float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        float s = sq_hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
         for (; k < in; k++) s += a[k] * x[k];
         y[r] = s + (bias ? bias[r] : 0.0f);
     }
@@ -138,7 +131,7 @@ static void layernorm_avx2(const float *x, const float *w, const float *b, float
         __m256 s0 = _mm256_setzero_ps(), s1 = s0; size_t k = 0;
         for (; k + 16 <= dim; k += 16) { s0 = _mm256_add_ps(s0, _mm256_loadu_ps(xr + k)); s1 = _mm256_add_ps(s1, _mm256_loadu_ps(xr + k + 8)); }
         for (; k + 8 <= dim; k += 8) s0 = _mm256_add_ps(s0, _mm256_loadu_ps(xr + k));
-        double s = hsum256(_mm256_add_ps(s0, s1)); for (; k < dim; k++) s += xr[k];
+        double s = sq_hsum256(_mm256_add_ps(s0, s1)); for (; k < dim; k++) s += xr[k];
         float mean = (float)(s / (double)dim);
         __m256 m = _mm256_set1_ps(mean); s0 = _mm256_setzero_ps(); s1 = s0; k = 0;
         for (; k + 16 <= dim; k += 16) {
@@ -146,7 +139,7 @@ static void layernorm_avx2(const float *x, const float *w, const float *b, float
             s0 = _mm256_fmadd_ps(d0, d0, s0); s1 = _mm256_fmadd_ps(d1, d1, s1);
         }
         for (; k + 8 <= dim; k += 8) { __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(xr + k), m); s0 = _mm256_fmadd_ps(d0, d0, s0); }
-        double v = hsum256(_mm256_add_ps(s0, s1)); for (; k < dim; k++) { double d = (double)xr[k] - mean; v += d * d; }
+        double v = sq_hsum256(_mm256_add_ps(s0, s1)); for (; k < dim; k++) { double d = (double)xr[k] - mean; v += d * d; }
         float rstd = (float)(1.0 / sqrt(v / (double)dim + (double)eps));
         __m256 rs = _mm256_set1_ps(rstd); k = 0;
         for (; k + 8 <= dim; k += 8) {
@@ -180,7 +173,7 @@ static void rmsnorm_avx2(const float *x, const float *w, float *y, size_t rows, 
             s0 = _mm256_fmadd_ps(a, a, s0); s1 = _mm256_fmadd_ps(c, c, s1);
         }
         for (; k + 8 <= dim; k += 8) { __m256 a = _mm256_loadu_ps(xr + k); s0 = _mm256_fmadd_ps(a, a, s0); }
-        double s = hsum256(_mm256_add_ps(s0, s1)); for (; k < dim; k++) s += (double)xr[k] * xr[k];
+        double s = sq_hsum256(_mm256_add_ps(s0, s1)); for (; k < dim; k++) s += (double)xr[k] * xr[k];
         float rs = 1.0f / sqrtf((float)(s / (double)dim) + eps);
         __m256 v = _mm256_set1_ps(rs); k = 0;
         for (; k + 8 <= dim; k += 8)
@@ -265,7 +258,7 @@ static void softmax_rows_avx2(float *x, size_t rows, size_t cols, size_t ld) {
             __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(xr + k), vmax));
             _mm256_storeu_ps(xr + k, e); vs = _mm256_add_ps(vs, e);
         }
-        float s = hsum256(vs);
+        float s = sq_hsum256(vs);
         for (; k < cols; k++) { float e = expf(xr[k] - m); xr[k] = e; s += e; }
         float inv = 1.0f / s;
         __m256 vi = _mm256_set1_ps(inv);

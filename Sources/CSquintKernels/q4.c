@@ -7,6 +7,7 @@
 #pragma STDC FP_CONTRACT OFF
 #include "squint_kernels.h"
 #include <immintrin.h>
+#include "simd_sum.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,12 +92,6 @@ void sq_q4_matvec_q8_ref(const sq_q4_matrix *w, const int8_t *xq, const float *d
 // ---------------------------------------------------------------- AVX2 / FMA
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
-AVX2 static inline float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 // Software prefetch of the codes 8 KB ahead of use. Measured on the 2-core AMD EPYC dev machine with
 // weights streamed from DRAM: without it the int8 kernel ran at ~10-19 GB/s against ~27 GB/s when
@@ -170,7 +165,7 @@ static float reduce16_twin(const float *v) {   // = reduce16 below
     for (int i = 0; i < 4; i++) q[i] = h[i] + h[i + 4];
     return (q[0] + q[2]) + (q[1] + q[3]);
 }
-static float hsum8_twin(const float *v) {      // = hsum256
+static float hsum8_twin(const float *v) {      // = sq_hsum256 (simd_sum.h)
     float q[4];
     for (int i = 0; i < 4; i++) q[i] = v[i] + v[i + 4];
     return (q[0] + q[2]) + (q[1] + q[3]);
@@ -262,7 +257,7 @@ AVX2 static void matvec_f32_avx2(const sq_q4_matrix *w, const float *x, float *y
             float sz = s * zero_at(w, o, g, groups);
             zterm = zterm + sz * gsum[g];
         }
-        y[o] = hsum256(tot) - zterm;
+        y[o] = sq_hsum256(tot) - zterm;
     }
 }
 
@@ -271,7 +266,7 @@ AVX2 static void matvec_f32_avx2(const sq_q4_matrix *w, const float *x, float *y
 
 AVX512 static inline float reduce16(__m512 v) {
     __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    return hsum256(h);
+    return sq_hsum256(h);
 }
 
 AVX512 static inline __m512 weight_table(const sq_q4_matrix *w, int64_t o, int64_t g, int64_t groups, __m512 iota) {
@@ -454,7 +449,7 @@ TARGET static void NAME(const sq_q4_matrix *w, const int8_t *xq, const float *d8
             ta = _mm256_fmadd_ps(aa, _mm256_set1_ps(sa[g]), ta);                                  \
             za += sa[g] * zero_of(w, o, g, groups) * gz[g];                                       \
         }                                                                                         \
-        y[o] = hsum256(ta) - za;                                                                  \
+        y[o] = sq_hsum256(ta) - za;                                                               \
     }                                                                                             \
     if (gz != stack) free(gz);                                                                    \
 }

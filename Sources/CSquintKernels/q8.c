@@ -5,6 +5,7 @@
 #pragma STDC FP_CONTRACT OFF
 #include "squint_kernels.h"
 #include <immintrin.h>
+#include "simd_sum.h"
 #include <math.h>
 
 // Position of element j (0..31) of block b inside a row's pair-interleaved codes (sq_q8_quantize).
@@ -43,7 +44,7 @@ static void matvec_scalar(const int8_t *q, const float *d, int64_t in, const int
                 acc[l] = fmaf((float)s, sc, acc[l]);
             }
         }
-        // hsum256: 128-bit halves added, then movehl, then movehdup.
+        // sq_hsum256: 128-bit halves added, then movehl, then movehdup.
         float h0 = acc[0] + acc[4], h1 = acc[1] + acc[5], h2 = acc[2] + acc[6], h3 = acc[3] + acc[7];
         float g0 = h0 + h2, g1 = h1 + h3;
         y[o] = g0 + g1;
@@ -53,12 +54,6 @@ static void matvec_scalar(const int8_t *q, const float *d, int64_t in, const int
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define VNNI __attribute__((target("avx512f,avx512vl,avx512vnni,avx2,fma,f16c")))
 
-AVX2 static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 // |w| x sign(x, w): unsigned x signed bytes for maddubs / vpdpbusd with the product's sign kept.
 #define DOT_AVX2(acc, w, x)                                                                       \
@@ -87,7 +82,7 @@ TARGET static void NAME(const int8_t *q, const float *d, int64_t in, const int8_
             __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(d8 + 8 * p), dw);                           \
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc);                                \
         }                                                                                         \
-        y[o] = hsum8(acc);                                                                        \
+        y[o] = sq_hsum256(acc);                                                                   \
     }                                                                                             \
 }
 

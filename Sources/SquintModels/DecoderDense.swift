@@ -14,7 +14,7 @@ extension DecoderLM {
             case .attnNorm: out.append((spec.name, spec.shape, blocks[spec.layer!].attnNorm))
             case .mlpNorm: out.append((spec.name, spec.shape, blocks[spec.layer!].mlpNorm))
             case .finalNorm: out.append((spec.name, spec.shape, finalNorm))
-            case .lmHead: out.append((spec.name, spec.shape, Kernels.floats(lmHead.weightView)))
+            case .lmHead: out.append((spec.name, spec.shape, Kernels.floats(lmHead.dense.weightView)))
             case .weight, .bias: continue
             }
         }

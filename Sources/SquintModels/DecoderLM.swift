@@ -91,10 +91,9 @@ public final class DecoderLM {
     let embedding: EmbeddingTable      // [vocab, hidden]
     var blocks: [Block]
     let finalNorm: [Float]             // [hidden]
-    let lmHead: Linear                 // [vocab, hidden]
-    /// The lm_head held as int8 (Q8_0-like) while `useInt8Activations(true)`: one-token logits then
-    /// read half the bytes of an F16 head (the 0.5B's 272 MB head was ~40 % of a decode step).
-    var lmHeadInt8: Int8Linear?
+    /// [vocab, hidden]; held as int8 (Q8_0-like) too while `useInt8Activations(true)`: one-token logits
+    /// then read half the bytes of an F16 head (the 0.5B's 272 MB head was ~40 % of a decode step).
+    let lmHead: OutputHead
     let scratch = FloatBuffer(), scores = FloatBuffer(), qScratch = FloatBuffer()
     let bufA = FloatBuffer(), bufQ = FloatBuffer(), bufAttn = FloatBuffer(), bufO = FloatBuffer()
     let bufG = FloatBuffer(), bufU = FloatBuffer()
@@ -135,7 +134,7 @@ public final class DecoderLM {
                          linears: linears)
         }
         finalNorm = try b.floats(n.finalNorm)
-        lmHead = dims.tiedEmbeddings ? Linear(weight: embView, bias: nil) : try b.linear(n.lmHead)
+        lmHead = OutputHead(dims.tiedEmbeddings ? Linear(weight: embView, bias: nil) : try b.linear(n.lmHead))
     }
 
     /// A Hugging Face model folder: `config.json` (its `architectures` / `model_type` picks the family
@@ -202,8 +201,7 @@ public final class DecoderLM {
         if !rows.isEmpty {
             x.data.withUnsafeBufferPointer {
                 let xr = $0.baseAddress! + rows.lowerBound * h
-                if let q = lmHeadInt8 { q.forward(xr, tokens: rows.count, &logits, scratch: scratch) }
-                else { lmHead.forward(xr, tokens: rows.count, &logits, scratch: scratch) }
+                lmHead.forward(xr, tokens: rows.count, &logits, scratch: scratch)
             }
         }
         return PrefillResult(logits: FloatTensor(shape: [rows.count, dims.vocab], data: logits), hiddenStates: states)
@@ -372,7 +370,7 @@ public final class DecoderLM {
     /// built once here: the head is quantised, e.g. 0.2 s for the 0.5B's 151936 x 896).
     public func useInt8Activations(_ on: Bool) {
         for b in blocks { for l in b.linears.values { (l as? QuantizedLinear)?.decodePath = on ? .int8 : .float32 } }
-        if !on { lmHeadInt8 = nil } else if lmHeadInt8 == nil && Int8Linear.supports(lmHead) { lmHeadInt8 = Int8Linear(lmHead) }
+        lmHead.useInt8(on)
     }
 
     /// Swaps in another implementation of a block linear (same in/out features), e.g. the Int4

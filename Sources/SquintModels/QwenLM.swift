@@ -78,14 +78,12 @@ public final class QwenLM {
     let wte: EmbeddingTable          // [vocab, hidden]
     var blocks: [Block]
     let lnF: [Float]
-    let lmHead: Linear               // [vocab, hidden]
-    /// The lm_head held as int8 for one-token products (`useInt8LMHead`; nil: the BF16 head).
-    var lmHeadInt8: Int8Linear?
+    let lmHead: OutputHead           // [vocab, hidden]; int8 copy for one-token products: `useInt8LMHead`
 
     /// One-token logits from an int8 copy of the lm_head (Q8 x Q8, `Int8Linear`) or from the stored
     /// head. The int8 copy is built once (1.2 GB read, 0.6 GB held at Qwen-7B's 151936 x 4096).
     public func useInt8LMHead(_ on: Bool) {
-        if !on { lmHeadInt8 = nil } else if lmHeadInt8 == nil && Int8Linear.supports(lmHead) { lmHeadInt8 = Int8Linear(lmHead) }
+        lmHead.useInt8(on)
     }
     let scratch = FloatBuffer(), scores = FloatBuffer(), qScratch = FloatBuffer()
     let bufA = FloatBuffer(), bufQKV = FloatBuffer(), bufO = FloatBuffer(), bufG1 = FloatBuffer(), bufG2 = FloatBuffer()
@@ -103,7 +101,7 @@ public final class QwenLM {
                          mlpProj: try b.blockLinear(p + "mlp.c_proj", bias: false))
         }
         lnF = try b.floats("transformer.ln_f.weight")
-        lmHead = try b.linear("lm_head.weight")
+        lmHead = OutputHead(try b.linear("lm_head.weight"))
     }
 
     /// wte(ids) with image features spliced in (SPEC §3.3): for the k-th `<img>` (id
@@ -164,7 +162,7 @@ public final class QwenLM {
         let rows = allLogits ? S : 1
         let first = x.pointer + (S - rows) * h
         var logits = [Float](repeating: 0, count: rows * config.vocabSize)
-        lmHead.forward(first, tokens: rows, &logits, scratch: scratch)
+        lmHead.dense.forward(first, tokens: rows, &logits, scratch: scratch)    // prefill: the stored head
         return PrefillResult(logits: FloatTensor(shape: [rows, config.vocabSize], data: logits), hiddenStates: states)
     }
 
@@ -185,8 +183,7 @@ public final class QwenLM {
         wte.gather(Int(id), into: xb.pointer)
         try run(xb.pointer, tokens: 1, cache: cache, states: nil)
         var logits = [Float](repeating: 0, count: config.vocabSize)
-        if let q = lmHeadInt8 { q.forward(xb.pointer, tokens: 1, &logits, scratch: scratch) }
-        else { lmHead.forward(xb.pointer, tokens: 1, &logits, scratch: scratch) }
+        lmHead.forward(xb.pointer, tokens: 1, &logits, scratch: scratch)
         return logits
     }
 

@@ -70,3 +70,23 @@ public final class Int8Linear {
         }
     }
 }
+
+/// A model's output layer (the lm_head): the stored dense layer and, while `useInt8(true)`, an int8
+/// copy (`Int8Linear`) that one-token products go through. Shared by every decoder, so the switch and
+/// the forward exist once.
+public final class OutputHead {
+    public let dense: Linear
+    public private(set) var int8: Int8Linear?
+
+    public init(_ dense: Linear) { self.dense = dense }
+
+    /// Builds the int8 copy once (on) or drops it (off); a layer `Int8Linear` cannot hold stays dense.
+    public func useInt8(_ on: Bool) {
+        if !on { int8 = nil } else if int8 == nil && Int8Linear.supports(dense) { int8 = Int8Linear(dense) }
+    }
+
+    /// y [tokens, out] = x [tokens, in] · Wᵀ through the int8 copy when there is one (one token), else dense.
+    public func forward(_ x: UnsafePointer<Float>, tokens: Int, _ y: UnsafeMutablePointer<Float>, scratch: FloatBuffer) {
+        if let q = int8 { q.forward(x, tokens: tokens, y, scratch: scratch) } else { dense.forward(x, tokens: tokens, y, scratch: scratch) }
+    }
+}

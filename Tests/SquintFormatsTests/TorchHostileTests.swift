@@ -68,7 +68,7 @@ final class TorchHostileTests: XCTestCase {
     private func unpickle(_ bytes: [UInt8], maxMemo: Int, maxStack: Int) -> FormatError? {
         let b = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
         defer { b.deallocate() }
-        b.copyMemory(from: UnsafeRawBufferPointer(start: bytes, count: bytes.count))
+        bytes.withUnsafeBytes { b.copyMemory(from: $0) }
         var u = Unpickler(path: "mem.pkl", bytes: UnsafeRawBufferPointer(b), style: .zip,
                           maxMemo: maxMemo, maxStack: maxStack)
         return assertFormatError(try u.load())
@@ -92,6 +92,17 @@ final class TorchHostileTests: XCTestCase {
         guard let e = assertFormatError(try c.verifyChecksums()) else { return }
         guard case let .invalid(_, what) = e else { return XCTFail("\(e)") }
         XCTAssertTrue(what.contains("data/0' CRC-32"), what)
+    }
+
+    /// Regression (fuzzer, torch-zip, allocation bound 1 MiB + 16 x input): verifying the 1,577-byte
+    /// seed fixtures/fuzz/torch-zip/bad_crc.pt (= hostile_views/bad_crc.pt) allocated a fixed 4 MiB CRC
+    /// buffer. The buffer is now at most the largest entry (entries are checked against the file size).
+    func testChecksumBufferIsNoLargerThanTheLargestEntry() throws {
+        for largest in [0, 63, 64, 1577, 1 << 20] {
+            XCTAssertEqual(TorchCheckpoint.checksumChunk(largestEntry: largest), max(64, largest))
+        }
+        XCTAssertEqual(TorchCheckpoint.checksumChunk(largestEntry: 9 << 30), 4 << 20)
+        try testCorruptTensorBytesFailChecksumVerification()       // and that file is still refused
     }
 
     func testDictKeysMustBeStringsOrInts() {

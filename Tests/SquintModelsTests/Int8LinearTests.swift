@@ -105,16 +105,7 @@ final class Int8LinearTests: XCTestCase {
         }
         XCTAssertEqual(outs[0].map(\.bitPattern), outs[1].map(\.bitPattern))
         for o in 0..<n {
-            var exact = 0.0, bound = 0.0
-            for b in 0..<k / 32 {
-                let wb = (0..<32).map { Double(w[o * k + b * 32 + $0]) }, xb = (0..<32).map { Double(x[b * 32 + $0]) }
-                let dw = wb.map(abs).max()! / 127, dx = xb.map(abs).max()! / 127
-                for j in 0..<32 {
-                    exact += wb[j] * xb[j]
-                    bound += abs(xb[j]) * dw / 2 + abs(wb[j]) * dx / 2 + dw * dx / 4
-                    bound += abs(wb[j] * xb[j]) * 1e-5        // float rounding of scales and sums
-                }
-            }
+            let (exact, bound) = int8ProductBound(w, row: o, Array(x[..<k]))     // the first token
             XCTAssertLessThanOrEqual(abs(Double(outs[0][o]) - exact), bound, "row \(o)")
         }
         var f = [Float](repeating: .nan, count: n)

@@ -112,3 +112,22 @@ func assertSameTopK(_ ours: [(Int, Float)], _ refIds: ArraySlice<Int32>, _ refLo
                   + "differ by \(gap), more than a near-tie (\(allowed))", file: file, line: line)
     }
 }
+
+/// Row `row` of `w` [rows, x.count] times `x` in double (`exact`) and the error bound of the same product
+/// on the int8 grid of `Int8Linear` (per block of 32: d = max|v| / 127, both roundings at most half a
+/// step): |x|·dw/2 + |w|·dx/2 + dw·dx/4 per element, plus 1e-5·|w·x| for the float rounding of scales and
+/// sums, plus |w|·(xRelative·|x| + xAbsolute) when `x` itself is known only to within that.
+func int8ProductBound(_ w: [Float], row: Int, _ x: [Float], xRelative: Double = 0, xAbsolute: Double = 0) -> (exact: Double, bound: Double) {
+    let k = x.count
+    var exact = 0.0, bound = 0.0
+    for b in 0..<k / 32 {
+        let wb = (0..<32).map { Double(w[row * k + b * 32 + $0]) }, xb = (0..<32).map { Double(x[b * 32 + $0]) }
+        let dw = wb.map(abs).max()! / 127, dx = xb.map(abs).max()! / 127
+        for j in 0..<32 {
+            exact += wb[j] * xb[j]
+            bound += abs(xb[j]) * dw / 2 + abs(wb[j]) * dx / 2 + dw * dx / 4 + abs(wb[j] * xb[j]) * 1e-5
+            bound += abs(wb[j]) * (xRelative * abs(xb[j]) + xAbsolute)
+        }
+    }
+    return (exact, bound)
+}

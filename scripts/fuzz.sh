@@ -6,6 +6,7 @@
 # Fuzz/.build-fuzz/artifacts/<harness>/; copy each to fixtures/fuzz/<harness>/regressions/ once fixed.
 #
 #   scripts/fuzz.sh [SECONDS] [HARNESS...]     e.g. scripts/fuzz.sh 30 png jpeg
+#   scripts/fuzz.sh --runs N [HARNESS...]      each harness until N executions (e.g. 10000000)
 #
 # Limits: -timeout=1 (an input taking > 1 s is a hang), -rss_limit_mb=2048, -malloc_limit_mb=2048, and
 # the per-harness allocation bound of FuzzHarness.allocationFactor (1 MiB + 16 x the input's size for
@@ -13,8 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-SECONDS_EACH=${1:-60}
-shift || true
+RUNS=()
+if [ "${1:-}" = --runs ]; then RUNS=(-runs="$2"); SECONDS_EACH=$((7 * 86400)); shift 2
+else SECONDS_EACH=${1:-60}; shift || true; fi
 HARNESSES=("$@")
 [ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(safetensors shard-index torch-zip torch-legacy sq4 autogptq config json tiktoken calibration png jpeg)
 
@@ -37,8 +39,9 @@ for h in "${HARNESSES[@]}"; do
     mkdir -p "$work" "$art" "$(dirname "$log")"
     dirs=("$work" "$seeds")
     [ -d "$seeds/regressions" ] && dirs+=("$seeds/regressions")
+    start=$(mktemp) && touch "$start"        # findings of this run only: artifacts newer than this
     set +e
-    SQUINT_FUZZ_HARNESS=$h timeout $((SECONDS_EACH + 120)) "$BIN" -max_total_time="$SECONDS_EACH" -timeout=1 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+    SQUINT_FUZZ_HARNESS=$h timeout $((SECONDS_EACH + 120)) "$BIN" -max_total_time="$SECONDS_EACH" "${RUNS[@]}" -timeout=1 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
         -max_len=65536 -print_final_stats=1 -artifact_prefix="$art/" "${dirs[@]}" >"$log" 2>&1
     rc=$?
     set -e
@@ -48,7 +51,7 @@ for h in "${HARNESSES[@]}"; do
     cov=$(echo "$last" | grep -o 'cov: [0-9]*' | grep -o '[0-9]*' || echo "?")
     ft=$(echo "$last" | grep -o 'ft: [0-9]*' | grep -o '[0-9]*' || echo "?")
     corp=$(echo "$last" | grep -o 'corp: [0-9]*' | grep -o '[0-9]*' || echo "?")
-    crashes=$(find "$art" -type f | wc -l)
+    crashes=$(find "$art" -type f -newer "$start" | wc -l); rm -f "$start"
     printf '%-13s %12s %8s %7s %7s %7s %s\n' "$h" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$crashes"
     if [ $rc -ne 0 ] || [ "$crashes" -gt 0 ]; then STATUS=1; echo "  finding: see $log and $art/" ; fi
 done

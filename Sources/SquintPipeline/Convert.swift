@@ -50,7 +50,9 @@ public enum Converter {
 
     /// Runs a conversion (or a repack of an AutoGPTQ checkpoint into SQ4). On error nothing is left
     /// at the output; the work folder keeps the blocks finished so far (for --resume).
-    public static func run(_ o: ConvertOptions, progress: ProgressBar? = nil) throws -> ConvertResult {
+    /// `writeProgress` shows the output's bytes being written (by default a "write" bar whenever there
+    /// is a `progress` bar).
+    public static func run(_ o: ConvertOptions, progress: ProgressBar? = nil, writeProgress: ProgressBar? = nil) throws -> ConvertResult {
         let t0 = Date()
         let fm = FileManager.default
         let dest = (o.output as NSString).standardizingPath
@@ -213,6 +215,10 @@ public enum Converter {
 
         // Output.
         let tw = Date()
+        progress?.finish()
+        let wbar = writeProgress ?? (progress == nil ? nil : ProgressBar(label: "write", unit: .bytes))
+        let wrote: ((Int, Int) -> Void)? = wbar.map { b in { done, total in b.update(done, total) } }
+        defer { wbar?.finish() }
         let blockFiles = try (0..<L).map { try SafetensorsFile(path: "\(work)/block-\($0).safetensors") }
         let calibText = calib?.summary ?? "none (round to nearest)"
         let written: [String]
@@ -229,7 +235,8 @@ public enum Converter {
                                    generationConfig: try DecoderOutputs.parseJSONFile("\(opened.folder)/generation_config.json"))
             // The vocabulary travels inside the file, so `squint run model.sq4` needs nothing beside it.
             try ConvertOutput.writeSQ4(to: dest, overwrite: o.force, header: header, config: config, source: opened.file,
-                                       blockFiles: blockFiles, vocabulary: Array(try Data(contentsOf: URL(fileURLWithPath: vocabPath))))
+                                       blockFiles: blockFiles, vocabulary: Array(try Data(contentsOf: URL(fileURLWithPath: vocabPath))),
+                                       written: wrote)
             written = [dest]
             logPath = dest + ".log.json"
         case .autogptq:
@@ -237,7 +244,7 @@ public enum Converter {
             try? fm.removeItem(atPath: staging)
             try fm.createDirectory(atPath: staging, withIntermediateDirectories: false)
             var files = try ConvertOutput.writeAutoGPTQ(folder: staging, options: o, config: config, configJSON: configJSON,
-                                                        source: opened.file, blockFiles: blockFiles)
+                                                        source: opened.file, blockFiles: blockFiles, progress: wrote)
             if let g = fm.contents(atPath: "\(opened.folder)/generation_config.json") {
                 try AtomicFileWriter.write(Array(g), to: "\(staging)/generation_config.json", overwrite: false); files.append("generation_config.json")
             }

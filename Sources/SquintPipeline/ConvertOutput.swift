@@ -65,8 +65,9 @@ public enum ConvertOutput {
     /// The rank-1 U8 tensor holding the qwen.tiktoken bytes (`tokenizer.vocab_tensor`, Formats/SQUINT_INT4.md §2).
     static let vocabularyTensor = "tokenizer.qwen_tiktoken"
 
+    /// `written(bytesDone, bytesTotal)` after each tensor (the full-size file takes minutes to write).
     static func writeSQ4(to dest: String, overwrite: Bool, header: SQ4Header, config: QwenVLConfig, source: TensorFile,
-                         blockFiles: [SafetensorsFile], vocabulary: [UInt8]? = nil) throws {
+                         blockFiles: [SafetensorsFile], vocabulary: [UInt8]? = nil, written: ((Int, Int) -> Void)? = nil) throws {
         var tensors: [SafetensorsWriter.Tensor] = []
         var linears: [QuantizedLinearSpec] = []
         var recordOf: [String: String] = [:]     // tensor name -> module prefix
@@ -93,7 +94,9 @@ public enum ConvertOutput {
         }
         let writer = try SquintInt4Writer(header: header, linears: linears, tensors: tensors, path: dest)
         var cached: (prefix: String, views: [String: TensorView])? = nil
+        let count = ByteCount(tensors, written)
         try writer.write(to: dest, overwrite: overwrite) { t, sink in
+            defer { count.add(t) }
             if let vocabulary, t.name == header.tokenizer.vocabTensor {
                 try sink.write(vocabulary)
             } else if let prefix = recordOf[t.name] {
@@ -114,12 +117,14 @@ public enum ConvertOutput {
     /// Every tensor of the AutoGPTQ layout into `folder` (shards + index), plus config.json and
     /// quantize_config.json. Returns the file names written.
     static func writeAutoGPTQ(folder: String, options o: ConvertOptions, config: QwenVLConfig, configJSON: JSONValue,
-                              source: TensorFile, blockFiles: [SafetensorsFile]) throws -> [String] {
+                              source: TensorFile, blockFiles: [SafetensorsFile], progress: ((Int, Int) -> Void)? = nil) throws -> [String] {
         let tensors = autogptqTensors(config: config, bits: o.bits, groupSize: o.groupSize)
         let metadata = ["format": "pt", "gptq_bits": "\(o.bits)", "gptq_group_size": "\(o.groupSize)",
                         "gptq_damp_percent": "\(o.dampPercent)", "gptq_desc_act": o.descAct ? "True" : "False"]
         let writer = try ShardedSafetensorsWriter(tensors: tensors, maxShardSize: o.maxShardSize, metadata: metadata)
+        let count = ByteCount(tensors, progress)
         let written = try writer.write(toFolder: folder, overwrite: false) { t, sink in
+            defer { count.add(t) }
             if let (prefix, _) = packedTensor(t.name) {
                 let v = try blockFiles[blockIndex(prefix)].view(t.name)
                 try sink.write(v.bytes)
@@ -132,6 +137,17 @@ public enum ConvertOutput {
         try AtomicFileWriter.write(Array(int4ConfigText(configJSON, quantization: o.quantizeConfig).utf8), to: "\(folder)/config.json", overwrite: false)
         try AtomicFileWriter.write(Array(quantizeConfigText(o.quantizeConfig).utf8), to: "\(folder)/quantize_config.json", overwrite: false)
         return written.map { ($0 as NSString).lastPathComponent } + ["config.json", "quantize_config.json"]
+    }
+
+    /// Bytes of tensor data written so far, reported after each tensor.
+    final class ByteCount {
+        let total: Int
+        var done = 0
+        let report: ((Int, Int) -> Void)?
+        init(_ tensors: [SafetensorsWriter.Tensor], _ report: ((Int, Int) -> Void)?) {
+            total = tensors.reduce(0) { $0 + ($1.byteCount ?? 0) }; self.report = report
+        }
+        func add(_ t: SafetensorsWriter.Tensor) { done += t.byteCount ?? 0; report?(done, total) }
     }
 
     static func packedTensor(_ name: String) -> (String, String)? {

@@ -85,5 +85,6 @@ public final class ProgressBar: @unchecked Sendable {
     public func finish() {
         lock.lock(); defer { lock.unlock() }
         if tty && printed { FileHandle.standardError.write(Data("\n".utf8)) }
+        printed = false
     }
 }

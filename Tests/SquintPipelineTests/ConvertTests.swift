@@ -119,7 +119,7 @@ final class ConvertTests: XCTestCase {
         let s = try Self.shared()
         let fm = FileManager.default
         let previous = fm.currentDirectoryPath
-        defer { fm.changeCurrentDirectoryPath(previous) }
+        defer { _ = fm.changeCurrentDirectoryPath(previous) }
         XCTAssertTrue(fm.changeCurrentDirectoryPath(tmp))
         _ = try Synth.run(.init(configPath: Fixtures.path("qwen-vl-tiny/config.json"), seed: 20240611, format: .safetensors,
                                 maxShardSize: 40_000_000, output: "m", vocabPath: Self.vocab))
@@ -632,6 +632,25 @@ final class ConvertTests: XCTestCase {
         // 25 of 100 units done in 10 s after a resume at 20: 5 per 10 s, 75 left -> 150 s.
         XCTAssertEqual(ProgressBar.eta(work: 25, workTotal: 100, clockWork: 20, seconds: 10), 150, accuracy: 1e-9)
         XCTAssertEqual(ProgressBar.eta(work: 20, workTotal: 100, clockWork: 20, seconds: 10), .infinity)
+    }
+
+    /// The output's write has its own byte progress (the full-size SQ4 took 344 s with none): it ends at
+    /// its total, and that total is every byte of tensor data the written file holds.
+    func testWriteProgressCountsEveryTensorByteOfTheOutput() throws {
+        let s = try Self.shared()
+        for format in [ConvertOptions.OutputFormat.squint, .autogptq] {
+            var o = ConvertOptions(model: s.model, calibration: nil, output: "\(tmp)/rtn-\(format.rawValue)")
+            o.method = .rtn; o.format = format
+            var seen: [(Int, Int)] = []
+            let bar = ProgressBar(label: "write", unit: .bytes)
+            bar.observer = { d, t, _, _, _ in seen.append((d, t)) }
+            _ = try Converter.run(o, writeProgress: bar)
+            let last = try XCTUnwrap(seen.last, "\(format)")
+            XCTAssertEqual(last.0, last.1, "\(format)")
+            XCTAssertEqual(seen.map(\.0), seen.map(\.0).sorted(), "\(format): never backwards")
+            let file = try CheckpointOpener.open(o.output).file
+            XCTAssertEqual(last.1, file.tensors.reduce(0) { $0 + $1.byteCount }, "\(format)")
+        }
     }
 
     func testAutoGPTQCheckpointIsRepackedWithoutRequantising() throws {

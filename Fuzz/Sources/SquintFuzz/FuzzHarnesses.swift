@@ -98,9 +98,24 @@ final class FuzzContext {
 
     deinit { try? FileManager.default.removeItem(atPath: folder) }
 
+    /// Writes `bytes` to the scratch file `name` in place (open, write, close: no atomic rename, which
+    /// cost a third of a harness call), returning its path.
     private func put(_ bytes: [UInt8], _ name: String) throws -> String {
         let path = folder + "/" + name
-        guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        var done = 0
+        if fd >= 0 {
+            bytes.withUnsafeBytes { b in
+                while done < b.count {
+                    let n = write(fd, b.baseAddress! + done, b.count - done)
+                    if n < 0 && errno == EINTR { continue }
+                    if n <= 0 { break }
+                    done += n
+                }
+            }
+            close(fd)
+        }
+        guard fd >= 0 && done == bytes.count else {
             fatalError("fuzz harness cannot write its scratch file \(path)")   // the machine's problem, not the reader's
         }
         return path

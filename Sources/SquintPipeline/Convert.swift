@@ -42,7 +42,10 @@ public enum Converter {
     /// and how to continue, or nil when nothing was saved.
     public static func resumeHint(for output: String) -> String? {
         let work = workFolder(for: output)
-        guard let state = try? ConvertWorkState.read("\(work)/state.json") else { return nil }
+        // Both kinds of run (Qwen-VL: ConvertWorkState, text models: DecoderWork.State) record blocksDone.
+        struct Saved: Decodable { var blocksDone: Int }
+        guard let d = FileManager.default.contents(atPath: "\(work)/state.json"),
+              let state = try? JSONDecoder().decode(Saved.self, from: d) else { return nil }
         let what = state.blocksDone == 1 ? "1 finished block is" : "\(state.blocksDone) finished blocks are"
         return "\(state.blocksDone == 0 ? "the calibration activations are" : what) saved in \(work): "
             + "fix the problem and run the same command with --resume to continue, or delete that folder to start over"

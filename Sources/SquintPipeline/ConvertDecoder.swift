@@ -115,8 +115,18 @@ public enum DecoderConvert {
     /// (`linearInputObserver`), `GPTQ.fasterquant` quantizes each member, and the fake-quantized
     /// weight replaces the layer, so later groups and the next block see quantized outputs. RTN needs
     /// no windows. `progress(done, total, detail)`.
+    ///
+    /// With `work`, each finished block is saved (DecoderWork) and a run whose work folder holds
+    /// finished blocks continues after them (`onResume(stepsDone)` first); `afterBlock(l)` runs once
+    /// block l is saved (tests inject failures there).
     public static func quantize(model: DecoderLM, windows: [[Int32]], options o: Options,
                                 progress: ((Int, Int, String) -> Void)? = nil) throws -> [Module] {
+        try quantize(model: model, windows: windows, options: o, work: nil, progress: progress)
+    }
+
+    static func quantize(model: DecoderLM, windows: [[Int32]], options o: Options, work: DecoderWork?,
+                         afterBlock: ((Int) throws -> Void)? = nil, onResume: ((Int) -> Void)? = nil,
+                         progress: ((Int, Int, String) -> Void)? = nil) throws -> [Module] {
         try o.check()
         let qconfig = try o.quantizer
         var gopts = GPTQOptions(quantizer: qconfig, blockSize: 128, percDamp: o.dampPercent, groupSize: o.groupSize,
@@ -131,10 +141,19 @@ public enum DecoderConvert {
         var done = 0
         func tick(_ s: String) { done += 1; progress?(done, total, s) }
 
-        var xs: [FloatTensor] = try windows.prefix(n).map { try model.embed($0) }
-        let tokenCount = xs.reduce(0) { $0 + $1.shape[0] }
+        var xs: [FloatTensor] = []
+        let tokenCount = windows.prefix(n).reduce(0) { $0 + $1.count }
         var modules: [Module] = []
-        for l in 0..<L {
+        var first = 0
+        if let work, let saved = try work.load(minOffset: qconfig.minOffset, windows: n) {
+            modules = saved.modules; xs = saved.inputs; first = work.blocksDone
+            for m in modules { try replaceWithFakeQuantized(model, layer: m.layer, m.linear, m.weight) }
+            done = first * perBlock
+            onResume?(done)
+        } else {
+            xs = try windows.prefix(n).map { try model.embed($0) }
+        }
+        for l in first..<L {
             for group in groups {
                 var hessian: Hessian?
                 var passSeconds = 0.0
@@ -178,9 +197,7 @@ public enum DecoderConvert {
                                                avgLoss: n > 0 ? q.avgLoss(nsamples: n) : 0, lossSum: q.lossSum,
                                                dampPercent: Double(o.dampPercent), damp: damp, hessianSeconds: passSeconds,
                                                quantSeconds: Date().timeIntervalSince(tq))
-                    let mem = InMemoryTensorFile(path: "<fake-quantized \(name)>")
-                    try mem.add(name: name, shape: [rows, cols], f32: q.q)
-                    model.replaceLinear(layer: l, m, with: Linear(weight: try mem.view(name), bias: lin.bias))
+                    try replaceWithFakeQuantized(model, layer: l, m, q)
                     modules.append(Module(layer: l, linear: m, weight: q, log: log))
                     if o.method == .rtn { tick("block \(l + 1)/\(L) \(m.rawValue) rtn") }
                 }
@@ -190,9 +207,49 @@ public enum DecoderConvert {
                 model.block(l, &xs[i])
                 tick("block \(l + 1)/\(L) outputs sample \(i + 1)/\(n)")
             }
+            try work?.save(block: l, modules: modules.filter { $0.layer == l }, inputs: xs, minOffset: qconfig.minOffset)
+            try afterBlock?(l)
         }
         progress?(total, total, "done")
         return modules
+    }
+
+    /// Block `layer`'s linear `m` replaced by GPTQ's fake-quantized weight (same bias): later groups and
+    /// blocks see quantized outputs.
+    static func replaceWithFakeQuantized(_ model: DecoderLM, layer l: Int, _ m: DecoderLinear, _ q: QuantizedWeight) throws {
+        guard let lin = model.linear(layer: l, m) as? Linear else {
+            throw ConvertError.invalidOption("block \(l) \(m.rawValue) is not a dense float layer (already quantized?)")
+        }
+        let name = DecoderTensorNaming.gguf.module(l, m) + ".weight"
+        let mem = InMemoryTensorFile(path: "<fake-quantized \(name)>")
+        try mem.add(name: name, shape: [q.rows, q.columns], f32: q.q)
+        model.replaceLinear(layer: l, m, with: Linear(weight: try mem.view(name), bias: lin.bias))
+    }
+
+    /// Quantizes `tm`'s model for the request `r` with resume state beside `r.output`: refuses an
+    /// existing output (unless --force; with --resume it says the run is complete), continues a saved
+    /// run with --resume, and removes the state once `write` has put the output in place.
+    static func quantizeResumable<T>(_ r: Request, model: DecoderLM, windows: [[Int32]], options o: Options, progress: ProgressBar?,
+                                     write: ([Module]) throws -> T) throws -> T {
+        let work = try DecoderWork(output: r.output, fingerprint: try DecoderWork.fingerprint(model: r.model, options: o, windows: windows),
+                                   resume: r.resume, force: r.force)
+        let modules: [Module]
+        do {
+            modules = try quantize(model: model, windows: windows, options: o, work: work, afterBlock: r.afterBlock,
+                                   onResume: { progress?.restartClock(done: $0) }) { done, total, detail in
+                progress?.update(done, total, detail: detail)
+            }
+        } catch { work.failed(); throw error }
+        let result = try write(modules)
+        work.remove()
+        return result
+    }
+
+    /// The output check every text-model conversion starts with.
+    static func checkOutput(_ r: Request) throws {
+        guard FileManager.default.fileExists(atPath: r.output) && !r.force else { return }
+        if r.resume { throw ConvertError.workState(path: r.output, problem: "already complete: there is nothing to resume (pass --force to convert again)") }
+        throw FormatError.exists(path: r.output)
     }
 
     final class ObserverBox {
@@ -373,6 +430,10 @@ public enum DecoderConvert {
         public var sampleTokens = 512
         public var options = Options()
         public var force = false
+        /// Continue the run saved beside the output (DecoderWork).
+        public var resume = false
+        /// Called once block l is saved (tests inject failures here).
+        public var afterBlock: (@Sendable (Int) throws -> Void)? = nil
         public init(model: String, calibrationText: String?, output: String) {
             self.model = model; self.calibrationText = calibrationText; self.output = output
         }
@@ -401,9 +462,7 @@ public enum DecoderConvert {
         guard TextModel.isGGUF(r.model) else {
             throw ConvertError.invalidOption("--format gguf reads a GGUF model (its metadata and tokenizer are copied); \(r.model) is not one")
         }
-        if FileManager.default.fileExists(atPath: r.output) && !r.force {
-            throw FormatError.exists(path: r.output)
-        }
+        try checkOutput(r)
         try r.options.check()
         let tm = try TextModel.open(r.model)
         guard let source = tm.gguf else { throw ConvertError.invalidOption("\(r.model): not a GGUF file") }
@@ -418,16 +477,16 @@ public enum DecoderConvert {
             windows = try calibrationWindows(tokens: ids, count: r.samples, length: r.sampleTokens, bos: bos)
             calibName = "\((path as NSString).lastPathComponent): \(windows.count) windows x \(r.sampleTokens) tokens"
         }
-        let modules = try quantize(model: tm.model, windows: windows, options: r.options) { done, total, detail in
-            progress?.update(done, total, detail: detail)
-        }
         let o = r.options
-        let grid = o.target == .q4_1 ? "llama-q4_1 (group min/max) bits 4 asym" : "\(o.grid.rawValue) bits 4 sym"
-        let prov = "squint \(o.method.rawValue) \(o.target.rawValue): grid \(grid) group 32 desc_act \(o.descAct) static_groups \(o.descAct) "
-            + "damp \(o.dampPercent) scale float16; source \((r.model as NSString).lastPathComponent); calibration \(calibName)"
-        try writeGGUF(source: source, architecture: tm.model.architecture, dims: tm.model.dims, modules: modules,
-                      target: o.target, provenance: prov, to: r.output, overwrite: r.force)
-        progress?.finish()
+        let modules = try quantizeResumable(r, model: tm.model, windows: windows, options: o, progress: progress) { modules in
+            progress?.finish()
+            let grid = o.target == .q4_1 ? "llama-q4_1 (group min/max) bits 4 asym" : "\(o.grid.rawValue) bits 4 sym"
+            let prov = "squint \(o.method.rawValue) \(o.target.rawValue): grid \(grid) group 32 desc_act \(o.descAct) static_groups \(o.descAct) "
+                + "damp \(o.dampPercent) scale float16; source \((r.model as NSString).lastPathComponent); calibration \(calibName)"
+            try writeGGUF(source: source, architecture: tm.model.architecture, dims: tm.model.dims, modules: modules,
+                          target: o.target, provenance: prov, to: r.output, overwrite: r.force)
+            return modules
+        }
         let result = Result(output: r.output, method: o.method.rawValue, ggufType: o.target.rawValue, samples: windows.count,
                             tokens: windows.reduce(0) { $0 + $1.count }, blocks: tm.model.dims.layers, modules: modules.map(\.log),
                             seconds: Date().timeIntervalSince(t0), peakRSSBytes: peakRSSBytes())

@@ -301,7 +301,7 @@ public enum DecoderOutputs {
     /// (`DecoderConvert.calibrationWindows`), quantizes, writes OUT and OUT's log.
     public static func run(_ r: DecoderConvert.Request, format: Format, progress: ProgressBar? = nil) throws -> Result {
         let t0 = Date()
-        if FileManager.default.fileExists(atPath: r.output) && !r.force { throw FormatError.exists(path: r.output) }
+        try DecoderConvert.checkOutput(r)
         var o = r.options
         o.container = format == .squint ? .squint : .autogptq
         try o.check()
@@ -321,29 +321,28 @@ public enum DecoderOutputs {
             windows = try DecoderConvert.calibrationWindows(tokens: ids, count: r.samples, length: r.sampleTokens, bos: bos)
             calibName = "\((path as NSString).lastPathComponent): \(windows.count) windows x \(r.sampleTokens) tokens"
         }
-        let modules = try DecoderConvert.quantize(model: tm.model, windows: windows, options: o) { done, total, detail in
-            progress?.update(done, total, detail: detail)
+        let (modules, files) = try DecoderConvert.quantizeResumable(r, model: tm.model, windows: windows, options: o,
+                                                                    progress: progress) { modules -> ([DecoderConvert.Module], [String]) in
+            progress?.finish()
+            let packed = try pack(model: tm.model, modules: modules)
+            let static_ = o.staticGroups
+            switch format {
+            case .squint:
+                let q = SQ4Quantization(bits: 4, groupSize: o.groupSize == -1 ? 0 : o.groupSize, sym: o.sym, descAct: o.descAct,
+                                        staticGroups: static_, dampPercent: Double("\(o.dampPercent)") ?? Double(o.dampPercent), trueSequential: true,
+                                        method: o.method == .gptq ? .gptq : .rtn)
+                let prov = SQ4Provenance(source: (r.model as NSString).lastPathComponent, calibration: calibName, tool: Converter.toolVersion)
+                try writeSQ4(model: tm.model, packed: packed, companions: companions, quantization: q, provenance: prov,
+                             to: r.output, overwrite: r.force)
+                return (modules, [r.output])
+            case .autogptq:
+                let q = QuantizationConfig(bits: 4, groupSize: o.groupSize, dampPercent: Double("\(o.dampPercent)") ?? Double(o.dampPercent), descAct: o.descAct,
+                                           staticGroups: static_, sym: o.sym, trueSequential: true, modelNameOrPath: nil,
+                                           modelFileBaseName: "model", quantMethod: "gptq")
+                return (modules, try writeAutoGPTQ(model: tm.model, packed: packed, companions: companions, quantization: q,
+                                                   to: r.output, overwrite: r.force).map { "\(r.output)/\($0)" })
+            }
         }
-        let packed = try pack(model: tm.model, modules: modules)
-        let static_ = o.staticGroups
-        let files: [String]
-        switch format {
-        case .squint:
-            let q = SQ4Quantization(bits: 4, groupSize: o.groupSize == -1 ? 0 : o.groupSize, sym: o.sym, descAct: o.descAct,
-                                    staticGroups: static_, dampPercent: Double("\(o.dampPercent)") ?? Double(o.dampPercent), trueSequential: true,
-                                    method: o.method == .gptq ? .gptq : .rtn)
-            let prov = SQ4Provenance(source: (r.model as NSString).lastPathComponent, calibration: calibName, tool: Converter.toolVersion)
-            try writeSQ4(model: tm.model, packed: packed, companions: companions, quantization: q, provenance: prov,
-                         to: r.output, overwrite: r.force)
-            files = [r.output]
-        case .autogptq:
-            let q = QuantizationConfig(bits: 4, groupSize: o.groupSize, dampPercent: Double("\(o.dampPercent)") ?? Double(o.dampPercent), descAct: o.descAct,
-                                       staticGroups: static_, sym: o.sym, trueSequential: true, modelNameOrPath: nil,
-                                       modelFileBaseName: "model", quantMethod: "gptq")
-            files = try writeAutoGPTQ(model: tm.model, packed: packed, companions: companions, quantization: q,
-                                      to: r.output, overwrite: r.force).map { "\(r.output)/\($0)" }
-        }
-        progress?.finish()
         let result = Result(output: r.output, format: format.rawValue, method: o.method.rawValue, samples: windows.count,
                             tokens: windows.reduce(0) { $0 + $1.count }, blocks: tm.model.dims.layers, files: files,
                             modules: modules.map(\.log), seconds: Date().timeIntervalSince(t0), peakRSSBytes: peakRSSBytes())

@@ -373,3 +373,12 @@ public enum RTN {
                                groups: ng, gIdx: gIdx, lossSum: 0)
     }
 }
+
+extension QuantizedWeight {
+    /// A result read back from disk (a resumed conversion's finished blocks); timings are zero.
+    public init(rows: Int, columns: Int, q: [Float], codes: [UInt8], scale: [Float], zero: [Float], groups: Int, gIdx: [Int32],
+                lossSum: Double) {
+        self.rows = rows; self.columns = columns; self.q = q; self.codes = codes; self.scale = scale; self.zero = zero
+        self.groups = groups; self.gIdx = gIdx; self.lossSum = lossSum
+    }
+}

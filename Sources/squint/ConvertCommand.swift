@@ -18,7 +18,7 @@ struct Convert: ParsableCommand {
         the GPTQ codes as Q4_0. A Qwen2/Llama GGUF file or Hugging Face folder with --format squint (one \
         self-contained SQ4 file: config, tokenizer, chat template, generation config inside) or --format \
         autogptq (a transformers GPTQ folder) is quantized from --calib-text the same way, group 128 by \
-        default. See docs/QUANTIZING.md.
+        default; text models save their state after every block too (--resume). See docs/QUANTIZING.md.
 
         Exit codes: 0 written; 1 bad input, the output exists, or the run failed (the message says what was kept \
         and how to resume); 64 bad command line.
@@ -101,6 +101,7 @@ struct Convert: ParsableCommand {
     enum Symmetry: String, EnumerableFlag { case sym, asym }
 
     func validate() throws {
+        if resume && force { throw ValidationError("--resume and --force contradict each other") }
         if format == "gguf" {
             guard let target = DecoderConvert.GGUFTarget(rawValue: ggufType) else {
                 throw ValidationError("--gguf-type must be q4_0 or q4_1, not '\(ggufType)'")
@@ -126,7 +127,6 @@ struct Convert: ParsableCommand {
         guard ConvertOptions.OutputFormat(rawValue: format) != nil else { throw ValidationError("--format must be squint, autogptq or gguf, not '\(format)'") }
         guard ConvertOptions.Method(rawValue: method) != nil else { throw ValidationError("--method must be gptq or rtn, not '\(method)'") }
         guard SquintPipeline.Synth.parseSize(memoryBudget) != nil else { throw ValidationError("--memory-budget '\(memoryBudget)' is not a size (examples: 4GB, 512MB)") }
-        if resume && force { throw ValidationError("--resume and --force contradict each other") }
         if method == "gptq" && calib == nil { throw ValidationError("--calib PAIRS.jsonl is required for --method gptq") }
     }
 
@@ -152,24 +152,7 @@ struct Convert: ParsableCommand {
                 removeOwnTemporaries(besides: output)
                 // An AutoGPTQ output is staged inside the work folder, which --resume clears.
             }
-            var r: ConvertResult
-            do {
-                r = try Converter.run(o, progress: ProgressBar(label: "convert", unit: .items("steps")))
-            } catch {
-                // A failure during the work (disk full, a file that turns out unreadable): say what was kept.
-                // Ctrl-C's message already says how to resume; refusals before any work get no note.
-                let refusal: Bool
-                switch error {
-                case ConvertError.interrupted, ConvertError.workState, ConvertError.invalidOption, FormatError.exists: refusal = true
-                default: refusal = false
-                }
-                waitIfInterrupted()
-                if !refusal, let hint = Converter.resumeHint(for: output) {
-                    printError("\(userMessage(error))\nnote: \(hint)")
-                    throw ExitCode(1)
-                }
-                throw error
-            }
+            var r = try withResumeNote { try Converter.run(o, progress: ProgressBar(label: "convert", unit: .items("steps"))) }
             r.sizes = try? ConvertSizes.measure(source: model, output: r.output, files: Array(Set(r.files + (r.log.map { [$0] } ?? []))))
             if json {
                 print(try jsonString(r))
@@ -184,6 +167,25 @@ struct Convert: ParsableCommand {
                 }
                 if let log = r.log { print("log:         \(log)") }
             }
+        }
+    }
+
+    /// Runs a conversion; a failure during the work (disk full, a file that turns out unreadable) also
+    /// says what was kept and how to continue. Ctrl-C's message already says how to resume; refusals
+    /// before any work get no note.
+    func withResumeNote<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch {
+            let refusal: Bool
+            switch error {
+            case ConvertError.interrupted, ConvertError.workState, ConvertError.invalidOption, FormatError.exists: refusal = true
+            default: refusal = false
+            }
+            waitIfInterrupted()
+            if !refusal, let hint = Converter.resumeHint(for: output) {
+                printError("\(userMessage(error))\nnote: \(hint)")
+                throw ExitCode(1)
+            }
+            throw error
         }
     }
 
@@ -204,7 +206,7 @@ struct Convert: ParsableCommand {
     /// A text-model conversion's request from the options every output format shares.
     func decoderRequest(defaultGroupSize: Int) -> DecoderConvert.Request {
         var r = DecoderConvert.Request(model: model, calibrationText: calibText, output: output)
-        r.samples = samples; r.sampleTokens = sampleTokens; r.force = force
+        r.samples = samples; r.sampleTokens = sampleTokens; r.force = force; r.resume = resume
         r.options.method = method == "rtn" ? .rtn : .gptq
         r.options.groupSize = groupSize ?? defaultGroupSize
         r.options.descAct = descAct
@@ -215,13 +217,15 @@ struct Convert: ParsableCommand {
 
     func runTextDecoder() throws {
         try runReportingErrors {
-            stopCleanlyOnInterrupt(output: output, message: { "convert: interrupted; nothing was written at \(output)" }) {
+            stopCleanlyOnInterrupt(output: output, message: {
+                "convert: interrupted; nothing was written at \(output)" + (Converter.resumeHint(for: output).map { "; " + $0 } ?? "")
+            }) {
                 removeOwnTemporaries(besides: output)
             }
             var r = decoderRequest(defaultGroupSize: 128)
             r.options.staticGroups = staticGroups; r.options.sym = symmetry == .sym
-            let res = try DecoderOutputs.run(r, format: format == "autogptq" ? .autogptq : .squint,
-                                             progress: ProgressBar(label: "convert", unit: .items("steps")))
+            let res = try withResumeNote { try DecoderOutputs.run(r, format: format == "autogptq" ? .autogptq : .squint,
+                                                                  progress: ProgressBar(label: "convert", unit: .items("steps"))) }
             if json { print(try jsonString(res)); return }
             print("wrote \(res.output) (\(res.format), \(res.method), \(res.blocks) blocks, \(res.samples) samples, \(res.tokens) tokens)")
             print(Self.moduleTable(res.modules), terminator: "")
@@ -231,12 +235,14 @@ struct Convert: ParsableCommand {
 
     func runGGUF() throws {
         try runReportingErrors {
-            stopCleanlyOnInterrupt(output: output, message: { "convert: interrupted; nothing was written at \(output)" }) {
+            stopCleanlyOnInterrupt(output: output, message: {
+                "convert: interrupted; nothing was written at \(output)" + (Converter.resumeHint(for: output).map { "; " + $0 } ?? "")
+            }) {
                 removeOwnTemporaries(besides: output)
             }
             var r = decoderRequest(defaultGroupSize: 32)
             r.options.target = DecoderConvert.GGUFTarget(rawValue: ggufType)!
-            let res = try DecoderConvert.run(r, progress: ProgressBar(label: "convert", unit: .items("steps")))
+            let res = try withResumeNote { try DecoderConvert.run(r, progress: ProgressBar(label: "convert", unit: .items("steps"))) }
             if json { print(try jsonString(res)); return }
             print("wrote \(res.output) (gguf \(res.ggufType), \(res.method), \(res.blocks) blocks, \(res.samples) samples, \(res.tokens) tokens)")
             for m in res.modules {

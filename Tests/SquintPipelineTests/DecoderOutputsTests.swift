@@ -252,4 +252,51 @@ final class DecoderOutputsTests: XCTestCase {
         var g = DecoderConvert.Request(model: src, calibrationText: nil, output: tmp + "/z.sq4"); g.options.groupSize = 32
         XCTAssertThrowsError(try DecoderOutputs.run(g, format: .autogptq)) { XCTAssertTrue("\($0)".contains("--calib-text"), "\($0)") }
     }
+
+    /// A text-model conversion stopped after block 0 (an injected failure, as a kill after the block's
+    /// save) keeps its state beside the output and nothing at it; the same command with --resume
+    /// continues at block 1 and writes the bytes of an uninterrupted run (SQ4 with act-order, and GGUF
+    /// Q4_1, whose fake-quantized weights are rebuilt from the saved codes on the min/max grid), then
+    /// removes the state. Other settings, or no --resume / --force, are refused.
+    func testInterruptedTextConversionResumesToTheSameBytes() throws {
+        let src = try source(), calib = try calibrationText()
+        for gguf in [false, true] {
+            var r = DecoderConvert.Request(model: src, calibrationText: calib, output: tmp + "/ref-\(gguf)")
+            r.samples = 4; r.sampleTokens = 48
+            if gguf { r.options.target = .q4_1 } else { r.options.groupSize = 32; r.options.descAct = true }
+            func run(_ r: DecoderConvert.Request, _ bar: ProgressBar? = nil) throws -> [ConvertModuleLog] {
+                gguf ? try DecoderConvert.run(r, progress: bar).modules : try DecoderOutputs.run(r, format: .squint, progress: bar).modules
+            }
+            let refLogs = try run(r)
+            let reference = try Data(contentsOf: URL(fileURLWithPath: r.output))
+
+            r.output = tmp + "/out-\(gguf)"
+            let work = Converter.workFolder(for: r.output)
+            r.afterBlock = { if $0 == 0 { throw ConvertError.interrupted(afterBlock: $0) } }
+            XCTAssertThrowsError(try run(r))
+            r.afterBlock = nil
+            XCTAssertFalse(FileManager.default.fileExists(atPath: r.output))
+            let saved = try SafetensorsFile(path: work + "/block-0.safetensors")
+            XCTAssertEqual(saved.metadata["modules"]?.split(separator: ",").count, 7)
+            XCTAssertNil(saved.info("m0.q"), "the fake-quantized weight is rebuilt from the codes, not stored")
+            XCTAssertThrowsError(try run(r)) { XCTAssertTrue("\($0)".contains("pass --resume"), "\($0)") }
+            var other = r; other.resume = true; other.options.dampPercent = 0.02
+            XCTAssertThrowsError(try run(other)) { XCTAssertTrue("\($0)".contains("other settings"), "\($0)") }
+            XCTAssertEqual(Converter.resumeHint(for: r.output)?.contains("1 finished block is saved"), true)
+
+            r.resume = true
+            let bar = ProgressBar(label: "t", unit: .items("steps"))
+            var first: (Int, Int)? = nil
+            bar.observer = { d, t, _, _, _ in if first == nil { first = (d, t) } }
+            let logs = try run(r, bar)
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: r.output)), reference, "gguf \(gguf): resumed bytes")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: work))
+            let blockSteps = try XCTUnwrap(first).1 / 2
+            XCTAssertEqual(bar.clockDone, blockSteps, "the rate clock starts after the saved block")
+            XCTAssertEqual(logs.map(\.module), refLogs.map(\.module))
+            XCTAssertEqual(logs.map(\.lossSum), refLogs.map(\.lossSum))
+            XCTAssertEqual(logs.map(\.damp), refLogs.map(\.damp))
+            XCTAssertThrowsError(try run(r)) { XCTAssertTrue("\($0)".contains("already complete"), "\($0)") }
+        }
+    }
 }

@@ -1,0 +1,190 @@
+import Foundation
+import SquintFormats
+import SquintModels
+import SquintQuant
+import SquintTensor
+
+/// The resume state of a text-model conversion (`convert MODEL --calib-text ... --resume`), kept in
+/// the same work folder beside the output as a Qwen-VL conversion's (`Converter.workFolder(for:)`):
+///
+/// - `state.json`: the run's fingerprint (settings, source identity, calibration tokens) and the
+///   number of finished blocks; rewritten atomically after each block, and a block counts as done
+///   only once this file says so;
+/// - `block-<l>.safetensors`: every module of block l as GPTQ left it (codes U8, scales and zeros
+///   F32, g_idx I32; the fake-quantized weight F32 only when it is not exactly the codes on their
+///   grid), its log line in the metadata;
+/// - `acts-<l>.safetensors`: the calibration windows' hidden states after block l (F32), the next
+///   block's inputs; the previous block's file is removed only once `state.json` names block l done,
+///   so a kill at any moment leaves a state that resumes.
+///
+/// A resumed run loads the finished blocks and continues at the next one from exactly the inputs an
+/// uninterrupted run would have had, so it writes the same bytes.
+final class DecoderWork {
+    let folder: String
+    let fingerprint: String
+    private(set) var blocksDone = 0
+    /// Whether this run made the folder (a failure before its first block then removes it again).
+    let fresh: Bool
+    var statePath: String { folder + "/state.json" }
+
+    struct State: Codable { var fingerprint: String; var blocksDone: Int }
+
+    /// Opens (with `resume`) or creates the work folder for `output`; refuses another run's state, and
+    /// any existing folder unless `resume` or `force` is given.
+    init(output: String, fingerprint: String, resume: Bool, force: Bool) throws {
+        let fm = FileManager.default
+        folder = Converter.workFolder(for: output)
+        self.fingerprint = fingerprint
+        var existing: State? = nil
+        if fm.fileExists(atPath: folder) {
+            if resume, let d = fm.contents(atPath: folder + "/state.json") {
+                let s: State
+                do { s = try JSONDecoder().decode(State.self, from: d) } catch {
+                    throw ConvertError.workState(path: folder + "/state.json", problem: "the resume state is unreadable (\(error)); start over with --force")
+                }
+                guard s.fingerprint == fingerprint else {
+                    throw ConvertError.workState(path: folder, problem: "the saved run used other settings, source or calibration (\(s.fingerprint)); pass --force to start over")
+                }
+                existing = s
+            } else if resume || force {
+                try? fm.removeItem(atPath: folder)
+            } else {
+                throw ConvertError.workState(path: folder, problem: "a previous run's state is here: pass --resume to continue it, or --force to start over")
+            }
+        }
+        fresh = existing == nil
+        if let existing {
+            blocksDone = existing.blocksDone
+        } else {
+            do { try fm.createDirectory(atPath: folder, withIntermediateDirectories: false) } catch {
+                throw FormatError.io(path: folder, doing: "cannot create the work folder", error)
+            }
+            try writeState()
+        }
+    }
+
+    /// The identity a saved run must match: settings, the source file (name, size, modification
+    /// time) and the calibration tokens.
+    static func fingerprint(model: String, options o: DecoderConvert.Options, windows: [[Int32]]) throws -> String {
+        let attrs: [FileAttributeKey: Any]
+        do { attrs = try FileManager.default.attributesOfItem(atPath: model) } catch {
+            throw FormatError.io(path: model, doing: "cannot read the source's attributes", error)
+        }
+        let size = (attrs[.size] as? NSNumber)?.int64Value ?? -1
+        let mtime = (attrs[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        let tokens = windows.flatMap { $0 }.withUnsafeBytes { sha256Hex($0) }
+        return [Converter.toolVersion, "source \((model as NSString).standardizingPath) size \(size) mtime \(mtime)",
+                "calib \(windows.count) windows sha256 \(tokens)",
+                "method \(o.method.rawValue) container \(o.container.rawValue) target \(o.target.rawValue) grid \(o.grid.rawValue)",
+                "group \(o.groupSize) sym \(o.sym) desc_act \(o.descAct) static \(o.staticGroups) damp \(o.dampPercent)"].joined(separator: "; ")
+    }
+
+    private func writeState() throws {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        let w = try AtomicFileWriter(destination: statePath, overwrite: true)
+        try w.write(Array(try e.encode(State(fingerprint: fingerprint, blocksDone: blocksDone))))
+        try w.commit()
+    }
+
+    private func blockPath(_ l: Int) -> String { "\(folder)/block-\(l).safetensors" }
+    private func actsPath(_ l: Int) -> String { "\(folder)/acts-\(l).safetensors" }
+
+    /// The fake-quantized weight GPTQ's codes stand for, computed as `Quantizer.quantize` does.
+    static func dequantized(_ w: QuantizedWeight, minOffset: Bool) -> [Float] {
+        var q = [Float](repeating: 0, count: w.rows * w.columns)
+        for r in 0..<w.rows {
+            for c in 0..<w.columns {
+                let g = r * w.groups + Int(w.gIdx[c]), code = Float(w.codes[r * w.columns + c])
+                q[r * w.columns + c] = minOffset ? (w.scale[g] * code) + w.zero[g] : w.scale[g] * (code - w.zero[g])
+            }
+        }
+        return q
+    }
+
+    /// Saves block `l`'s modules and the next block's inputs, then marks the block done.
+    func save(block l: Int, modules: [DecoderConvert.Module], inputs xs: [FloatTensor], minOffset: Bool) throws {
+        var tensors: [SafetensorsWriter.Tensor] = []
+        var data: [String: [UInt8]] = [:]
+        func add<T>(_ name: String, _ dtype: DType, _ shape: [Int], _ values: [T]) {
+            tensors.append(.init(name: name, dtype: dtype, shape: shape))
+            data[name] = values.withUnsafeBytes { Array($0) }
+        }
+        var logs: [ConvertModuleLog] = []
+        for (k, m) in modules.enumerated() {
+            let w = m.weight, p = "m\(k)."
+            add(p + "codes", .u8, [w.rows, w.columns], w.codes)
+            add(p + "scale", .f32, [w.rows, w.groups], w.scale)
+            add(p + "zero", .f32, [w.rows, w.groups], w.zero)
+            add(p + "g_idx", .i32, [w.columns], w.gIdx)
+            if Self.dequantized(w, minOffset: minOffset).elementsEqualBitwise(w.q) == false { add(p + "q", .f32, [w.rows, w.columns], w.q) }
+            logs.append(m.log)
+        }
+        let meta = ["modules": modules.map { "\($0.layer) \($0.linear.rawValue) \($0.weight.lossSum.bitPattern)" }.joined(separator: ","),
+                    "logs": String(decoding: try JSONEncoder().encode(logs), as: UTF8.self)]
+        let w = try SafetensorsWriter(tensors: tensors, metadata: meta, path: blockPath(l))
+        try w.write(to: blockPath(l), overwrite: true) { t in data[t.name]! }
+        var acts: [SafetensorsWriter.Tensor] = [], actData: [String: [UInt8]] = [:]
+        for (i, x) in xs.enumerated() {
+            acts.append(.init(name: "x\(i)", dtype: .f32, shape: x.shape))
+            actData["x\(i)"] = x.data.withUnsafeBytes { Array($0) }
+        }
+        let a = try SafetensorsWriter(tensors: acts, metadata: ["after_block": "\(l)"], path: actsPath(l))
+        try a.write(to: actsPath(l), overwrite: true) { t in actData[t.name]! }
+        blocksDone = l + 1
+        try writeState()
+        if l > 0 { try? FileManager.default.removeItem(atPath: actsPath(l - 1)) }
+    }
+
+    /// The finished blocks' modules and the next block's inputs (nil when no block is finished).
+    func load(minOffset: Bool, windows: Int) throws -> (modules: [DecoderConvert.Module], inputs: [FloatTensor])? {
+        guard blocksDone > 0 else { return nil }
+        var modules: [DecoderConvert.Module] = []
+        for l in 0..<blocksDone {
+            let f = try SafetensorsFile(path: blockPath(l))
+            guard let list = f.metadata["modules"], let logText = f.metadata["logs"],
+                  let logs = try? JSONDecoder().decode([ConvertModuleLog].self, from: Data(logText.utf8)) else {
+                throw ConvertError.workState(path: blockPath(l), problem: "the saved block is damaged; start over with --force")
+            }
+            let entries = list.split(separator: ",").map { $0.split(separator: " ") }
+            guard entries.count == logs.count else {
+                throw ConvertError.workState(path: blockPath(l), problem: "the saved block is damaged; start over with --force")
+            }
+            for (k, e) in entries.enumerated() {
+                guard e.count == 3, let layer = Int(e[0]), let linear = DecoderLinear(rawValue: String(e[1])), let bits = UInt64(e[2]) else {
+                    throw ConvertError.workState(path: blockPath(l), problem: "the saved block is damaged; start over with --force")
+                }
+                let p = "m\(k)."
+                let codes = try f.view(p + "codes"), scale = try f.view(p + "scale")
+                let rows = codes.info.shape[0], columns = codes.info.shape[1], groups = scale.info.shape[1]
+                var w = QuantizedWeight(rows: rows, columns: columns, q: [], codes: Array(codes.bytes),
+                                        scale: Kernels.floats(scale), zero: Kernels.floats(try f.view(p + "zero")), groups: groups,
+                                        gIdx: try f.view(p + "g_idx").bytes.withMemoryRebound(to: Int32.self) { Array($0) },
+                                        lossSum: Double(bitPattern: bits))
+                w.q = f.info(p + "q") != nil ? Kernels.floats(try f.view(p + "q")) : Self.dequantized(w, minOffset: minOffset)
+                modules.append(DecoderConvert.Module(layer: layer, linear: linear, weight: w, log: logs[k]))
+            }
+        }
+        let a = try SafetensorsFile(path: actsPath(blocksDone - 1))
+        guard a.metadata["after_block"] == "\(blocksDone - 1)" else {
+            throw ConvertError.workState(path: actsPath(blocksDone - 1), problem: "the saved activations do not belong to block \(blocksDone - 1); start over with --force")
+        }
+        let inputs = try (0..<windows).map { i -> FloatTensor in
+            let v = try a.view("x\(i)")
+            return FloatTensor(shape: v.info.shape, data: Kernels.floats(v))
+        }
+        return (modules, inputs)
+    }
+
+    /// The run finished (its output is in place): the state is no longer needed.
+    func remove() { try? FileManager.default.removeItem(atPath: folder) }
+
+    /// The run failed: a folder this run made and that holds no finished block goes too.
+    func failed() { if fresh && blocksDone == 0 { remove() } }
+}
+
+extension Array where Element == Float {
+    func elementsEqualBitwise(_ other: [Float]) -> Bool {
+        count == other.count && zip(self, other).allSatisfy { $0.bitPattern == $1.bitPattern }
+    }
+}

@@ -330,19 +330,7 @@ public enum Validator {
             throw ValidateError.incompatible(message: "vocab \(a.vocabSize) vs \(b.vocabSize), hidden \(a.hiddenSize) vs \(b.hiddenSize), "
                 + "layers \(a.numHiddenLayers) vs \(b.numHiddenLayers)")
         }
-        var samples = samples
-        for (i, s) in samples.enumerated() {
-            guard s.contextLength >= 1, s.contextLength <= s.ids.count else {
-                throw ValidateError.incompatible(message: "sample \(s.label): context length \(s.contextLength) outside 1...\(s.ids.count)")
-            }
-            // At most the model's context per sample (docs/VALIDATING.md), with a warning.
-            let cap = options.maxSampleTokens ?? min(a.seqLength, b.seqLength)
-            if let cut = try s.capped(to: cap) {
-                (warn ?? Self.warnOnStandardError)("sample \(s.label): \(s.ids.count) tokens; only the first \(cap) are scored "
-                    + "(the model's context, seq_length)")
-                samples[i] = cut
-            }
-        }
+        let samples = try capped(samples, seqLength: min(a.seqLength, b.seqLength), options: options, warn: warn)
         let text = decode ?? { ids in ids.map(String.init).joined(separator: " ") }
         let t0 = Date()
         let V = a.vocabSize, L = a.numHiddenLayers
@@ -371,6 +359,45 @@ public enum Validator {
         progress?(total, total, "done")
         return acc.report(referenceName: bf16Name, candidateName: int4Name, samples: samples.count, greedyTokens: options.greedyTokens,
                           maxKL: options.maxKL, minTop1: options.minTop1, seconds: Date().timeIntervalSince(t0), forwardSeconds: forwardSeconds)
+    }
+
+    /// Checks every sample's context and cuts a sample longer than the model's context (with a warning).
+    static func capped(_ samples: [ValidationSample], seqLength: Int, options: ValidateOptions,
+                       warn: ((String) -> Void)?) throws -> [ValidationSample] {
+        var samples = samples
+        for (i, s) in samples.enumerated() {
+            guard s.contextLength >= 1, s.contextLength <= s.ids.count else {
+                throw ValidateError.incompatible(message: "sample \(s.label): context length \(s.contextLength) outside 1...\(s.ids.count)")
+            }
+            // At most the model's context per sample (docs/VALIDATING.md), with a warning.
+            let cap = options.maxSampleTokens ?? seqLength
+            if let cut = try s.capped(to: cap) {
+                (warn ?? Self.warnOnStandardError)("sample \(s.label): \(s.ids.count) tokens; only the first \(cap) are scored "
+                    + "(the model's context, seq_length)")
+                samples[i] = cut
+            }
+        }
+        return samples
+    }
+
+    /// The reference side alone (`validate BF16 --eval PAIRS --save-base FILE` without INT4): the BF16
+    /// model runs on every sample and each pass is recorded in `base` (not committed here). The Int4
+    /// model is then compared with `--base FILE` while the BF16 weights stay unread, so the two models
+    /// never need to be in memory together (at full size 19.3 + 9.7 GB of mappings on a 24 GiB machine).
+    /// The passes are the ones `run` would compute, so the report is the same either way.
+    public static func recordBase(bf16: QwenVLModel, bf16Name: String = "bf16", samples: [ValidationSample],
+                                  options: ValidateOptions = ValidateOptions(), base: ValidationBase,
+                                  progress: ((Int, Int, String) -> Void)? = nil, warn: ((String) -> Void)? = nil) throws {
+        guard !base.isReading else { throw ValidateError.incompatible(message: "internal: recordBase needs a base file being written") }
+        let a = bf16.config, L = a.numHiddenLayers
+        let samples = try capped(samples, seqLength: a.seqLength, options: options, warn: warn)
+        for (si, s) in samples.enumerated() {
+            let detail = "sample \(si + 1)/\(samples.count) bf16"
+            let pass = try runPass(bf16, s, greedyTokens: options.greedyTokens, name: bf16Name,
+                                   onBlock: progress == nil ? nil : { l in progress?(si * L + l, samples.count * L, detail + " block \(l + 1)/\(L)") })
+            try base.record(si, sample: s, pass: pass, shape: .init(a))
+        }
+        progress?(samples.count * L, samples.count * L, "done")
     }
 
     /// The gate: kl_mean <= maxKL and top1_agreement >= minTop1 (each only when given).

@@ -23,6 +23,10 @@ struct Validate: ParsableCommand {
         Exit codes: 0 success (gate passed or no gate), 1 error (unreadable model, pairs, text or \
         .kld file, incompatible models or tokenizers), 4 gate failed (--max-kl / --min-top1), 64 bad command line.
 
+        Without INT4, `validate BF16 --eval PAIRS --save-base FILE` records the BF16 side alone; then \
+        `validate BF16 INT4 --eval PAIRS --base FILE` compares without running (or paging in) the BF16 \
+        weights, so the two models are never in memory together (at full size 19.3 + 9.7 GB).
+
         Example: squint validate tiny-bf16 tiny.sq4 --eval fixtures/calibration/pairs.jsonl --report drift --max-kl 0.1
         Example: squint validate q05-f16.gguf q05-q4_0.gguf --text alice29.txt --chunks 10 --max-kl 0.1
         Example: squint validate q05-f16.gguf --llama-base q05-f16-alice-c512-10.kld --min-top1 0.99
@@ -99,7 +103,12 @@ struct Validate: ParsableCommand {
             if eval != nil { throw ValidationError("--llama-base takes its tokens from the file; --eval does not apply") }
             if saveBase != nil || base != nil { throw ValidationError("--llama-base already is a base file; --save-base/--base do not apply") }
         } else {
-            if int4 == nil { throw ValidationError("Missing expected argument '<int4>' (the quantized model)") }
+            if int4 == nil && !(saveBase != nil && eval != nil) {
+                throw ValidationError("Missing expected argument '<int4>' (the quantized model; only BF16 --eval PAIRS --save-base FILE runs without one)")
+            }
+            if int4 == nil && (report != nil || maxKL != nil || minTop1 != nil) {
+                throw ValidationError("--report, --max-kl and --min-top1 need INT4: without it validate only records the BF16 side (--save-base)")
+            }
             if eval == nil && text == nil { throw ValidationError("Missing --eval PAIRS.jsonl (Qwen-VL) or --text FILE (text models)") }
             if eval != nil && text != nil { throw ValidationError("--eval (image-caption pairs) and --text (text models) exclude each other") }
         }
@@ -114,6 +123,7 @@ struct Validate: ParsableCommand {
             if let report { try ValidateText.checkReportFolder(report, overwrite: force) }
             if let saveBase, !force, FileManager.default.fileExists(atPath: saveBase) { throw FormatError.exists(path: saveBase) }
             let r: ValidationReport
+            if int4 == nil && llamaBase == nil { return try runBaseOnly() }
             if let llamaBase { r = try runLlamaBase(llamaBase) } else if let text { r = try runText(text) } else { r = try runQwenVL() }
             try emit(r)
             gateFailed = !r.gate.passed
@@ -194,6 +204,29 @@ struct Validate: ParsableCommand {
         r.run = .init(arguments: arguments, quantization: m.source, parameters: w.tensors.reduce(0) { $0 + $1.elementCount },
                       referenceBytes: bytes, candidateBytes: bytes)
         return r
+    }
+
+    /// `validate BF16 --eval PAIRS --save-base FILE`: the BF16 side alone, so that the Int4 model is
+    /// later compared (`--base FILE`) without both models in memory at once.
+    func runBaseOnly() throws {
+        guard let eval, let saveBase else { throw ValidationErrorExit(message: "internal: --eval and --save-base are required") }
+        let a = try LoadedModel(folder: bf16, vocab: vocab, verifyChecksums: !noVerify)
+        let samples = try ValidationSample.load(pairs: eval, tokenizer: a.tokenizer, limit: limit)
+        let id = try ValidationBase.identity(model: a.checkpoint.file, evalPath: eval, samples: samples, greedyTokens: greedyTokens,
+                                             config: a.model.config)
+        let store = try ValidationBase(saving: saveBase, identity: id, overwrite: force)
+        let bar = ProgressBar(label: "base", unit: .items("blocks"))
+        try Validator.recordBase(bf16: a.model, bf16Name: bf16, samples: samples,
+                                 options: ValidateOptions(greedyTokens: greedyTokens, worstCount: worst), base: store,
+                                 progress: { bar.update($0, $1, detail: $2) })
+        bar.finish()
+        try store.commit()
+        if json {
+            print("{\"base\": \(JSONValue.string(saveBase).compactText), \"samples\": \(samples.count), \"greedy_tokens\": \(greedyTokens)}")
+        } else {
+            print("base: \(saveBase) (\(samples.count) samples, BF16 only); compare a quantized model with: "
+                + "squint validate \(bf16) INT4 --eval \(eval) --base \(saveBase)")
+        }
     }
 
     func runQwenVL() throws -> ValidationReport {

@@ -212,6 +212,34 @@ final class ValidateCLITests: XCTestCase {
         }
     }
 
+    /// `validate BF16 --eval PAIRS --save-base FILE` without INT4 records the BF16 side alone (so the two
+    /// models need not be in memory together); the file is byte for byte the one a run with INT4 saves,
+    /// and --base from it gives the direct run's figures. Without --save-base INT4 is still required,
+    /// and gates need it.
+    func testBaseRecordedWithoutTheQuantizedModelEqualsTheOneSavedBesideIt() throws {
+        let args = ["--eval", pairs, "--limit", "2", "--greedy-tokens", "3"]
+        let alone = Self.tmp + "/alone.base", beside = Self.tmp + "/beside.base"
+        let a = try Fixtures.run(squint, ["validate", bf16, "--save-base", alone] + args + ["--json"])
+        XCTAssertEqual(a.status, 0, a.err)
+        let summary = try json(a.out)
+        XCTAssertEqual(summary["base"] as? String, alone)
+        XCTAssertEqual(summary["samples"] as? Int, 2)
+        XCTAssertEqual(try Fixtures.run(squint, ["validate", bf16, sq4, "--save-base", beside] + args).status, 0)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: alone)), try Data(contentsOf: URL(fileURLWithPath: beside)))
+        let b = try Fixtures.run(squint, ["validate", bf16, sq4, "--base", alone, "--json"] + args)
+        let direct = try Fixtures.run(squint, ["validate", bf16, sq4, "--json"] + args)
+        let ob = try json(b.out), od = try json(direct.out)
+        for k in ["kl_mean", "kl_max", "top1_agreement", "top5_agreement", "ppl_bf16", "ppl_int4", "greedy_agreement"] {
+            XCTAssertEqual(ob[k] as? Double, od[k] as? Double, k)
+        }
+        for (extra, why) in [(["validate", bf16] + args, "Missing expected argument"),
+                             (["validate", bf16, "--save-base", Self.tmp + "/x.base", "--max-kl", "0.1"] + args, "need INT4")] {
+            let r = try Fixtures.run(squint, extra)
+            XCTAssertEqual(r.status, 64, why)
+            XCTAssertTrue(r.err.contains(why), "\(why): \(r.err)")
+        }
+    }
+
     func testInspectRecognisesTheSQ4File() throws {
         let r = try Fixtures.run(squint, ["inspect", sq4, "--json"])
         XCTAssertEqual(r.status, 0, r.err)

@@ -3,7 +3,8 @@
 # -sanitize=fuzzer,address and runs each for SECONDS (default 60) on one job, starting from its
 # committed seeds (fixtures/fuzz/<harness>/, read-only) plus a scratch corpus in
 # Fuzz/.build-fuzz/corpus/<harness>/ that libFuzzer grows. Crashes land in
-# Fuzz/.build-fuzz/artifacts/<harness>/; copy each to fixtures/fuzz/<harness>/regressions/ once fixed.
+# Fuzz/.build-fuzz/findings/<harness>/ (not artifacts/: SwiftPM empties that folder of its scratch
+# path when it builds); copy each to fixtures/fuzz/<harness>/regressions/ once fixed.
 #
 #   scripts/fuzz.sh [SECONDS] [HARNESS...]     e.g. scripts/fuzz.sh 30 png jpeg
 #   scripts/fuzz.sh --runs N [HARNESS...]      each harness until N executions (e.g. 10000000)
@@ -21,9 +22,17 @@ HARNESSES=("$@")
 [ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(safetensors shard-index torch-zip torch-legacy sq4 autogptq config json tiktoken calibration png jpeg)
 
 echo "building Fuzz/ (release, -sanitize=fuzzer,address; the first build takes ~5 minutes)..."
-(cd Fuzz && swift build -c release -j 2 --scratch-path .build-fuzz \
-    -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library \
-    -Xcc -fsanitize=fuzzer-no-link,address 2>&1 | grep -Ev '^\[|Cannot export local symbol' || true)
+build() {
+    (cd Fuzz && swift build -c release -j 2 --scratch-path .build-fuzz \
+        -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library \
+        -Xcc -fsanitize=fuzzer-no-link,address 2>&1 | grep -Ev '^\[|Cannot export local symbol')
+}
+# A build plan made before a source file was added to the main package can miss it (seen with
+# SwiftPM 6.3: "cannot find 'X' in scope"); planning again fixes it.
+if build | grep -q 'error:'; then
+    rm -f Fuzz/.build-fuzz/release/description.json Fuzz/.build-fuzz/release.yaml
+    build || true
+fi
 BIN=$ROOT/Fuzz/.build-fuzz/release/squint-fuzz
 [ -x "$BIN" ] || { echo "build failed: $BIN missing" >&2; exit 1; }
 
@@ -34,7 +43,7 @@ printf '%-13s %12s %8s %7s %7s %7s %s\n' harness executions exec/s cov ft corpus
 for h in "${HARNESSES[@]}"; do
     seeds=$ROOT/fixtures/fuzz/$h
     work=$ROOT/Fuzz/.build-fuzz/corpus/$h
-    art=$ROOT/Fuzz/.build-fuzz/artifacts/$h
+    art=$ROOT/Fuzz/.build-fuzz/findings/$h
     log=$ROOT/Fuzz/.build-fuzz/logs/$h.log
     mkdir -p "$work" "$art" "$(dirname "$log")"
     dirs=("$work" "$seeds")
@@ -51,7 +60,8 @@ for h in "${HARNESSES[@]}"; do
     cov=$(echo "$last" | grep -o 'cov: [0-9]*' | grep -o '[0-9]*' || echo "?")
     ft=$(echo "$last" | grep -o 'ft: [0-9]*' | grep -o '[0-9]*' || echo "?")
     corp=$(echo "$last" | grep -o 'corp: [0-9]*' | grep -o '[0-9]*' || echo "?")
-    crashes=$(find "$art" -type f -newer "$start" | wc -l); rm -f "$start"
+    mkdir -p "$art"
+    crashes=$(find "$art" -type f -newer "$start" 2>/dev/null | wc -l); rm -f "$start"
     printf '%-13s %12s %8s %7s %7s %7s %s\n' "$h" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$crashes"
     if [ $rc -ne 0 ] || [ "$crashes" -gt 0 ]; then STATUS=1; echo "  finding: see $log and $art/" ; fi
 done

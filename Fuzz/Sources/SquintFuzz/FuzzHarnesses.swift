@@ -159,7 +159,7 @@ final class FuzzContext {
             try f.verify()
         case .autogptq:
             let parts = split(data)
-            for name in ["quantize_config.json", "model.safetensors"] { try? FileManager.default.removeItem(atPath: folder + "/" + name) }
+            for name in ["quantize_config.json", "model.safetensors"] { unlink(folder + "/" + name) }
             if parts.count > 1 { _ = try put(parts[0], "quantize_config.json") }
             _ = try put(parts.last ?? [], "model.safetensors")
             let opened = try CheckpointOpener.open(folder)
@@ -191,7 +191,7 @@ final class FuzzContext {
         let sep = Self.partSeparator
         var parts: [[UInt8]] = [], start = 0, i = 0
         while i + sep.count <= data.count {
-            if data[i] == sep[0], Array(data[i ..< i + sep.count]) == sep {
+            if data[i] == sep[0], data[i ..< i + sep.count].elementsEqual(sep) {
                 parts.append(Array(data[start ..< i])); i += sep.count; start = i
             } else { i += 1 }
         }

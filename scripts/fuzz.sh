@@ -3,8 +3,8 @@
 # -sanitize=fuzzer,address and runs each for SECONDS (default 60) on one job, starting from its
 # committed seeds (fixtures/fuzz/<harness>/, read-only) plus a scratch corpus in
 # Fuzz/.build-fuzz/corpus/<harness>/ that libFuzzer grows. Crashes land in
-# Fuzz/.build-fuzz/findings/<harness>/ (not artifacts/: SwiftPM empties that folder of its scratch
-# path when it builds); copy each to fixtures/fuzz/<harness>/regressions/ once fixed.
+# Fuzz/.build-fuzz/findings/<harness>/ (not artifacts/, a folder SwiftPM owns in its scratch path: most of its
+# subfolders vanished during a rebuild on 2026-12-06); copy each to fixtures/fuzz/<harness>/regressions/ once fixed.
 #
 #   scripts/fuzz.sh [SECONDS] [HARNESS...]     e.g. scripts/fuzz.sh 30 png jpeg
 #   scripts/fuzz.sh --runs N [HARNESS...]      each harness until N executions (e.g. 10000000)

@@ -229,10 +229,12 @@ public enum DecoderConvert {
     /// Quantizes `tm`'s model for the request `r` with resume state beside `r.output`: refuses an
     /// existing output (unless --force; with --resume it says the run is complete), continues a saved
     /// run with --resume, and removes the state once `write` has put the output in place.
+    /// Returns `write`'s value and the block a resumed run started at (nil: from the start).
     static func quantizeResumable<T>(_ r: Request, model: DecoderLM, windows: [[Int32]], options o: Options, progress: ProgressBar?,
-                                     write: ([Module]) throws -> T) throws -> T {
+                                     write: ([Module]) throws -> T) throws -> (value: T, resumedFrom: Int?) {
         let work = try DecoderWork(output: r.output, fingerprint: try DecoderWork.fingerprint(model: r.model, options: o, windows: windows),
                                    resume: r.resume, force: r.force)
+        let resumedFrom = work.blocksDone > 0 ? work.blocksDone : nil
         let modules: [Module]
         do {
             modules = try quantize(model: model, windows: windows, options: o, work: work, afterBlock: r.afterBlock,
@@ -242,7 +244,7 @@ public enum DecoderConvert {
         } catch { work.failed(); throw error }
         let result = try write(modules)
         work.remove()
-        return result
+        return (result, resumedFrom)
     }
 
     /// The output check every text-model conversion starts with.
@@ -449,9 +451,11 @@ public enum DecoderConvert {
         public var modules: [ConvertModuleLog]
         public var seconds: Double
         public var peakRSSBytes: Int
+        /// The block a `--resume` run started at (nil: it ran from the start).
+        public var resumedFromBlock: Int? = nil
         enum CodingKeys: String, CodingKey {
             case output, method, samples, tokens, blocks, modules, seconds
-            case ggufType = "gguf_type", peakRSSBytes = "peak_rss_bytes"
+            case ggufType = "gguf_type", peakRSSBytes = "peak_rss_bytes", resumedFromBlock = "resumed_from_block"
         }
     }
 
@@ -478,7 +482,7 @@ public enum DecoderConvert {
             calibName = "\((path as NSString).lastPathComponent): \(windows.count) windows x \(r.sampleTokens) tokens"
         }
         let o = r.options
-        let modules = try quantizeResumable(r, model: tm.model, windows: windows, options: o, progress: progress) { modules in
+        let (modules, resumedFrom) = try quantizeResumable(r, model: tm.model, windows: windows, options: o, progress: progress) { modules in
             progress?.finish()
             let grid = o.target == .q4_1 ? "llama-q4_1 (group min/max) bits 4 asym" : "\(o.grid.rawValue) bits 4 sym"
             let prov = "squint \(o.method.rawValue) \(o.target.rawValue): grid \(grid) group 32 desc_act \(o.descAct) static_groups \(o.descAct) "
@@ -489,7 +493,7 @@ public enum DecoderConvert {
         }
         let result = Result(output: r.output, method: o.method.rawValue, ggufType: o.target.rawValue, samples: windows.count,
                             tokens: windows.reduce(0) { $0 + $1.count }, blocks: tm.model.dims.layers, modules: modules.map(\.log),
-                            seconds: Date().timeIntervalSince(t0), peakRSSBytes: peakRSSBytes())
+                            seconds: Date().timeIntervalSince(t0), peakRSSBytes: peakRSSBytes(), resumedFromBlock: resumedFrom)
         let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFileWriter.write(Array(try enc.encode(result)), to: r.output + ".log.json", overwrite: true)
         return result

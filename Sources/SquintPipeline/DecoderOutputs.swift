@@ -290,9 +290,11 @@ public enum DecoderOutputs {
         public var modules: [ConvertModuleLog]
         public var seconds: Double
         public var peakRSSBytes: Int
+        /// The block a `--resume` run started at (nil: it ran from the start).
+        public var resumedFromBlock: Int? = nil
         enum CodingKeys: String, CodingKey {
             case output, format, method, samples, tokens, blocks, files, modules, seconds
-            case peakRSSBytes = "peak_rss_bytes"
+            case peakRSSBytes = "peak_rss_bytes", resumedFromBlock = "resumed_from_block"
         }
     }
 
@@ -321,7 +323,7 @@ public enum DecoderOutputs {
             windows = try DecoderConvert.calibrationWindows(tokens: ids, count: r.samples, length: r.sampleTokens, bos: bos)
             calibName = "\((path as NSString).lastPathComponent): \(windows.count) windows x \(r.sampleTokens) tokens"
         }
-        let (modules, files) = try DecoderConvert.quantizeResumable(r, model: tm.model, windows: windows, options: o,
+        let ((modules, files), resumedFrom) = try DecoderConvert.quantizeResumable(r, model: tm.model, windows: windows, options: o,
                                                                     progress: progress) { modules -> ([DecoderConvert.Module], [String]) in
             progress?.finish()
             let packed = try pack(model: tm.model, modules: modules)
@@ -345,7 +347,8 @@ public enum DecoderOutputs {
         }
         let result = Result(output: r.output, format: format.rawValue, method: o.method.rawValue, samples: windows.count,
                             tokens: windows.reduce(0) { $0 + $1.count }, blocks: tm.model.dims.layers, files: files,
-                            modules: modules.map(\.log), seconds: Date().timeIntervalSince(t0), peakRSSBytes: peakRSSBytes())
+                            modules: modules.map(\.log), seconds: Date().timeIntervalSince(t0), peakRSSBytes: peakRSSBytes(),
+                            resumedFromBlock: resumedFrom)
         let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         let log = format == .squint ? r.output + ".log.json" : r.output + "/convert_log.json"
         try AtomicFileWriter.write(Array(try enc.encode(result)), to: log, overwrite: true)

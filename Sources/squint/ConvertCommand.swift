@@ -227,7 +227,8 @@ struct Convert: ParsableCommand {
             let res = try withResumeNote { try DecoderOutputs.run(r, format: format == "autogptq" ? .autogptq : .squint,
                                                                   progress: ProgressBar(label: "convert", unit: .items("steps"))) }
             if json { print(try jsonString(res)); return }
-            print("wrote \(res.output) (\(res.format), \(res.method), \(res.blocks) blocks, \(res.samples) samples, \(res.tokens) tokens)")
+            print("wrote \(res.output) (\(res.format), \(res.method), \(res.blocks) blocks, \(res.samples) samples, \(res.tokens) tokens)"
+                + (res.resumedFromBlock.map { " (resumed at block \($0))" } ?? ""))
             print(Self.moduleTable(res.modules), terminator: "")
             print(String(format: "time: %.1f s, peak memory (max RSS) %.1f MiB", res.seconds, Double(res.peakRSSBytes) / 1048576))
         }
@@ -244,7 +245,8 @@ struct Convert: ParsableCommand {
             r.options.target = DecoderConvert.GGUFTarget(rawValue: ggufType)!
             let res = try withResumeNote { try DecoderConvert.run(r, progress: ProgressBar(label: "convert", unit: .items("steps"))) }
             if json { print(try jsonString(res)); return }
-            print("wrote \(res.output) (gguf \(res.ggufType), \(res.method), \(res.blocks) blocks, \(res.samples) samples, \(res.tokens) tokens)")
+            print("wrote \(res.output) (gguf \(res.ggufType), \(res.method), \(res.blocks) blocks, \(res.samples) samples, \(res.tokens) tokens)"
+                + (res.resumedFromBlock.map { " (resumed at block \($0))" } ?? ""))
             for m in res.modules {
                 print(String(format: "  %-28@ avg_loss %12.6g  damp %.4g  hessian %.2f s  quant %.2f s", m.module, m.avgLoss, m.damp,
                              m.hessianSeconds, m.quantSeconds))

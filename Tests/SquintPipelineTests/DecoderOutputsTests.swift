@@ -264,10 +264,12 @@ final class DecoderOutputsTests: XCTestCase {
             var r = DecoderConvert.Request(model: src, calibrationText: calib, output: tmp + "/ref-\(gguf)")
             r.samples = 4; r.sampleTokens = 48
             if gguf { r.options.target = .q4_1 } else { r.options.groupSize = 32; r.options.descAct = true }
-            func run(_ r: DecoderConvert.Request, _ bar: ProgressBar? = nil) throws -> [ConvertModuleLog] {
-                gguf ? try DecoderConvert.run(r, progress: bar).modules : try DecoderOutputs.run(r, format: .squint, progress: bar).modules
+            func run(_ r: DecoderConvert.Request, _ bar: ProgressBar? = nil) throws -> (logs: [ConvertModuleLog], resumed: Int?) {
+                if gguf { let x = try DecoderConvert.run(r, progress: bar); return (x.modules, x.resumedFromBlock) }
+                let x = try DecoderOutputs.run(r, format: .squint, progress: bar); return (x.modules, x.resumedFromBlock)
             }
-            let refLogs = try run(r)
+            let (refLogs, refResumed) = try run(r)
+            XCTAssertNil(refResumed)
             let reference = try Data(contentsOf: URL(fileURLWithPath: r.output))
 
             r.output = tmp + "/out-\(gguf)"
@@ -288,7 +290,8 @@ final class DecoderOutputsTests: XCTestCase {
             let bar = ProgressBar(label: "t", unit: .items("steps"))
             var first: (Int, Int)? = nil
             bar.observer = { d, t, _, _, _ in if first == nil { first = (d, t) } }
-            let logs = try run(r, bar)
+            let (logs, resumed) = try run(r, bar)
+            XCTAssertEqual(resumed, 1)
             XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: r.output)), reference, "gguf \(gguf): resumed bytes")
             XCTAssertFalse(FileManager.default.fileExists(atPath: work))
             let blockSteps = try XCTUnwrap(first).1 / 2

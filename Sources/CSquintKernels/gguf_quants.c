@@ -578,6 +578,92 @@ static void q4_1(const float *x, uint8_t *b, size_t nb) {
     }
 }
 
+// Q6_K (llama.cpp's quantize_row_q6_K_ref, Formats/GGUF.md §5.8): per 16 weights a scale chosen by
+// a weighted least-squares search over 19 candidate grids (weights x^2), then one float16 super-scale
+// d = max_scale / -128 for the 256 and int8 sub-scales round(sc / d), codes round(x / (d * sub)) in
+// -32..31 stored as 4 low bits (ql) and 2 high bits (qh). llama.cpp builds this file (ggml-base)
+// without FMA, so float32 with one rounding per operation matches it; contraction is off here too.
+
+// Round to nearest, ties to even, by the float magic-number trick (|v| <= 2^22), as ggml does.
+static inline int nearest_int(float v) {
+    float t = v + 12582912.f;
+    int32_t i; memcpy(&i, &t, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+// One group of n weights on the grid l in [-nmax, nmax-1]: L[i] = l + nmax; returns the scale.
+static float q6k_group_scale(const float *x, int n, int nmax, int8_t *L) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; i++) { float a = fabsf(x[i]); if (a > amax) { amax = a; max = x[i]; } }
+    if (amax < 1e-15f) { for (int i = 0; i < n; i++) L[i] = 0; return 0.f; }
+    float best = 0, scale = 0;
+    for (int is = 0; is <= 18; is++) {          // is = 0: -nmax / max; then the 18 shifted grids
+        int shift = is == 0 ? 0 : (is <= 9 ? is - 10 : is - 9);
+        float iscale = is == 0 ? -nmax / max : -(nmax + 0.1f * shift) / max;
+        float sumlx = 0, suml2 = 0;
+        for (int i = 0; i < n; i++) {
+            int l = nearest_int(iscale * x[i]);
+            l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+            float w = x[i] * x[i];
+            sumlx += w * x[i] * l;
+            suml2 += w * l * l;
+        }
+        if (is == 0) {
+            for (int i = 0; i < n; i++) {
+                int l = nearest_int(iscale * x[i]);
+                L[i] = (int8_t)(nmax + (l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l));
+            }
+            scale = suml2 ? sumlx / suml2 : 0.0f;
+            best = scale * sumlx;
+        } else if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+            for (int i = 0; i < n; i++) {
+                int l = nearest_int(iscale * x[i]);
+                L[i] = (int8_t)(nmax + (l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l));
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+static void q6_k(const float *x, uint8_t *b, size_t nb) {
+    int8_t L[256];
+    float sc[16];
+    for (size_t k = 0; k < nb; k++, x += 256, b += 210) {
+        float max_scale = 0, max_abs = 0;
+        for (int g = 0; g < 16; g++) {
+            sc[g] = q6k_group_scale(x + 16 * g, 16, 32, L + 16 * g);
+            if (fabsf(sc[g]) > max_abs) { max_abs = fabsf(sc[g]); max_scale = sc[g]; }
+        }
+        memset(b, 0, 210);
+        if (max_abs < 1e-15f) continue;          // all zero: d = 0, every code 0
+        float iscale = -128.f / max_scale;
+        uint16_t dh = f2h(1 / iscale);
+        st16(b + 208, dh);
+        int8_t *sub = (int8_t *)(b + 192);
+        for (int g = 0; g < 16; g++) { int v = nearest_int(iscale * sc[g]); sub[g] = (int8_t)(v < 127 ? v : 127); }
+        float d0 = h2f(dh);
+        for (int g = 0; g < 16; g++) {
+            float d = d0 * sub[g];
+            if (!d) continue;                     // keeps the group's codes from the search
+            for (int i = 0; i < 16; i++) {
+                int l = nearest_int(x[16 * g + i] / d);
+                L[16 * g + i] = (int8_t)((l < -32 ? -32 : l > 31 ? 31 : l) + 32);
+            }
+        }
+        uint8_t *ql = b, *qh = b + 128;
+        for (int h = 0; h < 256; h += 128, ql += 64, qh += 32) {
+            for (int l = 0; l < 32; l++) {
+                const int8_t *q = L + h + l;
+                ql[l] = (uint8_t)((q[0] & 15) | ((q[64] & 15) << 4));
+                ql[l + 32] = (uint8_t)((q[32] & 15) | ((q[96] & 15) << 4));
+                qh[l] = (uint8_t)((q[0] >> 4) | ((q[32] >> 4) << 2) | ((q[64] >> 4) << 4) | ((q[96] >> 4) << 6));
+            }
+        }
+    }
+}
+
 int sq_gguf_quantize(int type, const float *src, void *dst, size_t nblocks) {
     uint8_t *b = (uint8_t *)dst;
     switch (type) {
@@ -587,6 +673,7 @@ int sq_gguf_quantize(int type, const float *src, void *dst, size_t nblocks) {
     case T_Q8_0: q8_0(src, b, nblocks); return 0;
     case T_Q4_0: q4_0(src, b, nblocks); return 0;
     case T_Q4_1: q4_1(src, b, nblocks); return 0;
+    case T_Q6_K: q6_k(src, b, nblocks); return 0;
     default: return -1;
     }
 }

@@ -64,7 +64,7 @@ public enum GGUFDequant {
 /// §5.8), bit-identical to gguf-py's `quantize` for Q8_0, Q4_0 and Q4_1.
 public enum GGUFQuantize {
     /// Types the quantisers write.
-    public static let types: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1]
+    public static let types: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q6_K]
 
     /// Encodes `values` (a multiple of the type's block size) as blocks. Returns nil for a type not in
     /// `types` or a count that is not whole blocks.

@@ -400,10 +400,13 @@ public enum DecoderConvert {
                 written.insert(t.name)
                 continue
             }
+            // llama-quantize's choice for a Q4_0/Q4_1 file: 1-D tensors F32; token_embd the target type
+            // when there is an output.weight; the output layer (output.weight, else the tied token_embd)
+            // Q6_K when its rows are whole 256-blocks, else Q8_0.
             let type: GGMLType
             if shape.count == 1 { type = .f32 }
             else if t.name == naming.embedding && hasOutput { type = target.ggmlType }
-            else { type = .q8_0 }
+            else { type = (shape.last ?? 0) % 256 == 0 ? .q6_K : .q8_0 }
             if t.type == type {
                 let raw = Array(try source.bytes(of: t))
                 try w.addTensor(name: t.name, type: type, shape: shape, bytes: raw)

@@ -64,6 +64,25 @@ final class GGUFWriterTests: XCTestCase {
         }
     }
 
+    /// Q6_K (the output layer of llama-quantize's Q4_0 files when the width is a multiple of 256)
+    /// against llama.cpp's own quantize_row_q6_K_ref on fixtures/gguf-q6k: every byte, including an
+    /// all-zero block, a zero group, tiny values and exact ties; it decodes back within its step.
+    func testQ6_KQuantiserMatchesLlamaCppBitForBit() throws {
+        let raw = try Data(contentsOf: URL(fileURLWithPath: fixturePath("gguf-q6k/input.f32")))
+        let x = raw.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        let theirs = [UInt8](try Data(contentsOf: URL(fileURLWithPath: fixturePath("gguf-q6k/llama.q6_k"))))
+        XCTAssertEqual(x.count, 8 * 256)
+        let ours = try XCTUnwrap(GGUFQuantize.quantize(.q6_K, x))
+        XCTAssertEqual(ours.count, theirs.count)
+        for b in 0..<8 {
+            let r = (b * 210)..<((b + 1) * 210)
+            XCTAssertEqual(Array(ours[r]), Array(theirs[r]), "block \(b)")
+        }
+        let back = ours.withUnsafeBytes { GGUFDequant.dequantize(.q6_K, blocks: $0) }
+        XCTAssertEqual(Array(back[(2 * 256)..<(3 * 256)]), [Float](repeating: 0, count: 256), "the all-zero block")
+        XCTAssertNil(GGUFQuantize.quantize(.q6_K, [Float](repeating: 1, count: 255)), "whole 256-blocks only")
+    }
+
     func testWhatWeWriteReadsBackIdentically() throws {
         let w = GGUFWriter()
         try w.add(key: "general.architecture", .string("llama"))

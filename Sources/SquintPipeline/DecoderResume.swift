@@ -63,17 +63,28 @@ final class DecoderWork {
         }
     }
 
-    /// The identity a saved run must match: settings, the source file (name, size, modification
-    /// time) and the calibration tokens.
+    /// The identity a saved run must match: settings, the source (the file's, or every file's of a
+    /// folder, name, size and modification time) and the calibration tokens.
     static func fingerprint(model: String, options o: DecoderConvert.Options, windows: [[Int32]]) throws -> String {
-        let attrs: [FileAttributeKey: Any]
-        do { attrs = try FileManager.default.attributesOfItem(atPath: model) } catch {
-            throw FormatError.io(path: model, doing: "cannot read the source's attributes", error)
+        let fm = FileManager.default
+        func identity(_ path: String) throws -> String {
+            let attrs: [FileAttributeKey: Any]
+            do { attrs = try fm.attributesOfItem(atPath: path) } catch {
+                throw FormatError.io(path: path, doing: "cannot read the source's attributes", error)
+            }
+            let size = (attrs[.size] as? NSNumber)?.int64Value ?? -1
+            let mtime = (attrs[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+            return "\((path as NSString).lastPathComponent) size \(size) mtime \(mtime)"
         }
-        let size = (attrs[.size] as? NSNumber)?.int64Value ?? -1
-        let mtime = (attrs[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        var isDir: ObjCBool = false
+        let root = (model as NSString).standardizingPath
+        var source = try identity(root)
+        if fm.fileExists(atPath: root, isDirectory: &isDir), isDir.boolValue {
+            let names = ((try? fm.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
+            source = try names.map { try identity(root + "/" + $0) }.joined(separator: ", ")
+        }
         let tokens = windows.flatMap { $0 }.withUnsafeBytes { sha256Hex($0) }
-        return [Converter.toolVersion, "source \((model as NSString).standardizingPath) size \(size) mtime \(mtime)",
+        return [Converter.toolVersion, "source \(root): \(source)",
                 "calib \(windows.count) windows sha256 \(tokens)",
                 "method \(o.method.rawValue) container \(o.container.rawValue) target \(o.target.rawValue) grid \(o.grid.rawValue)",
                 "group \(o.groupSize) sym \(o.sym) desc_act \(o.descAct) static \(o.staticGroups) damp \(o.dampPercent)"].joined(separator: "; ")

@@ -260,10 +260,11 @@ final class DecoderOutputsTests: XCTestCase {
     /// removes the state. Other settings, or no --resume / --force, are refused.
     func testInterruptedTextConversionResumesToTheSameBytes() throws {
         let src = try source(), calib = try calibrationText()
-        for gguf in [false, true] {
-            var r = DecoderConvert.Request(model: src, calibrationText: calib, output: tmp + "/ref-\(gguf)")
+        for (gguf, rtn) in [(false, false), (true, false), (false, true)] {
+            var r = DecoderConvert.Request(model: src, calibrationText: rtn ? nil : calib, output: tmp + "/ref-\(gguf)-\(rtn)")
             r.samples = 4; r.sampleTokens = 48
-            if gguf { r.options.target = .q4_1 } else { r.options.groupSize = 32; r.options.descAct = true }
+            if gguf { r.options.target = .q4_1 } else { r.options.groupSize = 32; r.options.descAct = !rtn }
+            if rtn { r.options.method = .rtn }
             func run(_ r: DecoderConvert.Request, _ bar: ProgressBar? = nil) throws -> (logs: [ConvertModuleLog], resumed: Int?) {
                 if gguf { let x = try DecoderConvert.run(r, progress: bar); return (x.modules, x.resumedFromBlock) }
                 let x = try DecoderOutputs.run(r, format: .squint, progress: bar); return (x.modules, x.resumedFromBlock)
@@ -272,7 +273,7 @@ final class DecoderOutputsTests: XCTestCase {
             XCTAssertNil(refResumed)
             let reference = try Data(contentsOf: URL(fileURLWithPath: r.output))
 
-            r.output = tmp + "/out-\(gguf)"
+            r.output = tmp + "/out-\(gguf)-\(rtn)"
             let work = Converter.workFolder(for: r.output)
             r.afterBlock = { if $0 == 0 { throw ConvertError.interrupted(afterBlock: $0) } }
             XCTAssertThrowsError(try run(r))
@@ -282,7 +283,7 @@ final class DecoderOutputsTests: XCTestCase {
             XCTAssertEqual(saved.metadata["modules"]?.split(separator: ",").count, 7)
             XCTAssertNil(saved.info("m0.q"), "the fake-quantized weight is rebuilt from the codes, not stored")
             XCTAssertThrowsError(try run(r)) { XCTAssertTrue("\($0)".contains("pass --resume"), "\($0)") }
-            var other = r; other.resume = true; other.options.dampPercent = 0.02
+            var other = r; other.resume = true; other.options.groupSize = gguf ? 32 : 64; other.options.dampPercent = 0.02
             XCTAssertThrowsError(try run(other)) { XCTAssertTrue("\($0)".contains("other settings"), "\($0)") }
             XCTAssertEqual(Converter.resumeHint(for: r.output)?.contains("1 finished block is saved"), true)
 

@@ -7,7 +7,7 @@
 /// always tells readers what the layout used.
 public final class GGUFWriter {
     /// Tensor types this writer accepts.
-    public static let tensorTypes: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1]
+    public static var tensorTypes: [GGMLType] { GGUFQuantize.types }   // the types we can encode, and no others
     /// llama.cpp's GGML_MAX_NAME: tensor names must be shorter than this many bytes.
     public static let maxNameBytes = 64
 

@@ -81,6 +81,18 @@ final class GGUFWriterTests: XCTestCase {
         let back = ours.withUnsafeBytes { GGUFDequant.dequantize(.q6_K, blocks: $0) }
         XCTAssertEqual(Array(back[(2 * 256)..<(3 * 256)]), [Float](repeating: 0, count: 256), "the all-zero block")
         XCTAssertNil(GGUFQuantize.quantize(.q6_K, [Float](repeating: 1, count: 255)), "whole 256-blocks only")
+        // The writer takes Q6_K tensors (from floats, and as raw blocks) and reads them back.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("q6k-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let w = GGUFWriter()
+        try w.add(key: "general.architecture", .string("llama"))
+        try w.addTensor(name: "output.weight", type: .q6_K, shape: [8, 256], values: x)
+        try w.addTensor(name: "raw", type: .q6_K, shape: [8, 256], bytes: theirs)
+        try w.write(to: dir.path + "/q6k.gguf", overwrite: false)
+        let g = try GGUFFile(path: dir.path + "/q6k.gguf")
+        XCTAssertEqual(Array(try g.bytes(named: "output.weight")), theirs)
+        XCTAssertEqual(Array(try g.bytes(named: "raw")), theirs)
     }
 
     func testWhatWeWriteReadsBackIdentically() throws {

@@ -175,11 +175,4 @@ public struct ConvertResult: Codable, Sendable {
 }
 
 /// Peak resident set size of this process (VmHWM), 0 where /proc is absent.
-public func peakRSSBytes() -> Int {
-    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-    for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-        let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
-        return kb * 1024
-    }
-    return 0
-}
+public func peakRSSBytes() -> Int { MemoryUsage.current().peakRSS }

@@ -653,6 +653,18 @@ final class ConvertTests: XCTestCase {
         }
     }
 
+    /// /proc/self/status prints "%8lu kB" after a tab: from 10^7 kB on there is no space before the
+    /// number. The peak RSS of the 1.5B's conversion (~11 GiB) was reported as 0 before this.
+    func testMemoryFieldsAreReadAtEveryWidth() {
+        let status = "Name:\tsquint\nVmHWM:\t11234567 kB\nVmRSS:\t  123456 kB\nRssAnon:\t 9876543 kB\nRssFile:\t10000000 kB\n"
+        let m = MemoryUsage.parse(status: status)
+        XCTAssertEqual(m.peakRSS, 11_234_567 * 1024)
+        XCTAssertEqual(m.anonymous, 9_876_543 * 1024)
+        XCTAssertEqual(m.fileBacked, 10_000_000 * 1024)
+        XCTAssertEqual(MemoryUsage.parse(status: "VmHWM:\t    2048 kB\n").peakRSS, 2048 * 1024)
+        XCTAssertGreaterThan(peakRSSBytes(), 0)
+    }
+
     func testAutoGPTQCheckpointIsRepackedWithoutRequantising() throws {
         let s = try Self.shared()
         let o = ConvertOptions(model: s.autogptq, calibration: nil, output: "\(tmp)/repacked.sq4")

@@ -8,6 +8,8 @@
 #
 #   scripts/fuzz.sh [SECONDS] [HARNESS...]     e.g. scripts/fuzz.sh 30 png jpeg
 #   scripts/fuzz.sh --runs N [HARNESS...]      each harness until N executions (e.g. 10000000)
+#   SQUINT_FUZZ_BIN=FILE scripts/fuzz.sh ...   no build: runs FILE, a squint-fuzz binary built (and copied
+#                                               out of Fuzz/.build-fuzz) before, so long runs survive edits
 #
 # Limits: -timeout=1 (an input taking > 1 s is a hang), -rss_limit_mb=2048, -malloc_limit_mb=2048, and
 # the per-harness allocation bound of FuzzHarness.allocationFactor (1 MiB + 16 x the input's size for
@@ -21,6 +23,10 @@ else SECONDS_EACH=${1:-60}; shift || true; fi
 HARNESSES=("$@")
 [ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(safetensors shard-index torch-zip torch-legacy sq4 autogptq config json tiktoken calibration png jpeg)
 
+if [ -n "${SQUINT_FUZZ_BIN:-}" ]; then
+BIN=$SQUINT_FUZZ_BIN
+[ -x "$BIN" ] || { echo "SQUINT_FUZZ_BIN=$BIN is not an executable" >&2; exit 1; }
+else
 echo "building Fuzz/ (release, -sanitize=fuzzer,address; the first build takes ~5 minutes)..."
 build() {
     (cd Fuzz && swift build -c release -j 2 --scratch-path .build-fuzz \
@@ -36,6 +42,7 @@ fi
 BIN=$ROOT/Fuzz/.build-fuzz/release/squint-fuzz
 [ -x "$BIN" ] || { echo "build failed: $BIN missing" >&2; exit 1; }
 
+fi
 export SQUINT_FUZZ_FIXTURES=$ROOT/fixtures
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=0}
 STATUS=0

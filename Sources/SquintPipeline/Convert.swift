@@ -32,20 +32,14 @@ public enum Converter {
     public static let sequentialGroups: [[QwenLM.BlockLinear]] = [[.cAttn], [.cProj], [.w1, .w2], [.mlpProj]]
 
     /// Where a run keeps its resume state for output `output`.
-    public static func workFolder(for output: String) -> String {
-        let dest = (output as NSString).standardizingPath
-        let parent = Paths.parent(of: dest)
-        return "\(parent)/.\((dest as NSString).lastPathComponent).squint-convert"
-    }
+    public static func workFolder(for output: String) -> String { WorkFolder<BlockProgress>.path(for: output) }
 
     /// After a failed run (disk full, a bad image found late, ...): what the work folder still holds
     /// and how to continue, or nil when nothing was saved.
     public static func resumeHint(for output: String) -> String? {
         let work = workFolder(for: output)
-        // Both kinds of run (Qwen-VL: ConvertWorkState, text models: DecoderWork.State) record blocksDone.
-        struct Saved: Decodable { var blocksDone: Int }
-        guard let d = FileManager.default.contents(atPath: "\(work)/state.json"),
-              let state = try? JSONDecoder().decode(Saved.self, from: d) else { return nil }
+        // Every kind of run's state starts with the common part (ResumeState).
+        guard let state = try? WorkFolder<BlockProgress>.read("\(work)/state.json") else { return nil }
         let what = state.blocksDone == 1 ? "1 finished block is" : "\(state.blocksDone) finished blocks are"
         return "\(state.blocksDone == 0 ? "the calibration activations are" : what) saved in \(work): "
             + "fix the problem and run the same command with --resume to continue, or delete that folder to start over"
@@ -102,32 +96,14 @@ public enum Converter {
         let fingerprint = [Converter.toolVersion, "source \(sourceSHA)", "calib \(calib?.sha256 ?? "none") max \(o.maxSamples ?? -1)",
                            "method \(o.method.rawValue) bits \(o.bits) group \(o.groupSize) sym \(o.sym) desc_act \(o.descAct)",
                            "static \(o.staticGroups) damp \(o.dampPercent) hinv \(o.hinvPrecision.rawValue)"].joined(separator: "; ")
-        let work = workFolder(for: dest)
-        let statePath = "\(work)/state.json"
-        var state: ConvertWorkState? = nil
-        if fm.fileExists(atPath: work) {
-            if o.resume, let s = try ConvertWorkState.read(statePath) {
-                guard s.fingerprint == fingerprint else {
-                    throw ConvertError.workState(path: work, problem: "the saved run used other settings, source or calibration (\(s.fingerprint)); pass --force to start over")
-                }
-                state = s
-            } else if o.resume || o.force {
-                try? fm.removeItem(atPath: work)
-            } else {
-                throw ConvertError.workState(path: work, problem: "a previous run's state is here: pass --resume to continue it, or --force to start over")
-            }
-        }
-        if state == nil {
-            do { try fm.createDirectory(atPath: work, withIntermediateDirectories: false) } catch {
-                throw FormatError.io(path: work, doing: "cannot create the work folder", error)
-            }
-        }
+        let folder = try WorkFolder<ConvertWorkState>(output: dest, fingerprint: fingerprint, resume: o.resume, force: o.force)
+        let work = folder.path
+        var state = folder.saved
         // A run that fails before its first state.json (a bad image, a model that does not bind) did
         // no work worth keeping: it leaves no work folder, so the corrected command needs no --force.
-        let freshWork = state == nil
         func discardFreshWork<T>(_ body: () throws -> T) throws -> T {
             do { return try body() } catch {
-                if freshWork { try? fm.removeItem(atPath: work) }
+                if folder.fresh { folder.remove() }
                 throw error
             }
         }
@@ -185,7 +161,7 @@ public enum Converter {
                 }
                 releasePages(of: opened.file) { $0.hasPrefix("transformer.visual.") || $0 == "transformer.wte.weight" }
                 state = ConvertWorkState(fingerprint: fingerprint, blocksDone: 0, tokens: tokens, log: [])
-                try state!.write(statePath)
+                try folder.write(state!)
                 stageSeconds["calibration", default: 0] += Date().timeIntervalSince(tc)
             }
         }
@@ -210,7 +186,7 @@ public enum Converter {
             releasePages(of: opened.file) { $0.hasPrefix(prefix) }
             st.blocksDone = l + 1
             st.log += logs
-            try st.write(statePath)
+            try folder.write(st)
             try? fm.removeItem(atPath: "\(work)/acts-\(l)")
             carried = outputs
             try o.afterBlock?(l)
@@ -276,9 +252,9 @@ public enum Converter {
             guard placed else {
                 throw FormatError.io(path: dest, message: "cannot move the finished folder into place: \(String(cString: strerror(errno)))")
             }
-            try? fm.removeItem(atPath: work)
+            folder.remove()
         } else {
-            try? fm.removeItem(atPath: work)
+            folder.remove()
             try writeLog(result, calibration: calibText, to: logPath, overwrite: true)
         }
         progress?.finish()

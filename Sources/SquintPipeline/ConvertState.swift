@@ -93,10 +93,9 @@ final class ActivationStore {
     }
 }
 
-/// The resume record of a run (`state.json` in the work folder), rewritten atomically after the
-/// calibration pass and after every block. A block counts as done only once this file says so.
-struct ConvertWorkState: Codable, Equatable {
-    /// Settings, source and calibration identity: --resume refuses a different run's state.
+/// The resume record of a Qwen-VL run (`state.json` in its `WorkFolder`), rewritten after the
+/// calibration pass and after every block.
+struct ConvertWorkState: ResumeState, Equatable {
     var fingerprint: String
     /// Blocks finished; block-<i>.safetensors exist for i < blocksDone, and acts-<blocksDone>
     /// holds the inputs of the next block.
@@ -104,19 +103,4 @@ struct ConvertWorkState: Codable, Equatable {
     /// Tokens per calibration sample.
     var tokens: [Int]
     var log: [ConvertModuleLog]
-
-    static func read(_ path: String) throws -> ConvertWorkState? {
-        guard let d = FileManager.default.contents(atPath: path) else { return nil }
-        do { return try JSONDecoder().decode(ConvertWorkState.self, from: d) } catch {
-            throw ConvertError.workState(path: path, problem: "the resume state is unreadable (\(error)); start over with --force")
-        }
-    }
-
-    func write(_ path: String) throws {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        let w = try AtomicFileWriter(destination: path, overwrite: true)
-        try w.write(Array(try e.encode(self)))
-        try w.commit()
-    }
 }

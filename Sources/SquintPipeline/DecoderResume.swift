@@ -20,47 +20,16 @@ import SquintTensor
 /// A resumed run loads the finished blocks and continues at the next one from exactly the inputs an
 /// uninterrupted run would have had, so it writes the same bytes.
 final class DecoderWork {
-    let folder: String
+    private let work: WorkFolder<BlockProgress>
     let fingerprint: String
     private(set) var blocksDone = 0
-    /// Whether this run made the folder (a failure before its first block then removes it again).
-    let fresh: Bool
-    var statePath: String { folder + "/state.json" }
+    var folder: String { work.path }
 
-    struct State: Codable { var fingerprint: String; var blocksDone: Int }
-
-    /// Opens (with `resume`) or creates the work folder for `output`; refuses another run's state, and
-    /// any existing folder unless `resume` or `force` is given.
+    /// Opens (with `resume`) or creates the work folder for `output` (`WorkFolder`'s rules).
     init(output: String, fingerprint: String, resume: Bool, force: Bool) throws {
-        let fm = FileManager.default
-        folder = Converter.workFolder(for: output)
+        work = try WorkFolder(output: output, fingerprint: fingerprint, resume: resume, force: force)
         self.fingerprint = fingerprint
-        var existing: State? = nil
-        if fm.fileExists(atPath: folder) {
-            if resume, let d = fm.contents(atPath: folder + "/state.json") {
-                let s: State
-                do { s = try JSONDecoder().decode(State.self, from: d) } catch {
-                    throw ConvertError.workState(path: folder + "/state.json", problem: "the resume state is unreadable (\(error)); start over with --force")
-                }
-                guard s.fingerprint == fingerprint else {
-                    throw ConvertError.workState(path: folder, problem: "the saved run used other settings, source or calibration (\(s.fingerprint)); pass --force to start over")
-                }
-                existing = s
-            } else if resume || force {
-                try? fm.removeItem(atPath: folder)
-            } else {
-                throw ConvertError.workState(path: folder, problem: "a previous run's state is here: pass --resume to continue it, or --force to start over")
-            }
-        }
-        fresh = existing == nil
-        if let existing {
-            blocksDone = existing.blocksDone
-        } else {
-            do { try fm.createDirectory(atPath: folder, withIntermediateDirectories: false) } catch {
-                throw FormatError.io(path: folder, doing: "cannot create the work folder", error)
-            }
-            try writeState()
-        }
+        if let saved = work.saved { blocksDone = saved.blocksDone } else { try writeState() }
     }
 
     /// The identity a saved run must match: settings, the source (the file's, or every file's of a
@@ -90,24 +59,20 @@ final class DecoderWork {
                 "group \(o.groupSize) sym \(o.sym) desc_act \(o.descAct) static \(o.staticGroups) damp \(o.dampPercent)"].joined(separator: "; ")
     }
 
-    private func writeState() throws {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        let w = try AtomicFileWriter(destination: statePath, overwrite: true)
-        try w.write(Array(try e.encode(State(fingerprint: fingerprint, blocksDone: blocksDone))))
-        try w.commit()
-    }
+    private func writeState() throws { try work.write(BlockProgress(fingerprint: fingerprint, blocksDone: blocksDone)) }
 
     private func blockPath(_ l: Int) -> String { "\(folder)/block-\(l).safetensors" }
     private func actsPath(_ l: Int) -> String { "\(folder)/acts-\(l).safetensors" }
 
-    /// The fake-quantized weight GPTQ's codes stand for, computed as `Quantizer.quantize` does.
+    /// The fake-quantized weight GPTQ's codes stand for (`Quantizer.value`, the step
+    /// `Quantizer.quantize` ends with, so the two agree bit for bit by construction).
     static func dequantized(_ w: QuantizedWeight, minOffset: Bool) -> [Float] {
         var q = [Float](repeating: 0, count: w.rows * w.columns)
         for r in 0..<w.rows {
             for c in 0..<w.columns {
-                let g = r * w.groups + Int(w.gIdx[c]), code = Float(w.codes[r * w.columns + c])
-                q[r * w.columns + c] = minOffset ? (w.scale[g] * code) + w.zero[g] : w.scale[g] * (code - w.zero[g])
+                let g = r * w.groups + Int(w.gIdx[c])
+                q[r * w.columns + c] = Quantizer.value(code: Float(w.codes[r * w.columns + c]), scale: w.scale[g],
+                                                       zeroOrOffset: w.zero[g], minOffset: minOffset)
             }
         }
         return q
@@ -115,11 +80,12 @@ final class DecoderWork {
 
     /// Saves block `l`'s modules and the next block's inputs, then marks the block done.
     func save(block l: Int, modules: [DecoderConvert.Module], inputs xs: [FloatTensor], minOffset: Bool) throws {
+        // Each tensor's bytes are streamed from the arrays they live in (no copies).
         var tensors: [SafetensorsWriter.Tensor] = []
-        var data: [String: [UInt8]] = [:]
+        var data: [String: (TensorSink) throws -> Void] = [:]
         func add<T>(_ name: String, _ dtype: DType, _ shape: [Int], _ values: [T]) {
             tensors.append(.init(name: name, dtype: dtype, shape: shape))
-            data[name] = values.withUnsafeBytes { Array($0) }
+            data[name] = { sink in try values.withUnsafeBytes { try sink.write($0) } }
         }
         var logs: [ConvertModuleLog] = []
         for (k, m) in modules.enumerated() {
@@ -134,14 +100,12 @@ final class DecoderWork {
         let meta = ["modules": modules.map { "\($0.layer) \($0.linear.rawValue) \($0.weight.lossSum.bitPattern)" }.joined(separator: ","),
                     "logs": String(decoding: try JSONEncoder().encode(logs), as: UTF8.self)]
         let w = try SafetensorsWriter(tensors: tensors, metadata: meta, path: blockPath(l))
-        try w.write(to: blockPath(l), overwrite: true) { t in data[t.name]! }
-        var acts: [SafetensorsWriter.Tensor] = [], actData: [String: [UInt8]] = [:]
-        for (i, x) in xs.enumerated() {
-            acts.append(.init(name: "x\(i)", dtype: .f32, shape: x.shape))
-            actData["x\(i)"] = x.data.withUnsafeBytes { Array($0) }
-        }
+        try w.write(to: blockPath(l), overwrite: true) { t, sink in try data[t.name]!(sink) }
+        let acts = xs.enumerated().map { SafetensorsWriter.Tensor(name: "x\($0.offset)", dtype: .f32, shape: $0.element.shape) }
         let a = try SafetensorsWriter(tensors: acts, metadata: ["after_block": "\(l)"], path: actsPath(l))
-        try a.write(to: actsPath(l), overwrite: true) { t in actData[t.name]! }
+        try a.write(to: actsPath(l), overwrite: true) { t, sink in
+            try xs[Int(t.name.dropFirst())!].data.withUnsafeBytes { try sink.write($0) }
+        }
         blocksDone = l + 1
         try writeState()
         if l > 0 { try? FileManager.default.removeItem(atPath: actsPath(l - 1)) }
@@ -188,10 +152,10 @@ final class DecoderWork {
     }
 
     /// The run finished (its output is in place): the state is no longer needed.
-    func remove() { try? FileManager.default.removeItem(atPath: folder) }
+    func remove() { work.remove() }
 
     /// The run failed: a folder this run made and that holds no finished block goes too.
-    func failed() { if fresh && blocksDone == 0 { remove() } }
+    func failed() { if work.fresh && blocksDone == 0 { remove() } }
 }
 
 extension Array where Element == Float {

@@ -170,7 +170,7 @@ public struct Quantizer: Sendable {
     public static func quantize(_ x: Float, scale: Float, zero: Float, maxq: Float) -> (value: Float, code: Float) {
         var c = roundHalfEven(x / scale) + zero
         c = Swift.min(Swift.max(c, 0), maxq)  // torch.clamp; NaN cannot reach here (inputs checked)
-        return (scale * (c - zero), c)
+        return (value(code: c, scale: scale, zeroOrOffset: zero, minOffset: false), c)
     }
 
     /// The `minOffset` (Q4_1) grid: code = clamp(round((x - offset)/scale), 0, maxq) with
@@ -180,8 +180,19 @@ public struct Quantizer: Sendable {
     public static func quantize(_ x: Float, scale: Float, offset: Float, maxq: Float) -> (value: Float, code: Float) {
         var c = roundHalfEven((x - offset) / scale)
         c = Swift.min(Swift.max(c, 0), maxq)
-        let p = scale * c
-        return (p + offset, c)
+        return (value(code: c, scale: scale, zeroOrOffset: offset, minOffset: true), c)
+    }
+
+    /// The value a code stands for: scale·(code - zero), or with `minOffset` (scale·code) + offset
+    /// rounded twice (no fused multiply-add), as GGUF Q4_1 dequantises. Every `quantize` ends here,
+    /// and a resumed conversion rebuilds its fake-quantized weights with it.
+    @inline(__always)
+    public static func value(code c: Float, scale: Float, zeroOrOffset z: Float, minOffset: Bool) -> Float {
+        if minOffset {
+            let p = scale * c
+            return p + z
+        }
+        return scale * (c - z)
     }
 
     /// One weight on the configured grid: `quantize(_:scale:offset:maxq:)` for `minOffset`, else

@@ -92,7 +92,7 @@ final class ConvertTests: XCTestCase {
         var x1: [Float] = []
         var lengths: [Int] = []
         o.afterBlock = { l in
-            let state = try ConvertWorkState.read("\(work)/state.json")!
+            let state = try WorkFolder<ConvertWorkState>.read("\(work)/state.json")!
             lengths = state.tokens
             let store = try ActivationStore(folder: "\(work)/acts-1", hidden: 128, tokens: state.tokens, budget: 0)
             for i in 0..<state.tokens.count { x1 += try store.get(i) }

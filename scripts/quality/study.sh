@@ -51,6 +51,20 @@ why() {
   run bash "$D/squint.sh" "$1" "$g-32w" --method gptq --calib-text "$CALIB" --samples 32 --sample-tokens 512 --grid llama-q4_0 --desc-act
   ppl "$1" "$g-32w"
 }
+# The rank test (docs/QUALITY.md, the 1.5B): GPTQ and imatrix both on 32 windows (16,384 tokens, more
+# than the 8,960 input columns of the 1.5B's ffn_down), against the 8-window rows of `goal`.
+rank() {
+  local g=gptq-q4_0-g32-llamagrid-act-32w
+  run bash "$D/squint.sh" "$1" "$g" --method gptq --calib-text "$CALIB" --samples 32 --sample-tokens 512 --grid llama-q4_0 --desc-act
+  ppl "$1" "$g"
+  run step "$1-imatrix32.log" "$B/llama-imatrix" -m "$1-f16.gguf" -f "$CALIB" -c 512 --chunks 32 -t 2 \
+    -o "$1-imatrix-lcet10-32x512.gguf"
+  run step "$1-q4_0_imat32.log" "$B/llama-quantize" --imatrix "$1-imatrix-lcet10-32x512.gguf" \
+    "$1-f16.gguf" "$1-llama-q4_0-imatrix32.gguf" Q4_0 2
+  ppl "$1" llama-q4_0-imatrix32
+}
+# `study.sh FUNCTION MODEL` runs one part (e.g. `study.sh rank q15`); no arguments: the whole study.
+if [ $# -gt 0 ]; then "$@"; exit; fi
 goal sm; cheap sm; why sm
 goal q15; why q15
 goal q05; cheap q05; why q05

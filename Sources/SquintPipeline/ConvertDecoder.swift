@@ -368,6 +368,13 @@ public enum DecoderConvert {
     /// provenance key.
     public static func writeGGUF(source: GGUFFile, architecture: DecoderArchitecture, dims: DecoderDims, modules: [Module],
                                  target: GGUFTarget = .q4_0, provenance: String, to path: String, overwrite: Bool) throws {
+        try writeGGUF(source: GGUFOutputSource(file: source), architecture: architecture, dims: dims, modules: modules,
+                      target: target, provenance: provenance, to: path, overwrite: overwrite)
+    }
+
+    /// The same from any `GGUFOutputSource` (a GGUF file, or a Hugging Face folder's model).
+    public static func writeGGUF(source: GGUFOutputSource, architecture: DecoderArchitecture, dims: DecoderDims, modules: [Module],
+                                 target: GGUFTarget = .q4_0, provenance: String, to path: String, overwrite: Bool) throws {
         let naming = DecoderTensorNaming.gguf
         var byName: [String: Module] = [:]
         for m in modules { byName[naming.module(m.layer, m.linear) + ".weight"] = m }
@@ -383,9 +390,9 @@ public enum DecoderConvert {
         if source.value(forKey: "general.file_type") == nil { try w.add(key: "general.file_type", .uint32(target.fileType)) }
         if !sawQV { try w.add(key: "general.quantization_version", .uint32(2)) }
         try w.add(key: "squint.quantization", .string(provenance))
-        let hasOutput = source.ggufTensor(named: naming.lmHead) != nil
+        let hasOutput = source.tensors.contains { $0.name == naming.lmHead }
         var written = Set<String>()
-        for t in source.ggufTensors {
+        for t in source.tensors {
             let shape = t.shape
             if let m = byName[t.name] {
                 guard shape == [m.weight.rows, m.weight.columns] else {
@@ -407,12 +414,11 @@ public enum DecoderConvert {
             if shape.count == 1 { type = .f32 }
             else if t.name == naming.embedding && hasOutput { type = target.ggmlType }
             else { type = (shape.last ?? 0) % 256 == 0 ? .q6_K : .q8_0 }
-            if t.type == type {
-                let raw = Array(try source.bytes(of: t))
-                try w.addTensor(name: t.name, type: type, shape: shape, bytes: raw)
+            if let stored = t.stored, stored.type == type {
+                try w.addTensor(name: t.name, type: type, shape: shape, bytes: try stored.bytes())
             } else {
                 try w.addTensor(name: t.name, type: type, shape: shape) {
-                    let v = try GGUFDequant.dequantize(t, of: source)
+                    let v = try t.floats()
                     guard let b = GGUFQuantize.quantize(type, v) else {
                         throw FormatError.invalid(path: source.path, what: "\(t.name): cannot encode as \(type.name)")
                     }
@@ -462,17 +468,18 @@ public enum DecoderConvert {
         }
     }
 
-    /// `squint convert MODEL.gguf --calib-text FILE -o OUT.gguf --format gguf`: opens the model
-    /// (float32), builds the calibration windows, quantizes, writes OUT and OUT.log.json.
+    /// `squint convert MODEL(.gguf | HF folder) --calib-text FILE -o OUT.gguf --format gguf`: opens the
+    /// model (float32), builds the calibration windows, quantizes, writes OUT and OUT.log.json.
     public static func run(_ r: Request, progress: ProgressBar? = nil) throws -> Result {
         let t0 = Date()
-        guard TextModel.isGGUF(r.model) else {
-            throw ConvertError.invalidOption("--format gguf reads a GGUF model (its metadata and tokenizer are copied); \(r.model) is not one")
-        }
         try checkOutput(r)
         try r.options.check()
         let tm = try TextModel.open(r.model)
-        guard let source = tm.gguf else { throw ConvertError.invalidOption("\(r.model): not a GGUF file") }
+        guard tm.model.quantization == .dense else {
+            throw ConvertError.invalidOption("\(r.model) is already an Int4 model (\(tm.model.quantization.rawValue)); convert its float original")
+        }
+        // A GGUF's metadata and tokenizer are copied; a folder's are written as llama.cpp's converter would.
+        let source = try tm.gguf.map(GGUFOutputSource.init(file:)) ?? GGUFOutputSource.folder(tm)
         var windows: [[Int32]] = []
         var calibName = "none (round to nearest)"
         if r.options.method == .gptq {

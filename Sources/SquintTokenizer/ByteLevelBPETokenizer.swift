@@ -55,6 +55,16 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
             }
         }
 
+        /// The `tokenizer.ggml.pre` name a GGUF writer gives this family (llama.cpp's converter's names).
+        public var llamaCppName: String {
+            switch self {
+            case .qwen2: return "qwen2"
+            case .llama3: return "llama-bpe"
+            case .gpt2: return "gpt2"
+            case .smollm: return "smollm"
+            }
+        }
+
         /// llama.cpp takes a pre-token that is a whole token without merging for these.
         var ignoresMerges: Bool { self == .llama3 }
         /// llama.cpp's add-BOS default when the file does not say (`tokenizer.ggml.add_bos_token`).
@@ -65,6 +75,8 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
     public let tokens: [String]
     /// Token types. [vocabularySize]
     public let tokenTypes: [TokenType]
+    /// The merges as given (`"left right"`, rank order): what a GGUF's `tokenizer.ggml.merges` holds.
+    public let merges: [String]
     public let preTokenizer: PreTokenizerKind
     /// The splitting rules actually applied, whether whole-token pre-tokens skip merging, and
     /// whether text is NFC-normalised first (only `tokenizer.json` files ask for it).
@@ -190,6 +202,7 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
 
         self.tokens = texts
         self.tokenTypes = types
+        self.merges = merges
         self.preTokenizer = kind
         self.rules = rules
         self.ignoreMerges = ignoreMerges

@@ -14,8 +14,9 @@ struct Convert: ParsableCommand {
         writes the same bytes. Nothing is written at OUT until the result is complete, and an \
         existing OUT is never replaced without --force. An AutoGPTQ checkpoint as MODEL_DIR is \
         repacked into an SQ4 file without re-quantising. With --format gguf, MODEL is a Qwen2/Llama \
-        GGUF file calibrated on a plain text (--calib-text) and OUT a GGUF whose block linears hold \
-        the GPTQ codes as Q4_0. A Qwen2/Llama GGUF file or Hugging Face folder with --format squint (one \
+        GGUF file or Hugging Face folder calibrated on a plain text (--calib-text) and OUT a GGUF whose \
+        block linears hold the GPTQ codes as Q4_0 (or Q4_1); a folder's config and tokenizer become GGUF \
+        metadata as llama.cpp's converter writes them. A Qwen2/Llama GGUF file or Hugging Face folder with --format squint (one \
         self-contained SQ4 file: config, tokenizer, chat template, generation config inside) or --format \
         autogptq (a transformers GPTQ folder) is quantized from --calib-text the same way, group 128 by \
         default; text models save their state after every block too (--resume). See docs/QUANTIZING.md.
@@ -26,7 +27,7 @@ struct Convert: ParsableCommand {
         Example: squint convert tiny-bf16 --calib fixtures/calibration/pairs.jsonl -o tiny.sq4
         """)
 
-    @Argument(help: "The source model folder (BF16 Qwen-VL-Chat, or an AutoGPTQ Int4 checkpoint to repack), or a GGUF file (--format gguf).")
+    @Argument(help: "The source model folder (BF16 Qwen-VL-Chat, or an AutoGPTQ Int4 checkpoint to repack), or a Qwen2/Llama GGUF file or Hugging Face folder (text models; --format gguf takes either too).")
     var model: String
 
     @Option(name: .customLong("calib"), help: "Calibration pairs (jsonl). Required for --method gptq.")
@@ -47,10 +48,10 @@ struct Convert: ParsableCommand {
     @Option(help: "Text models, symmetric: the 4-bit grid, autogptq (scale 2·max|w|/15) or llama-q4_0 (d = signed max / -8, as llama-quantize; also for --format squint/autogptq).")
     var grid: String = "autogptq"
 
-    @Option(name: .shortAndLong, help: "Output: an SQ4 file (--format squint), a folder (--format autogptq) or a GGUF file (--format gguf).")
+    @Option(name: .shortAndLong, help: "Output: an SQ4 file (--format squint), a folder (--format autogptq) or a Qwen2/Llama GGUF file or Hugging Face folder (text models; --format gguf takes either too).")
     var output: String
 
-    @Option(help: "squint (one SQ4 file), autogptq (safetensors shards + configs, AutoGPTQ v1 layout) or gguf (Qwen2/Llama GGUF in, Q4_0 GGUF out).")
+    @Option(help: "squint (one SQ4 file), autogptq (safetensors shards + configs, AutoGPTQ v1 layout) or gguf (Qwen2/Llama GGUF file or Hugging Face folder in, Q4_0/Q4_1 GGUF out).")
     var format: String = "squint"
 
     @Option(help: "Bits per weight (AutoGPTQ bits). squint: 4; autogptq: 2, 3, 4 or 8 (Squint runs 4-bit files; others are for AutoGPTQ/transformers).")

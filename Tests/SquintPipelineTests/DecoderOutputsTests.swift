@@ -211,16 +211,27 @@ final class DecoderOutputsTests: XCTestCase {
 
     /// From a Hugging Face folder, the SQ4 header holds the folder's own config.json, generation
     /// config and chat template, and the tokenizer tensor is its tokenizer.json byte for byte.
-    func testSQ4FromFolderCarriesTheFoldersFilesVerbatim() throws {
-        let folder = tmp + "/hf"
+    /// A Hugging Face folder of a fixture's config.json and weights with a tokenizer.json of the
+    /// given vocabulary and a tokenizer_config.json (chat template, EOS by its text). Returns the folder
+    /// and the tokenizer.json bytes.
+    func hfFolder(_ name: String, fixture: String = "qwen2-tiny", vocabulary v: (tokens: [String], types: [Int32], merges: [String]),
+                  preTokenizer: String = "qwen2", addBOS: Bool? = nil,
+                  chatTemplate: String = "<|im_start|>{{ x }}") throws -> (path: String, tokenizerJSON: [UInt8]) {
+        let folder = tmp + "/" + name
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false)
-        let fixture = Fixtures.path("decoders/qwen2-tiny")
-        for f in ["config.json", "model.safetensors"] { try FileManager.default.copyItem(atPath: fixture + "/" + f, toPath: folder + "/" + f) }
-        let v = TinyDecoderGGUF.vocabulary(vocab: 300)
-        let tok = try ByteLevelBPETokenizer(tokens: v.tokens, tokenTypes: v.types, merges: v.merges, preTokenizer: "qwen2")
+        let source = Fixtures.path("decoders/" + fixture)
+        for f in ["config.json", "model.safetensors"] { try FileManager.default.copyItem(atPath: source + "/" + f, toPath: folder + "/" + f) }
+        let tok = try ByteLevelBPETokenizer(tokens: v.tokens, tokenTypes: v.types, merges: v.merges, preTokenizer: preTokenizer, addBOS: addBOS)
         let tj = Array(tok.tokenizerJSON(merges: v.merges).utf8)
         try Data(tj).write(to: URL(fileURLWithPath: folder + "/tokenizer.json"))
-        try Data("{\"chat_template\": \"<|im_start|>{{ x }}\", \"eos_token\": \"<|im_end|>\"}".utf8).write(to: URL(fileURLWithPath: folder + "/tokenizer_config.json"))
+        let config = try JSONSerialization.data(withJSONObject: ["chat_template": chatTemplate, "eos_token": "<|im_end|>"])
+        try config.write(to: URL(fileURLWithPath: folder + "/tokenizer_config.json"))
+        return (folder, tj)
+    }
+
+    func testSQ4FromFolderCarriesTheFoldersFilesVerbatim() throws {
+        let fixture = Fixtures.path("decoders/qwen2-tiny")
+        let (folder, tj) = try hfFolder("hf", vocabulary: TinyDecoderGGUF.vocabulary(vocab: 300))
         try Data("{\"do_sample\": true, \"top_k\": 7, \"top_p\": 0.5, \"temperature\": 0.25}".utf8).write(to: URL(fileURLWithPath: folder + "/generation_config.json"))
         var r = DecoderConvert.Request(model: folder, calibrationText: nil, output: tmp + "/hf.sq4")
         r.options.method = .rtn; r.options.groupSize = 32
@@ -234,6 +245,77 @@ final class DecoderOutputsTests: XCTestCase {
         XCTAssertEqual(Array(try f.view(DecoderOutputs.tokenizerTensor).bytes), tj)
         let m = try TextModel.open(tmp + "/hf.sq4")
         XCTAssertEqual(try m.samplingDefaults, SamplingOptions(doSample: true, temperature: 0.25, topK: 7, topP: 0.5))
+    }
+
+    /// `convert --format gguf` from a Hugging Face folder writes what it writes from a GGUF of the same
+    /// weights and vocabulary (TinyDecoderGGUF is made from the same fixture as llama.cpp's converter
+    /// would): every tensor's name, type, shape and bytes, the architecture numbers and the tokenizer
+    /// keys are equal, and both files reopen to bit-identical logits.
+    func testGGUFFromAFolderEqualsGGUFFromTheSameWeights() throws {
+        let (folder, _) = try hfFolder("hf", vocabulary: TinyDecoderGGUF.vocabulary(vocab: 300), chatTemplate: TinyDecoderGGUF.chatTemplate)
+        let calib = try calibrationText()
+        var outputs: [String] = []
+        for (model, name) in [(try source(), "from-gguf"), (folder, "from-folder")] {
+            var r = DecoderConvert.Request(model: model, calibrationText: calib, output: tmp + "/\(name).gguf")
+            r.samples = 3; r.sampleTokens = 40; r.options.descAct = true
+            let res = try DecoderConvert.run(r)
+            XCTAssertEqual(res.tokens, 120)
+            outputs.append(r.output)
+        }
+        let a = try GGUFFile(path: outputs[0]), b = try GGUFFile(path: outputs[1])
+        XCTAssertEqual(Set(b.ggufTensors.map(\.name)), Set(a.ggufTensors.map(\.name)))
+        for t in a.ggufTensors {
+            let u = try XCTUnwrap(b.ggufTensor(named: t.name), t.name)
+            XCTAssertEqual(u.type, t.type, t.name)
+            XCTAssertEqual(u.shape, t.shape, t.name)
+            XCTAssertEqual(Array(try b.bytes(of: u)), Array(try a.bytes(of: t)), t.name)
+        }
+        let keys = ["general.architecture", "general.file_type", "general.quantization_version"]
+            + ["block_count", "context_length", "embedding_length", "feed_forward_length", "attention.head_count",
+               "attention.head_count_kv", "rope.freq_base", "attention.layer_norm_rms_epsilon"].map { "qwen2." + $0 }
+            + ["model", "pre", "tokens", "token_type", "merges", "eos_token_id", "add_bos_token"].map { "tokenizer.ggml." + $0 }
+            + ["tokenizer.chat_template"]
+        for key in keys { XCTAssertEqual(b.value(forKey: key), a.value(forKey: key), key) }
+        XCTAssertNil(b.value(forKey: "qwen2.attention.key_length"), "written only when the head size is not hidden / heads")
+        let ma = try TextModel.open(outputs[0]), mb = try TextModel.open(outputs[1])
+        let text = "the thin thing in the theme<|im_end|>"
+        let ids = mb.tokenizer.encode(text, addSpecial: true, parseSpecial: true).map(Int32.init)
+        XCTAssertEqual(ids, ma.tokenizer.encode(text, addSpecial: true, parseSpecial: true).map(Int32.init))
+        XCTAssertEqual(ids.last, Int32(ma.tokenizer.tokenID(of: "<|im_end|>")!))
+        let la = try ma.model.prefill(tokens: ids, cache: ma.model.makeCache()).logits.data
+        let lb = try mb.model.prefill(tokens: ids, cache: mb.model.makeCache()).logits.data
+        XCTAssertEqual(lb.map(\.bitPattern), la.map(\.bitPattern))
+    }
+
+    /// From a Llama folder (head_dim 16 apart from hidden / heads = 8, untied lm_head): the GGUF's dims
+    /// read back equal the folder's (key_length, rope.dimension_count and vocab_size written), and the
+    /// q / k blocks, stored in llama.cpp's row order, decode through the reader to exactly the
+    /// quantized weights in checkpoint order (a wrong permutation fails here).
+    func testLlamaGGUFFromAFolderKeepsItsDimsAndRowOrder() throws {
+        let bytes = (0..<256).map { TinyDecoderGGUF.byteToken(UInt8($0)) }
+        let (folder, _) = try hfFolder("llama", fixture: "llama-tiny", vocabulary: (bytes, [Int32](repeating: 1, count: 256), []),
+                                      preTokenizer: "llama-bpe", addBOS: false)
+        var r = DecoderConvert.Request(model: folder, calibrationText: nil, output: tmp + "/llama.gguf")
+        r.options.method = .rtn
+        _ = try DecoderConvert.run(r)
+        let src = try TextModel.open(folder), back = try TextModel.open(r.output)
+        XCTAssertEqual(back.model.architecture.name, "llama")
+        // The norm epsilon is a float32 key (1e-5 reads back as 9.99999975e-06), as in llama.cpp's files.
+        var dims = back.model.dims
+        XCTAssertEqual(Float(dims.rmsNormEps), Float(src.model.dims.rmsNormEps))
+        dims.rmsNormEps = src.model.dims.rmsNormEps
+        XCTAssertEqual(dims, src.model.dims)
+        XCTAssertEqual(dims.headDim, 16)
+        XCTAssertEqual(back.gguf?.value(forKey: "llama.rope.dimension_count")?.int, 16)
+        XCTAssertEqual(back.gguf?.value(forKey: "tokenizer.ggml.pre")?.string, "llama-bpe")
+        XCTAssertNotNil(back.gguf?.ggufTensor(named: "output.weight"))
+        var o = DecoderConvert.Options(); o.method = .rtn
+        let mods = try DecoderConvert.quantize(model: src.model, windows: [], options: o)
+        XCTAssertEqual(mods.count, 2 * 7)
+        for m in mods {
+            let w = Kernels.floats((try XCTUnwrap(back.model.linear(layer: m.layer, m.linear) as? Linear)).weightView)
+            XCTAssertEqual(w.map(\.bitPattern), m.weight.q.map(\.bitPattern), "\(m.layer) \(m.linear)")
+        }
     }
 
     func testRefusals() throws {

@@ -55,4 +55,39 @@ final class DecoderConvertCLITests: XCTestCase {
         XCTAssertEqual(c.status, 0, c.err)
         XCTAssertTrue(c.out.contains("sq4 qwen2"), c.out)
     }
+
+    /// `squint convert FOLDER --format gguf` on a Hugging Face folder (the fixture's config.json and
+    /// weights with the tokenizer files a conversion of the same model wrote) gives the tensors the
+    /// same command gives from the GGUF of those weights, byte for byte, with a JSON report; an Int4
+    /// folder is refused by name with nothing written.
+    func testGGUFFromAFolderOnTheCommandLine() throws {
+        let src = try TinyDecoderGGUF.write(to: tmp + "/tiny.gguf")
+        let rtn = ["--method", "rtn", "--group-size", "32"]
+        var r = try Fixtures.run(squint, ["convert", src, "--format", "autogptq", "-o", tmp + "/int4"] + rtn)
+        XCTAssertEqual(r.status, 0, r.err)
+        let fm = FileManager.default, hf = tmp + "/hf"
+        try fm.createDirectory(atPath: hf, withIntermediateDirectories: false)
+        for f in ["config.json", "model.safetensors"] { try fm.copyItem(atPath: Fixtures.path("decoders/qwen2-tiny/" + f), toPath: hf + "/" + f) }
+        for f in ["tokenizer.json", "tokenizer_config.json"] { try fm.copyItem(atPath: tmp + "/int4/" + f, toPath: hf + "/" + f) }
+        r = try Fixtures.run(squint, ["convert", hf, "--format", "gguf", "--method", "rtn", "--json", "-o", tmp + "/hf.gguf"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let j = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        XCTAssertEqual(j["gguf_type"] as? String, "q4_0")
+        XCTAssertEqual(j["blocks"] as? Int, 2)
+        XCTAssertEqual((j["modules"] as? [Any])?.count, 14)
+        r = try Fixtures.run(squint, ["convert", src, "--format", "gguf", "--method", "rtn", "-o", tmp + "/src.gguf"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let a = try GGUFFile(path: tmp + "/src.gguf"), b = try GGUFFile(path: tmp + "/hf.gguf")
+        XCTAssertEqual(b.value(forKey: "general.architecture")?.string, "qwen2")
+        XCTAssertEqual(b.value(forKey: "tokenizer.ggml.tokens")?.strings, a.value(forKey: "tokenizer.ggml.tokens")?.strings)
+        XCTAssertEqual(b.ggufTensors.count, a.ggufTensors.count)
+        for t in a.ggufTensors {
+            let u = try XCTUnwrap(b.ggufTensor(named: t.name), t.name)
+            XCTAssertEqual(Array(try b.bytes(of: u)), Array(try a.bytes(of: t)), t.name)
+        }
+        r = try Fixtures.run(squint, ["convert", tmp + "/int4", "--format", "gguf", "--method", "rtn", "-o", tmp + "/x.gguf"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("already an Int4 model"), r.err)
+        XCTAssertFalse(fm.fileExists(atPath: tmp + "/x.gguf"))
+    }
 }

@@ -34,7 +34,7 @@ public struct GGUFOutputSource {
     /// `qwen2` / `llama` GGUF: the architecture numbers under `<arch>.*` (context length from
     /// `max_position_embeddings`, else 4096; `rope.dimension_count` and `vocab_size` for llama, as the
     /// converter writes them), the tokenizer as `tokenizer.ggml.*` (model `gpt2`; tokens, types and merges
-    /// of tokenizer.json; the pre-tokenizer's llama.cpp name; BOS / EOS / padding ids from
+    /// of tokenizer.json, padded to the embedding's rows with unused `[PAD<id>]`; the pre-tokenizer's llama.cpp name; BOS / EOS / padding ids from
     /// tokenizer_config.json's tokens, else config.json's; `add_bos_token` as the tokenizer adds it;
     /// the chat template), then the tensors in the order of `DecoderDims.tensorTable` with llama's q/k
     /// bias rows in GGUF order (the weights are reordered by the writer). tokenizer.json's NFC
@@ -76,10 +76,18 @@ public struct GGUFOutputSource {
             default: return nil
             }
         }
+        // One token per embedding row: ids tokenizer.json does not use (Qwen2.5: 151,665 tokens for
+        // 151,936 rows) become unused `[PAD<id>]` tokens, as the converter writes them; llama.cpp
+        // refuses a vocabulary shorter than token_embd.
+        guard tok.vocabularySize <= d.vocab else {
+            throw ConvertError.invalidOption("\(tm.path): tokenizer.json has \(tok.vocabularySize) tokens for \(d.vocab) embedding rows")
+        }
+        let pads = tok.vocabularySize..<d.vocab
         add("tokenizer.ggml.model", .string("gpt2"))
         add("tokenizer.ggml.pre", .string(tok.preTokenizer.llamaCppName))
-        add("tokenizer.ggml.tokens", .array(.string, tok.tokens.map { .string($0) }))
-        add("tokenizer.ggml.token_type", .array(.int32, tok.tokenTypes.map { .int32($0.rawValue) }))
+        add("tokenizer.ggml.tokens", .array(.string, (tok.tokens + pads.map { "[PAD\($0)]" }).map { .string($0) }))
+        add("tokenizer.ggml.token_type", .array(.int32, tok.tokenTypes.map { .int32($0.rawValue) }
+            + pads.map { _ in .int32(ByteLevelBPETokenizer.TokenType.unused.rawValue) }))
         add("tokenizer.ggml.merges", .array(.string, tok.merges.map { .string($0) }))
         if let b = special("bos_token") ?? d.bosTokenId ?? tok.bosTokenID { add("tokenizer.ggml.bos_token_id", u32(b)) }
         if let e = special("eos_token") ?? d.eosTokenIds.first ?? tok.eosTokenID { add("tokenizer.ggml.eos_token_id", u32(e)) }

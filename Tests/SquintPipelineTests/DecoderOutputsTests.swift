@@ -287,6 +287,29 @@ final class DecoderOutputsTests: XCTestCase {
         XCTAssertEqual(lb.map(\.bitPattern), la.map(\.bitPattern))
     }
 
+    /// A tokenizer.json with fewer tokens than the embedding has rows (Qwen2.5: 151,665 for 151,936)
+    /// gives a GGUF vocabulary padded to the rows with unused `[PAD<id>]` tokens, as llama.cpp's
+    /// converter writes it (llama.cpp refuses a vocabulary shorter than token_embd); it reopens and
+    /// tokenizes as the folder does.
+    func testGGUFFromAFolderPadsTheVocabularyToTheEmbeddingRows() throws {
+        let v = TinyDecoderGGUF.vocabulary(vocab: 264)
+        XCTAssertEqual(v.tokens.count, 264)
+        let (folder, _) = try hfFolder("short", vocabulary: v)
+        var r = DecoderConvert.Request(model: folder, calibrationText: nil, output: tmp + "/short.gguf")
+        r.options.method = .rtn
+        _ = try DecoderConvert.run(r)
+        let back = try TextModel.open(r.output), f = try XCTUnwrap(back.gguf)
+        let tokens = try XCTUnwrap(f.value(forKey: "tokenizer.ggml.tokens")?.strings)
+        let types = try XCTUnwrap(f.value(forKey: "tokenizer.ggml.token_type")?.ints)
+        XCTAssertEqual(tokens.count, 300)
+        XCTAssertEqual(Array(tokens[..<264]), v.tokens)
+        XCTAssertEqual(Array(tokens[264...]), (264..<300).map { "[PAD\($0)]" })
+        XCTAssertEqual(types.map(Int32.init), v.types + [Int32](repeating: 5, count: 36))
+        let src = try TextModel.open(folder), text = "the thin thing<|im_end|>"
+        XCTAssertEqual(back.tokenizer.encode(text, addSpecial: true, parseSpecial: true),
+                       src.tokenizer.encode(text, addSpecial: true, parseSpecial: true))
+    }
+
     /// From a Llama folder (head_dim 16 apart from hidden / heads = 8, untied lm_head): the GGUF's dims
     /// read back equal the folder's (key_length, rope.dimension_count and vocab_size written), and the
     /// q / k blocks, stored in llama.cpp's row order, decode through the reader to exactly the

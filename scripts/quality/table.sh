@@ -14,7 +14,8 @@ variants=("$@")
 if [ ${#variants[@]} -eq 0 ]; then   # every variant with a log, in this order
   for v in llama-q4_0 llama-q4_0-imatrix llama-q4_1 llama-q4_k_m rtn-q4_0 rtn-q4_0-llamagrid gptq-q4_0-g32 \
            gptq-q4_0-g32-llamagrid gptq-q4_0-g32-llamagrid-act rtn-q4_1 gptq-q4_1-g32 gptq-q4_1-g32-act \
-           gptq-q4_0-g32-llamagrid-act+imat-down012 imat+gptq-down012 gptq-q4_0-g32-llamagrid-act-32w; do
+           gptq-q4_0-g32-llamagrid-act+imat-down012 imat+gptq-down012 gptq-q4_0-g32-llamagrid-act-32w \
+           llama-q4_0-imatrix32; do
     [ -f "ppl-$M-$v.log" ] && variants+=("$v")
   done
 fi
@@ -37,9 +38,10 @@ for v in "${variants[@]}"; do
     conv=$(python3 -c 'import json,sys; print("%.0f s" % json.load(open(sys.argv[1]))["seconds"])' "$M-$v.gguf.log.json")
   else
     case $v in llama-q4_0) l=$M-q4_0.log ;; llama-q4_1) l=$M-q4_1.log ;; llama-q4_k_m) l=$M-q4_k_m.log ;;
-               llama-q4_0-imatrix) l=$M-q4_0_imat.log ;; *) l= ;; esac
+               llama-q4_0-imatrix) l=$M-q4_0_imat.log ;; llama-q4_0-imatrix32) l=$M-q4_0_imat32.log ;; *) l= ;; esac
     conv=$( [ -n "$l" ] && grep -m1 '^real' "$l" | awk '{print $2}' || echo "")
     [ "$v" = llama-q4_0-imatrix ] && conv="$conv (+ imatrix $(grep -m1 '^real' "$M-imatrix.log" | awk '{print $2}'))"
+    [ "$v" = llama-q4_0-imatrix32 ] && conv="$conv (+ imatrix $(grep -m1 '^real' "$M-imatrix32.log" | awk '{print $2}'))"
   fi
   echo "| $v | $ppl | $ratio | $kl | $p99 | $top | $bpw | $conv |"
 done

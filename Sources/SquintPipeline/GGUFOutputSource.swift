@@ -38,7 +38,9 @@ public struct GGUFOutputSource {
     /// tokenizer_config.json's tokens, else config.json's; `add_bos_token` as the tokenizer adds it;
     /// the chat template), then the tensors in the order of `DecoderDims.tensorTable` with llama's q/k
     /// bias rows in GGUF order (the weights are reordered by the writer). tokenizer.json's NFC
-    /// normaliser has no GGUF key: llama.cpp does not normalise (docs/QUANTIZING.md).
+    /// normaliser has no GGUF key: llama.cpp does not normalise (docs/QUANTIZING.md). Not read:
+    /// tokenizer_config.json's `add_bos_token` (the converter uses it only when tokenizer.json's
+    /// post-processor says nothing), the unknown token, config.json's `pad_token_id`.
     public static func folder(_ tm: TextModel) throws -> GGUFOutputSource {
         let m = tm.model, d = m.dims, arch = m.architecture, tok = tm.tokenizer
         guard !d.fusedQKV && !d.fusedGateUp else {
@@ -86,7 +88,16 @@ public struct GGUFOutputSource {
         add("tokenizer.ggml.model", .string("gpt2"))
         add("tokenizer.ggml.pre", .string(tok.preTokenizer.llamaCppName))
         add("tokenizer.ggml.tokens", .array(.string, (tok.tokens + pads.map { "[PAD\($0)]" }).map { .string($0) }))
-        add("tokenizer.ggml.token_type", .array(.int32, tok.tokenTypes.map { .int32($0.rawValue) }
+        // The converter makes a non-special added token control when it looks special (`<|...|>` and a
+        // few others: `does_token_look_special`); llama.cpp then never splits it out of plain text.
+        func looksSpecial(_ t: String) -> Bool {
+            ["<pad>", "<mask>", "<2mass>", "[@BOS@]"].contains(t) || (t.hasPrefix("<|") && t.hasSuffix("|>"))
+                || (t.hasPrefix("<\u{FF5C}") && t.hasSuffix("\u{FF5C}>")) || (t.hasPrefix("<unused") && t.hasSuffix(">"))
+        }
+        let types = zip(tok.tokens, tok.tokenTypes).map { t, type -> ByteLevelBPETokenizer.TokenType in
+            type == .userDefined && looksSpecial(t) ? .control : type
+        }
+        add("tokenizer.ggml.token_type", .array(.int32, types.map { .int32($0.rawValue) }
             + pads.map { _ in .int32(ByteLevelBPETokenizer.TokenType.unused.rawValue) }))
         add("tokenizer.ggml.merges", .array(.string, tok.merges.map { .string($0) }))
         if let b = special("bos_token") ?? d.bosTokenId ?? tok.bosTokenID { add("tokenizer.ggml.bos_token_id", u32(b)) }

@@ -42,7 +42,7 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
         public static let llamaCppNames: [String: PreTokenizerKind] = [
             "qwen2": .qwen2, "deepseek-r1-qwen": .qwen2,
             "llama3": .llama3, "llama-v3": .llama3, "llama-bpe": .llama3,
-            "gpt2": .gpt2, "mpt": .gpt2, "olmo": .gpt2,
+            "gpt-2": .gpt2, "gpt2": .gpt2, "mpt": .gpt2, "olmo": .gpt2,
             "smollm": .smollm, "starcoder": .smollm, "refact": .smollm, "codeshell": .smollm,
         ]
 
@@ -60,7 +60,7 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
             switch self {
             case .qwen2: return "qwen2"
             case .llama3: return "llama-bpe"
-            case .gpt2: return "gpt2"
+            case .gpt2: return "gpt-2"  // llama.cpp's loader knows "gpt-2", not "gpt2"
             case .smollm: return "smollm"
             }
         }

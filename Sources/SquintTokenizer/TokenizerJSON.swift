@@ -7,7 +7,8 @@ import Foundation
 /// Read: `model` (type BPE: `vocab` {text: id}, `merges` as "a b" strings or [a, b] pairs,
 /// `ignore_merges`; `byte_fallback` must be false), `added_tokens` (`special` -> control, otherwise
 /// user-defined), `normalizer` (none or NFC), `pre_tokenizer` (the shapes below), `post_processor`
-/// (a `TemplateProcessing` whose single template starts / ends with a special token adds BOS / EOS).
+/// (a `TemplateProcessing`, alone or in a `Sequence`, whose single template starts / ends with a special
+/// token adds BOS / EOS).
 /// Ids missing from both tables become unused `[PAD<id>]` tokens, as llama.cpp's converter does.
 ///
 /// Pre-tokenizers recognised:
@@ -111,9 +112,12 @@ extension ByteLevelBPETokenizer {
 
         var addBOS = false, addEOS = false
         var bos: Int?, eos: Int?
-        if let post = root["post_processor"] as? [String: Any], post["type"] as? String == "TemplateProcessing",
-           let single = post["single"] as? [[String: Any]]
-        {
+        // A TemplateProcessing alone or inside a Sequence (Llama 3: Sequence[ByteLevel, TemplateProcessing]),
+        // looked for as llama.cpp's converter (gguf-py SpecialVocab) does.
+        let post = root["post_processor"] as? [String: Any]
+        let processors = (post?["type"] as? String == "Sequence" ? post?["processors"] as? [[String: Any]] : nil) ?? post.map { [$0] } ?? []
+        for p in processors where p["type"] as? String == "TemplateProcessing" {
+            guard let single = p["single"] as? [[String: Any]] else { continue }
             func specialID(_ item: [String: Any]?) -> Int? {
                 guard let name = (item?["SpecialToken"] as? [String: Any])?["id"] as? String else { return nil }
                 return textOfID.first { $0.value == name }?.key

@@ -290,11 +290,13 @@ final class DecoderOutputsTests: XCTestCase {
     /// A tokenizer.json with fewer tokens than the embedding has rows (Qwen2.5: 151,665 for 151,936)
     /// gives a GGUF vocabulary padded to the rows with unused `[PAD<id>]` tokens, as llama.cpp's
     /// converter writes it (llama.cpp refuses a vocabulary shorter than token_embd); it reopens and
-    /// tokenizes as the folder does.
+    /// tokenizes as the folder does. Also as the converter: a non-special added token that looks special
+    /// (`<|...|>`) becomes control, another stays user-defined; GPT-2's pre-tokenizer is named "gpt-2"
+    /// (the name llama.cpp's loader knows).
     func testGGUFFromAFolderPadsTheVocabularyToTheEmbeddingRows() throws {
-        let v = TinyDecoderGGUF.vocabulary(vocab: 264)
-        XCTAssertEqual(v.tokens.count, 264)
-        let (folder, _) = try hfFolder("short", vocabulary: v)
+        var v = TinyDecoderGGUF.vocabulary(vocab: 264)
+        v.tokens += ["<|fim_x|>", "<tool_call>"]; v.types += [4, 4]
+        let (folder, _) = try hfFolder("short", vocabulary: v, preTokenizer: "gpt2")
         var r = DecoderConvert.Request(model: folder, calibrationText: nil, output: tmp + "/short.gguf")
         r.options.method = .rtn
         _ = try DecoderConvert.run(r)
@@ -302,9 +304,10 @@ final class DecoderOutputsTests: XCTestCase {
         let tokens = try XCTUnwrap(f.value(forKey: "tokenizer.ggml.tokens")?.strings)
         let types = try XCTUnwrap(f.value(forKey: "tokenizer.ggml.token_type")?.ints)
         XCTAssertEqual(tokens.count, 300)
-        XCTAssertEqual(Array(tokens[..<264]), v.tokens)
-        XCTAssertEqual(Array(tokens[264...]), (264..<300).map { "[PAD\($0)]" })
-        XCTAssertEqual(types.map(Int32.init), v.types + [Int32](repeating: 5, count: 36))
+        XCTAssertEqual(Array(tokens[..<266]), v.tokens)
+        XCTAssertEqual(Array(tokens[266...]), (266..<300).map { "[PAD\($0)]" })
+        XCTAssertEqual(types.map(Int32.init), v.types.dropLast(2) + [3, 4] + [Int32](repeating: 5, count: 34))
+        XCTAssertEqual(f.value(forKey: "tokenizer.ggml.pre")?.string, "gpt-2")
         let src = try TextModel.open(folder), text = "the thin thing<|im_end|>"
         XCTAssertEqual(back.tokenizer.encode(text, addSpecial: true, parseSpecial: true),
                        src.tokenizer.encode(text, addSpecial: true, parseSpecial: true))

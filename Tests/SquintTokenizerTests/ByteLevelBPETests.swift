@@ -264,15 +264,18 @@ final class TokenizerJSONTests: XCTestCase {
             root["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [
                 ["type": "Digits", "individual_digits": true],
                 ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]]]
-        case "llama3":
+        case "llama3", "llama3-sequence":
             root["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [
                 ["type": "Split", "pattern": ["Regex": ByteLevelBPETokenizer.llama3Pattern], "behavior": "Isolated", "invert": false],
                 byteLevelNoRegex]]
             model["ignore_merges"] = true
             root["model"] = model
             let b = tokens[try XCTUnwrap(bos)]
-            root["post_processor"] = ["type": "TemplateProcessing",
-                                      "single": [["SpecialToken": ["id": b, "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]]]
+            let template: [String: Any] = ["type": "TemplateProcessing",
+                                           "single": [["SpecialToken": ["id": b, "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]]]
+            // Meta's Llama 3 files wrap it: Sequence[ByteLevel, TemplateProcessing].
+            root["post_processor"] = shape == "llama3" ? template
+                : ["type": "Sequence", "processors": [["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true], template]]
         default:
             XCTFail("unknown shape \(shape)")
         }
@@ -324,6 +327,17 @@ final class TokenizerJSONTests: XCTestCase {
         let (t, ty, m) = try smolArrays(extra: true)
         let tok = try ByteLevelBPETokenizer(tokenizerJSON: Self.tokenizerJSON(tokens: t, types: ty, merges: m, shape: "llama3", bos: 1))
         XCTAssertEqual(tok.preTokenizer, .llama3)
+        XCTAssertTrue(tok.addBOS)
+        XCTAssertEqual(tok.bosTokenID, 1)
+        try assertHuggingFaceSamples(tok, shape: "llama3")
+    }
+
+    /// The same template inside a `Sequence` post-processor (the shape of Meta's Llama 3 files) still
+    /// adds BOS (it was missed before 2026-12-06, so Llama 3 folders ran without their BOS), and the
+    /// ids are the ones `tokenizers` gives (a ByteLevel post-processor changes offsets only).
+    func testLlama3TemplateInsideASequencePostProcessorAddsBOS() throws {
+        let (t, ty, m) = try smolArrays(extra: true)
+        let tok = try ByteLevelBPETokenizer(tokenizerJSON: Self.tokenizerJSON(tokens: t, types: ty, merges: m, shape: "llama3-sequence", bos: 1))
         XCTAssertTrue(tok.addBOS)
         XCTAssertEqual(tok.bosTokenID, 1)
         try assertHuggingFaceSamples(tok, shape: "llama3")

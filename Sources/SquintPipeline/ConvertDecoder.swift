@@ -391,9 +391,16 @@ public enum DecoderConvert {
         if !sawQV { try w.add(key: "general.quantization_version", .uint32(2)) }
         try w.add(key: "squint.quantization", .string(provenance))
         let hasOutput = source.tensors.contains { $0.name == naming.lmHead }
+        // Every block linear is written from its quantized module (llama's q/k rows are reordered there).
+        let blockLinears = Set(dims.tensorTable(naming).compactMap { spec -> String? in
+            if case .weight = spec.role { return spec.name } else { return nil }
+        })
         var written = Set<String>()
         for t in source.tensors {
             let shape = t.shape
+            if blockLinears.contains(t.name) && byName[t.name] == nil {
+                throw ConvertError.invalidOption("\(t.name): no quantized module for this block linear")
+            }
             if let m = byName[t.name] {
                 guard shape == [m.weight.rows, m.weight.columns] else {
                     throw ConvertError.invalidOption("\(t.name): file shape \(shape) but quantized \([m.weight.rows, m.weight.columns])")

@@ -103,6 +103,11 @@ final class ConvertDecoderTests: XCTestCase {
         let out = tmp + "/tiny-q4_0.gguf"
         try DecoderConvert.writeGGUF(source: tm.gguf!, architecture: tm.model.architecture, dims: tm.model.dims, modules: mods,
                                      provenance: "test", to: out, overwrite: false)
+        // A block linear without its quantized module is refused, not written from the float weight.
+        XCTAssertThrowsError(try DecoderConvert.writeGGUF(source: tm.gguf!, architecture: tm.model.architecture, dims: tm.model.dims,
+                                                          modules: Array(mods.dropLast()), provenance: "test", to: tmp + "/partial.gguf",
+                                                          overwrite: false)) { XCTAssertTrue("\($0)".contains("no quantized module"), "\($0)") }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/partial.gguf"))
         let back = try TextModel.open(out)
         let f = back.gguf!, s = tm.gguf!
         XCTAssertEqual(f.value(forKey: "general.file_type")?.int, 2)

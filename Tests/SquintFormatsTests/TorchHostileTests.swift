@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import SquintFormats
 
 /// Hostile torch files (fixtures/torch/hostile, hand-crafted by the generator): each is refused with
@@ -116,6 +117,29 @@ final class TorchHostileTests: XCTestCase {
         guard let e = assertFormatError(try c.view("w")) else { return }
         guard case let .unsupported(_, what) = e else { return XCTFail("\(e)") }
         XCTAssertTrue(what.contains("broadcast view too large"), what)
+    }
+
+    /// Regression (fuzzer, torch-zip, 2026-12-06): a 694-byte checkpoint whose broadcast view asked to
+    /// materialise 3.5 MB, within the old cap (max(4x storage, 256 MiB)) but over the allocation bound of
+    /// 1 MiB + 16x the file. The cap now also stays under that bound, while a real checkpoint (a large
+    /// file) keeps the 256 MiB allowance.
+    func testBroadcastViewsOfASmallFileStayWithinItsAllocationBound() throws {
+        XCTAssertEqual(TorchCheckpoint.maxViewBytes(storageBytes: 4, fileSize: 694), (1 << 20) + 16 * 694)
+        XCTAssertEqual(TorchCheckpoint.maxViewBytes(storageBytes: 4, fileSize: 10 << 30), TorchCheckpoint.maxExpandedBytes)
+        XCTAssertEqual(TorchCheckpoint.maxViewBytes(storageBytes: 1 << 30, fileSize: 1 << 30), 4 << 30)
+        let path = Fixtures.path("fuzz/torch-zip/regressions/broadcast_3.5MB_from_694_bytes.pt")
+        let c = try TorchCheckpoint(path: path)
+        var refused = 0
+        for t in c.tensors {
+            do {
+                let v = try c.view(t.name)
+                XCTAssertLessThanOrEqual(v.bytes.count, (1 << 20) + 16 * 694, t.name)
+            } catch let FormatError.unsupported(_, what) {
+                XCTAssertTrue(what.contains("broadcast view too large"), what)
+                refused += 1
+            }
+        }
+        XCTAssertGreaterThan(refused, 0, "the 3.5 MB broadcast is refused")
     }
 
     func testTensorGeometryIsBoundsChecked() {

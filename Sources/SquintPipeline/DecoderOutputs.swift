@@ -80,9 +80,8 @@ public enum DecoderOutputs {
     /// metadata (tokenizer.json by `ByteLevelBPETokenizer.tokenizerJSON`; a generation_config with
     /// Squint's text sampling defaults, which is what `run` uses on the GGUF itself).
     public static func companions(of tm: TextModel) throws -> Companions {
-        if let g = tm.gguf {
+        if tm.gguf != nil {
             let tok = tm.tokenizer
-            let merges = g.value(forKey: "tokenizer.ggml.merges")?.strings ?? []
             let template = tm.chatTemplate
             func text(_ id: Int?) -> JSONValue { id.map { .string(tok.tokens[$0]) } ?? .null }
             var tc: [(key: String, value: JSONValue)] = [
@@ -100,7 +99,7 @@ public enum DecoderOutputs {
             gen += [("do_sample", .bool(s.doSample)), ("temperature", number(Double(s.temperature))),
                     ("top_k", int(s.topK)), ("top_p", number(Double(s.topP)))]
             return Companions(config: configJSON(architecture: tm.model.architecture, dims: tm.model.dims),
-                              tokenizerJSON: Array(tok.tokenizerJSON(merges: merges).utf8), chatTemplate: template,
+                              tokenizerJSON: Array(tok.tokenizerJSON(merges: tok.merges).utf8), chatTemplate: template,
                               tokenizerConfig: .object(tc), generationConfig: .object(gen))
         }
         let folder = tm.path

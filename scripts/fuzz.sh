@@ -21,7 +21,7 @@ RUNS=()
 if [ "${1:-}" = --runs ]; then RUNS=(-runs="$2"); SECONDS_EACH=$((7 * 86400)); shift 2
 else SECONDS_EACH=${1:-60}; shift || true; fi
 HARNESSES=("$@")
-[ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(safetensors shard-index torch-zip torch-legacy sq4 autogptq config json tiktoken calibration png jpeg)
+[ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(safetensors shard-index torch-zip torch-legacy sq4 autogptq config json tiktoken calibration png jpeg gguf tokenizer-json kld)
 
 if [ -n "${SQUINT_FUZZ_BIN:-}" ]; then
 BIN=$SQUINT_FUZZ_BIN

@@ -21,6 +21,8 @@ final class FuzzCorpusReplayTests: XCTestCase {
         .calibration: ["two_pairs.jsonl"],
         .png: ["png_rgb8_1x1.png", "png_palette8_trns_33x25.png"],
         .jpeg: ["jpeg_rgb_1x1.jpg", "jpeg_grey_progressive_33x65.jpg"],
+        .tokenizerJSON: ["gpt2.json", "smollm.json", "qwen2-nfc.json", "llama3-sequence.json"],
+        .kld: ["ctx4_vocab3_1chunk.kld", "ctx8_vocab16_2chunks.kld"],
     ]
 
     func testEveryCorpusAndRegressionFileIsReadOrRefusedWithTheReadersTypedError() throws {

@@ -376,6 +376,14 @@ final class TokenizerJSONTests: XCTestCase {
                     "id 0 is both")
         try refused(["model": model, "pre_tokenizer": gpt2, "added_tokens": [["id": 65, "content": "<s>", "special": true]]],
                     "added token 65 '<s>' conflicts with vocab entry 'A'")
+        // Ids far beyond the entries would be filled with `[PAD<id>]` tokens: a 46-byte file asked for
+        // 16 MB (fuzz finding 4). With n entries, ids up to 2n + 1023 are read, the gaps filled.
+        try refused(["model": ["type": "BPE", "vocab": ["a": 1_000_000]]], "ids reach 1000000 for 1 tokens")
+        try refused(["model": model, "pre_tokenizer": gpt2, "added_tokens": [["id": 2 * 257 + 1024, "content": "<s>", "special": true]]],
+                    "more than half of the ids would be missing")
+        let gaps = try ByteLevelBPETokenizer(tokenizerJSON: JSONSerialization.data(withJSONObject: [
+            "model": model, "pre_tokenizer": gpt2, "added_tokens": [["id": 2 * 257 + 1023, "content": "<s>", "special": true]]]))
+        XCTAssertEqual(gaps.vocabularySize, 2 * 257 + 1024)   // 257 entries, the rest fillers
         // And a minimal valid one loads: 256 byte tokens (id = byte value), no merges, GPT-2 rules.
         let ok = try ByteLevelBPETokenizer(tokenizerJSON: JSONSerialization.data(withJSONObject: ["model": model, "pre_tokenizer": gpt2]))
         XCTAssertEqual(ok.encode("a b\n", addSpecial: false), [0x61, 0x20, 0x62, 0x0A])

@@ -41,6 +41,11 @@ enum FuzzHarness: String, CaseIterable, Sendable {
     /// GGUFFile: header, typed metadata (nested arrays), tensor infos; every tensor dequantised; the
     /// tokenizer a GGUF carries (TextModel.tokenizer(of:)) when the file has one.
     case gguf
+    /// ByteLevelBPETokenizer(tokenizerJSON:): a Hugging Face tokenizer.json (vocab, merges, added tokens,
+    /// normalizer, pre-tokenizer, post-processor), then one encode with special tokens.
+    case tokenizerJSON = "tokenizer-json"
+    /// LlamaKLDFile: llama-perplexity's --kl-divergence-base file; every chunk's tokens and every row.
+    case kld
 
     /// The allocation bound the fuzzer enforces (Fuzz/Sources/SquintFuzz/main.swift): while an input of
     /// n bytes is read, no single allocation may exceed 1 MiB + factor x n. 16 for files whose sizes are
@@ -57,13 +62,13 @@ enum FuzzHarness: String, CaseIterable, Sendable {
     /// Whether `error` is the reader's typed refusal (anything else is a finding).
     func isExpected(_ error: Error) -> Bool {
         switch self {
-        case .safetensors, .shardIndex, .torchZip, .torchLegacy, .json:
+        case .safetensors, .shardIndex, .torchZip, .torchLegacy, .json, .kld:
             return error is FormatError
         case .gguf:
             return error is FormatError || error is TokenizerError
         case .sq4, .autogptq, .config:
             return error is FormatError || error is ModelError
-        case .tiktoken:
+        case .tiktoken, .tokenizerJSON:
             return error is TokenizerError
         case .calibration:
             return error is ConvertError || error is FormatError || error is PairsFileError
@@ -180,6 +185,17 @@ final class FuzzContext {
         case .calibration:
             guard let tokenizer else { return }
             blackHole(try CalibrationSet(path: put(data, "pairs.jsonl"), tokenizer: tokenizer).totalTokens)
+        case .tokenizerJSON:
+            let tok = try ByteLevelBPETokenizer(tokenizerJSON: Data(data), source: "tokenizer.json")
+            blackHole(tok.encode("Hello, world 2024!\n<|endoftext|> x", addSpecial: true, parseSpecial: true).count)
+        case .kld:
+            let f = try LlamaKLDFile(path: put(data, "base.kld"))
+            var x: Float = 0
+            for c in 0 ..< f.chunks {
+                blackHole(try f.tokens(chunk: c).count)
+                for r in 0 ..< f.rowsPerChunk { x += try f.logProbabilities(chunk: c, row: r).first ?? 0 }
+            }
+            blackHole(Int(x.isFinite ? 1 : 0))
         case .png, .jpeg:
             let image = try RGBImage.decode(data, name: "fuzz.\(harness.rawValue)")
             blackHole(image.width &* image.height)

@@ -71,12 +71,9 @@ public struct GGUFOutputSource {
         }
         // Special tokens: tokenizer_config.json names them by text (as the converter reads them).
         let tc = try DecoderOutputs.parseJSONFile(tm.path + "/tokenizer_config.json")
-        func special(_ key: String) -> Int? {
-            switch tc?[key] {
-            case .string(let s)?: return tok.tokenID(of: s)
-            case .object(let o)?: if case .string(let s)? = JSONValue.object(o)["content"] { return tok.tokenID(of: s) }; return nil
-            default: return nil
-            }
+        func special(_ key: String) -> Int? {   // "<s>" or {"content": "<s>", ...}
+            guard let v = tc?[key], case .string(let s) = v["content"] ?? v else { return nil }
+            return tok.tokenID(of: s)
         }
         // One token per embedding row: ids tokenizer.json does not use (Qwen2.5: 151,665 tokens for
         // 151,936 rows) become unused `[PAD<id>]` tokens, as the converter writes them; llama.cpp

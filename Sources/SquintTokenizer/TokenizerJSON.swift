@@ -121,12 +121,12 @@ extension ByteLevelBPETokenizer {
         // looked for as llama.cpp's converter (gguf-py SpecialVocab) does.
         let post = root["post_processor"] as? [String: Any]
         let processors = (post?["type"] as? String == "Sequence" ? post?["processors"] as? [[String: Any]] : nil) ?? post.map { [$0] } ?? []
+        func specialID(_ item: [String: Any]?) -> Int? {
+            guard let name = (item?["SpecialToken"] as? [String: Any])?["id"] as? String else { return nil }
+            return textOfID.first { $0.value == name }?.key
+        }
         for p in processors where p["type"] as? String == "TemplateProcessing" {
             guard let single = p["single"] as? [[String: Any]] else { continue }
-            func specialID(_ item: [String: Any]?) -> Int? {
-                guard let name = (item?["SpecialToken"] as? [String: Any])?["id"] as? String else { return nil }
-                return textOfID.first { $0.value == name }?.key
-            }
             if let id = specialID(single.first) { addBOS = true; bos = id }
             if single.count > 1, let id = specialID(single.last) { addEOS = true; eos = id }
         }

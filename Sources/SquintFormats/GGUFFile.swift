@@ -108,14 +108,21 @@ public final class GGUFFile: TensorFile {
             }
             var ne: [Int] = []
             var count = 1
+            // The product of the non-zero dimensions must fit too: an empty tensor (a 0 among them) may not
+            // carry dimensions whose product, taken in another order (a shape's row count, its row size),
+            // overflows (fuzz finding 5: ne [2^62, 0] passed, then its row size trapped).
+            var nonZero = 1
             for d in 0..<Int(nDims) {
                 let n = try r.u64("dimension \(d) of tensor \(shown(name))")
                 guard let n = Int(exactly: n) else {
                     throw FormatError.invalid(path: path, what: "tensor \(shown(name)) dimension \(d) is \(n), above 2^63-1")
                 }
                 let (p, o) = count.multipliedReportingOverflow(by: n)
-                guard !o else { throw FormatError.invalid(path: path, what: "tensor \(shown(name)) element count overflows 64 bits (ne \(ne + [n]))") }
-                count = p
+                let (q, o2) = nonZero.multipliedReportingOverflow(by: max(n, 1))
+                guard !o, !o2 else {
+                    throw FormatError.invalid(path: path, what: "tensor \(shown(name)) element count overflows 64 bits (ne \(ne + [n]))")
+                }
+                count = p; nonZero = q
                 ne.append(n)
             }
             let typeID = try r.u32("ggml type of tensor \(shown(name))")
@@ -131,7 +138,8 @@ public final class GGUFFile: TensorFile {
                     + "the \(type.name) block size \(type.blockSize)")
             }
             let (bytes, o) = (count / type.blockSize).multipliedReportingOverflow(by: type.blockBytes)
-            guard !o else { throw FormatError.invalid(path: path, what: "tensor \(shown(name)) byte size overflows 64 bits") }
+            let (_, o2) = (nonZero / type.blockSize).multipliedReportingOverflow(by: type.blockBytes)
+            guard !o, !o2 else { throw FormatError.invalid(path: path, what: "tensor \(shown(name)) byte size overflows 64 bits") }
             let rel64 = try r.u64("data offset of tensor \(shown(name))")
             guard let rel = Int(exactly: rel64) else {
                 throw FormatError.invalid(path: path, what: "tensor \(shown(name)) offset \(rel64) is beyond any file")

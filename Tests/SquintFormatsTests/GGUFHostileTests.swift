@@ -188,8 +188,9 @@ final class GGUFHostileTests: XCTestCase {
         // fits 64 bits but not the file
         refuse(oneTensor(ne: [1 << 40]), "truncated", mentioning: "needs bytes")
         // Empty tensors (a 0 dimension, 0 bytes) whose other dimensions overflow in another order: a row of
-        // 2^62 Q4_0 values is 2^62 / 32 x 18 bytes (fuzz finding 5 trapped computing it).
-        refuse(oneTensor(ne: [1 << 62, 0], type: 2), "invalid", mentioning: "byte size overflows")
+        // 9.08e18 Q8_0 values is 9.08e18 / 32 x 34 bytes (fuzz finding 5 trapped computing it).
+        refuse(oneTensor(ne: [9_079_256_848_778_920_000, 0], type: 8), "invalid", mentioning: "byte size overflows")
+        refuse(oneTensor(ne: [1 << 62, 0]), "invalid", mentioning: "byte size overflows")
         refuse(oneTensor(ne: [0, 1 << 32, 1 << 32]), "invalid", mentioning: "element count overflows")
         XCTAssertEqual(try accept(oneTensor(ne: [1 << 20, 0], type: 2)).tensors.first?.shape, [0, (1 << 20) / 32 * 18])
     }

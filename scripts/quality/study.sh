@@ -63,6 +63,25 @@ rank() {
     "$1-f16.gguf" "$1-llama-q4_0-imatrix32.gguf" Q4_0 2
   ppl "$1" llama-q4_0-imatrix32
 }
+# Where GPTQ loses to RTN (docs/QUALITY.md, the 1.5B): the GPTQ act-order file with one group of
+# tensors taken from the RTN file on the same grid: ffn_down, attention, ffn_gate/up; then ffn_down
+# split by the type the shipped original stored it in (Q4_K or Q6_K: the 1.5B's original is Q4_K_M).
+where() {
+  local g=gptq-q4_0-g32-llamagrid-act spec name rx
+  for spec in 'rtn-down:\.ffn_down\.' 'rtn-attn:\.attn_(q|k|v|output)\.' 'rtn-gateup:\.ffn_(gate|up)\.' \
+              'rtn-down-q4k:Q4_K' 'rtn-down-q6k:Q6_K'; do
+    name=${spec%%:*}; rx=${spec#*:}
+    case $rx in Q?_K)   # the names of the original's ffn_down tensors of that type, as one expression
+      rx=$(PYTHONPATH="$CACHE/llama.cpp/src/gguf-py" python3 -c 'import gguf, re, sys
+r = gguf.GGUFReader(sys.argv[1])
+print("^(" + "|".join(re.escape(t.name) for t in r.tensors if t.tensor_type.name == sys.argv[2] and ".ffn_down." in t.name) + ")$")' \
+        "$(source_of "$1")" "$rx") ;;
+    esac
+    ( cd "$Q" && [ -f "$1-$g+$name.gguf" ] || PYTHONPATH="$CACHE/llama.cpp/src/gguf-py" python3 "$D/splice.py" \
+        "$1-$g.gguf" "$1-rtn-q4_0-llamagrid.gguf" "$rx" "$1-$g+$name.gguf" ) || continue
+    ppl "$1" "$g+$name"
+  done
+}
 # `study.sh FUNCTION MODEL` runs one part (e.g. `study.sh rank q15`); no arguments: the whole study.
 if [ $# -gt 0 ]; then "$@"; exit; fi
 goal sm; cheap sm; why sm

@@ -45,9 +45,13 @@ enum PickleGlobal: Equatable {
     }
 }
 
-/// Mutable containers have reference semantics in pickle (memo entries alias them).
-final class PickleList { var items: [PickleValue] = [] }
+/// Mutable containers have reference semantics in pickle (memo entries alias them). `depth` is the
+/// nesting depth of the container (1 when empty); `nested` is set once it is inside another value, after
+/// which it may no longer change (see `Unpickler.maxDepth`).
+final class PickleList { var items: [PickleValue] = []; var depth = 1; var nested = false }
 final class PickleDict {
+    var depth = 1
+    var nested = false
     /// Keys are str or int (all a state dict or sys_info needs), hashed so a hostile pickle with a
     /// million SETITEMS stays linear.
     enum Key: Hashable { case string(String), int(Int) }
@@ -145,6 +149,11 @@ enum PersistentIDStyle { case zip, legacy }
 struct Unpickler {
     static let maxMemo = 1_000_000
     static let maxStack = 1_000_000
+    /// Deepest nesting of tuples, lists and dicts. A checkpoint nests a few levels (a dict of dicts of
+    /// tensors, their size tuples); 40,000 nested 1-tuples from a 40 KB file overflowed the stack when
+    /// Swift freed them (fuzz finding 6). A list or dict may not change once it is inside another value
+    /// (only a recursive structure, which no checkpoint holds, needs that), so depths never go stale.
+    static let maxDepth = 100
 
     let path: String
     let bytes: UnsafeRawBufferPointer
@@ -196,32 +205,61 @@ struct Unpickler {
     /// Runs the machine to STOP and returns the single value left. `pos` then points after STOP.
     mutating func load() throws -> PickleValue {
         var stack: [PickleValue] = []
+        var depths: [Int] = []        // nesting depth of each stack value (0 for a scalar)
         var marks: [Int] = []
-        var memo: [Int: PickleValue] = [:]
+        var memo: [Int: (value: PickleValue, depth: Int)] = [:]
 
-        func pop() throws -> PickleValue {
-            guard let v = stack.popLast() else { throw bad("stack underflow") }
-            if let m = marks.last, stack.count < m { throw bad("stack underflow past a MARK") }
-            return v
+        /// A list's or dict's depth is its own (it grows while it is filled); a tuple's is fixed.
+        func depth(_ v: PickleValue, _ recorded: Int) -> Int {
+            switch v {
+            case .list(let l): return l.depth
+            case .dict(let d): return d.depth
+            default: return recorded
+            }
         }
-        func popMark() throws -> [PickleValue] {
+        func popWithDepth() throws -> (PickleValue, Int) {
+            guard let v = stack.popLast(), let d = depths.popLast() else { throw bad("stack underflow") }
+            if let m = marks.last, stack.count < m { throw bad("stack underflow past a MARK") }
+            return (v, depth(v, d))
+        }
+        func pop() throws -> PickleValue { try popWithDepth().0 }
+        func popMark() throws -> (items: [PickleValue], depth: Int) {
             guard let m = marks.popLast() else { throw bad("no MARK on the stack") }
             guard m <= stack.count else { throw bad("stack underflow past a MARK") }
-            let items = Array(stack[m...]); stack.removeSubrange(m...)
-            return items
+            let items = Array(stack[m...])
+            let d = zip(items, depths[m...]).map { depth($0, $1) }.max() ?? 0
+            stack.removeSubrange(m...); depths.removeSubrange(m...)
+            return (items, d)
         }
-        func push(_ v: PickleValue) throws {
+        func push(_ v: PickleValue, depth d: Int = 0) throws {
             guard stack.count < maxStack else { throw bad("stack deeper than \(maxStack)") }
-            stack.append(v)
+            guard d <= Self.maxDepth else { throw bad("values nested deeper than \(Self.maxDepth) levels") }
+            stack.append(v); depths.append(d)
+        }
+        /// Marks values placed inside another one: from then on a list or dict may not change.
+        func nest(_ items: [PickleValue]) {
+            for v in items {
+                if case .list(let l) = v { l.nested = true } else if case .dict(let d) = v { d.nested = true }
+            }
+        }
+        func tuple(_ items: [PickleValue], _ itemDepth: Int) throws {
+            nest(items)
+            try push(.tuple(items), depth: itemDepth + 1)
+        }
+        /// The container `what` on top of the stack may take items of depth `itemDepth`.
+        func grow(_ nested: Bool, _ depth: inout Int, _ itemDepth: Int, _ what: String) throws {
+            guard !nested else { throw bad("\(what) changed after it was placed inside another value (a recursive structure)") }
+            depth = max(depth, itemDepth + 1)
+            guard depth <= Self.maxDepth else { throw bad("values nested deeper than \(Self.maxDepth) levels") }
         }
         func put(_ i: Int) throws {
-            guard let top = stack.last else { throw bad("memo store from an empty stack") }
+            guard let top = stack.last, let d = depths.last else { throw bad("memo store from an empty stack") }
             if memo[i] == nil, memo.count >= maxMemo { throw bad("more than \(maxMemo) memo entries") }
-            memo[i] = top
+            memo[i] = (top, d)
         }
         func get(_ i: Int) throws {
-            guard let v = memo[i] else { throw bad("memo index \(i) was never stored") }
-            try push(v)
+            guard let m = memo[i] else { throw bad("memo index \(i) was never stored") }
+            try push(m.value, depth: depth(m.value, m.depth))
         }
 
         while true {
@@ -242,13 +280,17 @@ struct Unpickler {
                 marks.append(stack.count)
             case 0x30: _ = try pop() // POP
             case 0x31: _ = try popMark() // POP_MARK
-            case 0x7D: try push(.dict(PickleDict())) // EMPTY_DICT
-            case 0x5D: try push(.list(PickleList())) // EMPTY_LIST
-            case 0x29: try push(.tuple([])) // EMPTY_TUPLE
-            case 0x74: try push(.tuple(try popMark())) // TUPLE
-            case 0x85: let a = try pop(); try push(.tuple([a]))
-            case 0x86: let b = try pop(); let a = try pop(); try push(.tuple([a, b]))
-            case 0x87: let c = try pop(); let b = try pop(); let a = try pop(); try push(.tuple([a, b, c]))
+            case 0x7D: try push(.dict(PickleDict()), depth: 1) // EMPTY_DICT
+            case 0x5D: try push(.list(PickleList()), depth: 1) // EMPTY_LIST
+            case 0x29: try push(.tuple([]), depth: 1) // EMPTY_TUPLE
+            case 0x74: let (items, d) = try popMark(); try tuple(items, d) // TUPLE
+            case 0x85: let (a, da) = try popWithDepth(); try tuple([a], da)
+            case 0x86:
+                let (b, db) = try popWithDepth(), (a, da) = try popWithDepth()
+                try tuple([a, b], max(da, db))
+            case 0x87:
+                let (c, dc) = try popWithDepth(), (b, db) = try popWithDepth(), (a, da) = try popWithDepth()
+                try tuple([a, b, c], max(da, db, dc))
             case 0x71: try put(Int(try u8("BINPUT")))
             case 0x72: try put(Int(try le(UInt32.self, "LONG_BINPUT")))
             case 0x94: try put(memo.count)
@@ -299,7 +341,8 @@ struct Unpickler {
                 let args = try pop(), fn = try pop()
                 guard case let .global(g) = fn else { throw bad("REDUCE of a \(fn.kindName), not an allowlisted callable") }
                 guard case let .tuple(a) = args else { throw bad("REDUCE arguments are a \(args.kindName), not a tuple") }
-                try push(try call(g, a))
+                let r = try call(g, a)
+                try push(r, depth: depth(r, 0))
             case 0x62: // BUILD
                 let state = try pop()
                 guard let target = stack.last else { throw bad("BUILD on an empty stack") }
@@ -313,24 +356,32 @@ struct Unpickler {
             case 0x51: // BINPERSID
                 try push(try persistent(try pop()))
             case 0x73: // SETITEM
-                let v = try pop(), k = try pop()
+                let (v, dv) = try popWithDepth(), (k, dk) = try popWithDepth()
                 guard case let .dict(d) = stack.last else { throw bad("SETITEM on a non-dict") }
+                try grow(d.nested, &d.depth, max(dv, dk), "a dict")
                 guard d.set(k, v) else { throw bad("dict key is a \(k.kindName), not str or int") }
+                nest([k, v])
             case 0x75: // SETITEMS
-                let items = try popMark()
+                let (items, di) = try popMark()
                 guard items.count % 2 == 0 else { throw bad("SETITEMS with an odd number of items") }
                 guard case let .dict(d) = stack.last else { throw bad("SETITEMS on a non-dict") }
+                try grow(d.nested, &d.depth, di, "a dict")
                 for i in stride(from: 0, to: items.count, by: 2) where !d.set(items[i], items[i + 1]) {
                     throw bad("dict key is a \(items[i].kindName), not str or int")
                 }
+                nest(items)
             case 0x61: // APPEND
-                let v = try pop()
+                let (v, dv) = try popWithDepth()
                 guard case let .list(l) = stack.last else { throw bad("APPEND on a non-list") }
+                try grow(l.nested, &l.depth, dv, "a list")
                 l.items.append(v)
+                nest([v])
             case 0x65: // APPENDS
-                let items = try popMark()
+                let (items, di) = try popMark()
                 guard case let .list(l) = stack.last else { throw bad("APPENDS on a non-list") }
+                try grow(l.nested, &l.depth, di, "a list")
                 l.items.append(contentsOf: items)
+                nest(items)
             default:
                 throw bad("unknown or disallowed opcode 0x\(String(op, radix: 16))")
             }

@@ -88,6 +88,38 @@ final class TorchHostileTests: XCTestCase {
                        .invalid(path: "mem.pkl", what: "pickle at byte 102: too many MARKs"))
     }
 
+    /// Fuzz finding 6: 39,909 nested 1-tuples (TUPLE1 opcodes, a 40 KB file) overflowed the stack when
+    /// Swift freed them. Nesting stops at `Unpickler.maxDepth` (100) for tuples, lists and dicts alike,
+    /// and a list or dict may not change once it is inside another value (else depths could grow unseen).
+    func testNestingIsBoundedAndNestedContainersCannotChange() {
+        func load(_ bytes: [UInt8]) -> PickleValue? {
+            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+            defer { b.deallocate() }
+            bytes.withUnsafeBytes { b.copyMemory(from: $0) }
+            var u = Unpickler(path: "mem.pkl", bytes: UnsafeRawBufferPointer(b), style: .zip)
+            return try? u.load()
+        }
+        let tuples = { (n: Int) in [0x80, 2, 0x4E] + [UInt8](repeating: 0x85, count: n) + [0x2E] }   // ((None,),)...
+        guard case .tuple? = load(tuples(100)) else { return XCTFail("100 nested tuples are allowed") }
+        XCTAssertEqual(unpickle(tuples(101), maxMemo: 100, maxStack: 100),
+                       .invalid(path: "mem.pkl", what: "pickle at byte 103: values nested deeper than 100 levels"))
+        XCTAssertNotNil(unpickle(tuples(40_000), maxMemo: 100, maxStack: 100))   // the finding: refused, no crash
+        // Lists: 101 empty lists, then 100 APPENDs, each putting the top list into the one beneath it.
+        let lists: [UInt8] = [0x80, 2] + [UInt8](repeating: 0x5D, count: 101) + [UInt8](repeating: 0x61, count: 100) + [0x2E]
+        XCTAssertEqual(unpickle(lists, maxMemo: 100, maxStack: 1000),
+                       .invalid(path: "mem.pkl", what: "pickle at byte 202: values nested deeper than 100 levels"))
+        // Dicts: {} then 100 x (key 0, {}), then 100 SETITEMs: {0: {0: {...}}}.
+        let dicts: [UInt8] = [0x80, 2, 0x7D] + (0 ..< 100).flatMap { _ in [UInt8]([0x4B, 0, 0x7D]) }
+            + [UInt8](repeating: 0x73, count: 100) + [0x2E]
+        XCTAssertEqual(unpickle(dicts, maxMemo: 100, maxStack: 1000),
+                       .invalid(path: "mem.pkl", what: "pickle at byte 402: values nested deeper than 100 levels"))
+        // A list changed after it was placed in another: [ [ ] stores the inner list (BINPUT 0), APPENDs it to
+        // the outer, fetches it back (BINGET 0) and APPENDs None to it.
+        let changed: [UInt8] = [0x80, 2, 0x5D, 0x5D, 0x71, 0, 0x61, 0x68, 0, 0x4E, 0x61, 0x30, 0x2E]
+        XCTAssertEqual(unpickle(changed, maxMemo: 100, maxStack: 100),
+                       .invalid(path: "mem.pkl", what: "pickle at byte 10: a list changed after it was placed inside another value (a recursive structure)"))
+    }
+
     func testCorruptTensorBytesFailChecksumVerification() throws {
         let c = try TorchCheckpoint(path: TorchFixtures.path("hostile_views/bad_crc.pt"))
         guard let e = assertFormatError(try c.verifyChecksums()) else { return }

@@ -69,7 +69,7 @@ rank() {
 where() {
   local g=gptq-q4_0-g32-llamagrid-act spec name rx
   for spec in 'rtn-down:\.ffn_down\.' 'rtn-attn:\.attn_(q|k|v|output)\.' 'rtn-gateup:\.ffn_(gate|up)\.' \
-              'rtn-down-q4k:Q4_K' 'rtn-down-q6k:Q6_K'; do
+              'rtn-down-q4k:Q4_K' 'rtn-down-q6k:Q6_K' 'rtn-down01:^blk\.[01]\.ffn_down\.'; do
     name=${spec%%:*}; rx=${spec#*:}
     case $rx in Q?_K)   # the names of the original's ffn_down tensors of that type, as one expression
       rx=$(PYTHONPATH="$CACHE/llama.cpp/src/gguf-py" python3 -c 'import gguf, re, sys

@@ -205,9 +205,14 @@ struct Unpickler {
     /// Runs the machine to STOP and returns the single value left. `pos` then points after STOP.
     mutating func load() throws -> PickleValue {
         var stack: [PickleValue] = []
-        var depths: [Int] = []        // nesting depth of each stack value (0 for a scalar)
+        var depths: [UInt8] = []      // nesting depth of each stack value (0 for a scalar; <= maxDepth)
         var marks: [Int] = []
-        var memo: [Int: (value: PickleValue, depth: Int)] = [:]
+        // The memo is dense, as Python's pickler writes it (keys 0, 1, 2, ... in order), so it is two
+        // arrays: a 1-byte MEMOIZE costs 8 bytes (a value is one pointer) + 1 (its depth), at most twice
+        // that with array growth, where a hash table of (value, depth) pairs cost up to 64 (fuzz finding 7:
+        // a 32 KB file asked for 1.6 MB in one allocation).
+        var memo: [PickleValue] = []
+        var memoDepths: [UInt8] = []
 
         /// A list's or dict's depth is its own (it grows while it is filled); a tuple's is fixed.
         func depth(_ v: PickleValue, _ recorded: Int) -> Int {
@@ -220,21 +225,21 @@ struct Unpickler {
         func popWithDepth() throws -> (PickleValue, Int) {
             guard let v = stack.popLast(), let d = depths.popLast() else { throw bad("stack underflow") }
             if let m = marks.last, stack.count < m { throw bad("stack underflow past a MARK") }
-            return (v, depth(v, d))
+            return (v, depth(v, Int(d)))
         }
         func pop() throws -> PickleValue { try popWithDepth().0 }
         func popMark() throws -> (items: [PickleValue], depth: Int) {
             guard let m = marks.popLast() else { throw bad("no MARK on the stack") }
             guard m <= stack.count else { throw bad("stack underflow past a MARK") }
             let items = Array(stack[m...])
-            let d = zip(items, depths[m...]).map { depth($0, $1) }.max() ?? 0
+            let d = zip(items, depths[m...]).map { depth($0, Int($1)) }.max() ?? 0
             stack.removeSubrange(m...); depths.removeSubrange(m...)
             return (items, d)
         }
         func push(_ v: PickleValue, depth d: Int = 0) throws {
             guard stack.count < maxStack else { throw bad("stack deeper than \(maxStack)") }
             guard d <= Self.maxDepth else { throw bad("values nested deeper than \(Self.maxDepth) levels") }
-            stack.append(v); depths.append(d)
+            stack.append(v); depths.append(UInt8(d))
         }
         /// Marks values placed inside another one: from then on a list or dict may not change.
         func nest(_ items: [PickleValue]) {
@@ -254,12 +259,16 @@ struct Unpickler {
         }
         func put(_ i: Int) throws {
             guard let top = stack.last, let d = depths.last else { throw bad("memo store from an empty stack") }
-            if memo[i] == nil, memo.count >= maxMemo { throw bad("more than \(maxMemo) memo entries") }
-            memo[i] = (top, d)
+            if i < memo.count { memo[i] = top; memoDepths[i] = d; return }
+            guard i == memo.count else {
+                throw bad("memo key \(i) skips keys \(memo.count)...\(i - 1) (a pickler stores them in order)")
+            }
+            guard memo.count < maxMemo else { throw bad("more than \(maxMemo) memo entries") }
+            memo.append(top); memoDepths.append(d)
         }
         func get(_ i: Int) throws {
-            guard let m = memo[i] else { throw bad("memo index \(i) was never stored") }
-            try push(m.value, depth: depth(m.value, m.depth))
+            guard i < memo.count else { throw bad("memo index \(i) was never stored") }
+            try push(memo[i], depth: depth(memo[i], Int(memoDepths[i])))
         }
 
         while true {

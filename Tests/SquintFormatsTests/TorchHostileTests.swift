@@ -120,6 +120,31 @@ final class TorchHostileTests: XCTestCase {
                        .invalid(path: "mem.pkl", what: "pickle at byte 10: a list changed after it was placed inside another value (a recursive structure)"))
     }
 
+    /// Fuzz finding 7: 29,506 MEMOIZE opcodes after a None (a 32 KB legacy file) made one 1.58 MB
+    /// allocation, a hash table of (value, depth) pairs. The memo is now dense arrays, as Python's pickler
+    /// writes it: a key may be overwritten or be the next one; one that skips keys is refused.
+    func testMemoIsDenseAndKeysMayNotSkip() {
+        func load(_ bytes: [UInt8]) -> PickleValue? {
+            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+            defer { b.deallocate() }
+            bytes.withUnsafeBytes { b.copyMemory(from: $0) }
+            var u = Unpickler(path: "mem.pkl", bytes: UnsafeRawBufferPointer(b), style: .zip)
+            return try? u.load()
+        }
+        // BININT1 5, BINPUT 0, BININT1 6, BINPUT 1, BININT1 7, BINPUT 0 (overwrite), then
+        // MARK BINGET 0 BINGET 1 MEMOIZE (key 2) BINGET 2 TUPLE, STOP -> (7, 6, 6); the ints left below
+        // the MARK are popped first by POP x3 placed before the MARK.
+        let ok: [UInt8] = [0x80, 2, 0x4B, 5, 0x71, 0, 0x4B, 6, 0x71, 1, 0x4B, 7, 0x71, 0, 0x30, 0x30, 0x30,
+                           0x28, 0x68, 0, 0x68, 1, 0x94, 0x68, 2, 0x74, 0x2E]
+        XCTAssertEqual(load(ok), .tuple([.int(7), .int(6), .int(6)]))
+        let skip: [UInt8] = [0x80, 2, 0x4E, 0x71, 0, 0x71, 2, 0x2E]   // None, BINPUT 0, BINPUT 2
+        XCTAssertEqual(unpickle(skip, maxMemo: 100, maxStack: 100),
+                       .invalid(path: "mem.pkl", what: "pickle at byte 5: memo key 2 skips keys 1...1 (a pickler stores them in order)"))
+        let long: [UInt8] = [0x80, 2, 0x4E, 0x72, 0x40, 0x42, 0x0F, 0x00, 0x2E]   // LONG_BINPUT 1,000,000
+        XCTAssertEqual(unpickle(long, maxMemo: 100, maxStack: 100),
+                       .invalid(path: "mem.pkl", what: "pickle at byte 3: memo key 1000000 skips keys 0...999999 (a pickler stores them in order)"))
+    }
+
     func testCorruptTensorBytesFailChecksumVerification() throws {
         let c = try TorchCheckpoint(path: TorchFixtures.path("hostile_views/bad_crc.pt"))
         guard let e = assertFormatError(try c.verifyChecksums()) else { return }

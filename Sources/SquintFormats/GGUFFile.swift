@@ -107,24 +107,23 @@ public final class GGUFFile: TensorFile {
                 throw FormatError.invalid(path: path, what: "tensor \(shown(name)) has n_dims \(nDims) (must be 1...4)")
             }
             var ne: [Int] = []
-            var count = 1
-            // The product of the non-zero dimensions must fit too: an empty tensor (a 0 among them) may not
-            // carry dimensions whose product, taken in another order (a shape's row count, its row size),
-            // overflows (fuzz finding 5: ne [2^62, 0] passed, then its row size trapped).
+            // The product of the non-zero dimensions must fit: an empty tensor (a 0 among them) may not carry
+            // dimensions whose product, taken in another order (a shape's row count, its row size), overflows
+            // (fuzz finding 5: ne [2^62, 0] passed, then its row size trapped).
             var nonZero = 1
             for d in 0..<Int(nDims) {
                 let n = try r.u64("dimension \(d) of tensor \(shown(name))")
                 guard let n = Int(exactly: n) else {
                     throw FormatError.invalid(path: path, what: "tensor \(shown(name)) dimension \(d) is \(n), above 2^63-1")
                 }
-                let (p, o) = count.multipliedReportingOverflow(by: n)
-                let (q, o2) = nonZero.multipliedReportingOverflow(by: max(n, 1))
-                guard !o, !o2 else {
+                let (q, o) = nonZero.multipliedReportingOverflow(by: max(n, 1))
+                guard !o else {
                     throw FormatError.invalid(path: path, what: "tensor \(shown(name)) element count overflows 64 bits (ne \(ne + [n]))")
                 }
-                count = p; nonZero = q
+                nonZero = q
                 ne.append(n)
             }
+            let count = ne.contains(0) ? 0 : nonZero
             let typeID = try r.u32("ggml type of tensor \(shown(name))")
             guard let type = GGMLType(rawValue: typeID) else {
                 if let known = GGMLType.knownName(of: typeID) {
@@ -137,9 +136,9 @@ public final class GGUFFile: TensorFile {
                 throw FormatError.invalid(path: path, what: "tensor \(shown(name)) row length ne[0] = \(ne[0]) is not a multiple of "
                     + "the \(type.name) block size \(type.blockSize)")
             }
-            let (bytes, o) = (count / type.blockSize).multipliedReportingOverflow(by: type.blockBytes)
-            let (_, o2) = (nonZero / type.blockSize).multipliedReportingOverflow(by: type.blockBytes)
-            guard !o, !o2 else { throw FormatError.invalid(path: path, what: "tensor \(shown(name)) byte size overflows 64 bits") }
+            let (allBytes, o) = (nonZero / type.blockSize).multipliedReportingOverflow(by: type.blockBytes)
+            guard !o else { throw FormatError.invalid(path: path, what: "tensor \(shown(name)) byte size overflows 64 bits") }
+            let bytes = count == 0 ? 0 : allBytes
             let rel64 = try r.u64("data offset of tensor \(shown(name))")
             guard let rel = Int(exactly: rel64) else {
                 throw FormatError.invalid(path: path, what: "tensor \(shown(name)) offset \(rel64) is beyond any file")

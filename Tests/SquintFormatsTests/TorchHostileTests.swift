@@ -75,6 +75,15 @@ final class TorchHostileTests: XCTestCase {
         return assertFormatError(try u.load())
     }
 
+    /// `bytes` unpickled with the real limits (nil when refused).
+    private func loadPickle(_ bytes: [UInt8]) -> PickleValue? {
+        let b = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+        defer { b.deallocate() }
+        bytes.withUnsafeBytes { b.copyMemory(from: $0) }
+        var u = Unpickler(path: "mem.pkl", bytes: UnsafeRawBufferPointer(b), style: .zip)
+        return try? u.load()
+    }
+
     /// The same checks guard the real limits (1,000,000 each); small limits keep the test fast.
     func testStackAndMemoAreBounded() {
         let deep: [UInt8] = [0x80, 2] + [UInt8](repeating: 0x4E, count: 101) + [0x2E] // NONE x 101
@@ -92,15 +101,8 @@ final class TorchHostileTests: XCTestCase {
     /// Swift freed them. Nesting stops at `Unpickler.maxDepth` (100) for tuples, lists and dicts alike,
     /// and a list or dict may not change once it is inside another value (else depths could grow unseen).
     func testNestingIsBoundedAndNestedContainersCannotChange() {
-        func load(_ bytes: [UInt8]) -> PickleValue? {
-            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
-            defer { b.deallocate() }
-            bytes.withUnsafeBytes { b.copyMemory(from: $0) }
-            var u = Unpickler(path: "mem.pkl", bytes: UnsafeRawBufferPointer(b), style: .zip)
-            return try? u.load()
-        }
         let tuples = { (n: Int) in [0x80, 2, 0x4E] + [UInt8](repeating: 0x85, count: n) + [0x2E] }   // ((None,),)...
-        guard case .tuple? = load(tuples(100)) else { return XCTFail("100 nested tuples are allowed") }
+        guard case .tuple? = loadPickle(tuples(100)) else { return XCTFail("100 nested tuples are allowed") }
         XCTAssertEqual(unpickle(tuples(101), maxMemo: 100, maxStack: 100),
                        .invalid(path: "mem.pkl", what: "pickle at byte 103: values nested deeper than 100 levels"))
         XCTAssertNotNil(unpickle(tuples(40_000), maxMemo: 100, maxStack: 100))   // the finding: refused, no crash
@@ -124,19 +126,12 @@ final class TorchHostileTests: XCTestCase {
     /// allocation, a hash table of (value, depth) pairs. The memo is now dense arrays, as Python's pickler
     /// writes it: a key may be overwritten or be the next one; one that skips keys is refused.
     func testMemoIsDenseAndKeysMayNotSkip() {
-        func load(_ bytes: [UInt8]) -> PickleValue? {
-            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
-            defer { b.deallocate() }
-            bytes.withUnsafeBytes { b.copyMemory(from: $0) }
-            var u = Unpickler(path: "mem.pkl", bytes: UnsafeRawBufferPointer(b), style: .zip)
-            return try? u.load()
-        }
         // BININT1 5, BINPUT 0, BININT1 6, BINPUT 1, BININT1 7, BINPUT 0 (overwrite), then
         // MARK BINGET 0 BINGET 1 MEMOIZE (key 2) BINGET 2 TUPLE, STOP -> (7, 6, 6); the ints left below
         // the MARK are popped first by POP x3 placed before the MARK.
         let ok: [UInt8] = [0x80, 2, 0x4B, 5, 0x71, 0, 0x4B, 6, 0x71, 1, 0x4B, 7, 0x71, 0, 0x30, 0x30, 0x30,
                            0x28, 0x68, 0, 0x68, 1, 0x94, 0x68, 2, 0x74, 0x2E]
-        XCTAssertEqual(load(ok), .tuple([.int(7), .int(6), .int(6)]))
+        XCTAssertEqual(loadPickle(ok), .tuple([.int(7), .int(6), .int(6)]))
         let skip: [UInt8] = [0x80, 2, 0x4E, 0x71, 0, 0x71, 2, 0x2E]   // None, BINPUT 0, BINPUT 2
         XCTAssertEqual(unpickle(skip, maxMemo: 100, maxStack: 100),
                        .invalid(path: "mem.pkl", what: "pickle at byte 5: memo key 2 skips keys 1...1 (a pickler stores them in order)"))

@@ -46,6 +46,15 @@ public enum DecoderConvert {
         public enum Container: String, Sendable, Codable { case gguf, squint, autogptq }
         public var sym = true
         public var staticGroups = false
+        /// With `.gptq`: block linears quantized by round-to-nearest all the same (`--rtn down`); their
+        /// group's Hessian is not collected when every member is here. docs/QUALITY.md: on the 1.5B,
+        /// GPTQ with RTN's `ffn_down` beats GPTQ everywhere and RTN everywhere.
+        public var rtnLinears: Set<DecoderLinear> = []
+        /// "" or "; round to nearest: down" (for provenance strings).
+        var rtnNote: String {
+            guard method == .gptq, !rtnLinears.isEmpty else { return "" }
+            return "; round to nearest: " + rtnLinears.map(\.rawValue).sorted().joined(separator: ", ")
+        }
         public init() {}
 
         func check() throws {
@@ -134,9 +143,16 @@ public enum DecoderConvert {
         gopts.threads = o.threads
         let d = model.dims, L = d.layers
         let groups: [[DecoderLinear]] = [d.fusedQKV ? [.qkv] : [.q, .k, .v], [.o], d.fusedGateUp ? [.gateUp] : [.gate, .up], [.down]]
+        let linears = groups.joined()
+        if let missing = o.rtnLinears.first(where: { !linears.contains($0) }) {
+            throw ConvertError.invalidOption("--rtn \(missing.rawValue): this model's block linears are "
+                + linears.map(\.rawValue).joined(separator: ", "))
+        }
         let n = o.method == .gptq ? windows.count : 0
         if o.method == .gptq && n == 0 { throw ConvertError.invalidOption("GPTQ needs at least one calibration window") }
-        let perBlock = o.method == .gptq ? (groups.count + 1) * n : groups.joined().count
+        /// A group needs its Hessian unless every member is rounded to nearest.
+        func observed(_ g: [DecoderLinear]) -> Bool { o.method == .gptq && !g.allSatisfy(o.rtnLinears.contains) }
+        let perBlock = o.method == .gptq ? (groups.filter(observed).count + 1) * n : linears.count
         let total = L * perBlock
         var done = 0
         func tick(_ s: String) { done += 1; progress?(done, total, s) }
@@ -157,7 +173,7 @@ public enum DecoderConvert {
             for group in groups {
                 var hessian: Hessian?
                 var passSeconds = 0.0
-                if o.method == .gptq, let first = group.first, let lin = model.linear(layer: l, first) {
+                if observed(group), let first = group.first, let lin = model.linear(layer: l, first) {
                     let box = ObserverBox(Hessian(columns: lin.inFeatures))
                     model.linearInputObserver = { layer, m, x, tokens in
                         guard layer == l, m == first, box.error == nil else { return }
@@ -186,17 +202,19 @@ public enum DecoderConvert {
                     let tq = Date()
                     var damp = 0.0
                     let q: QuantizedWeight
-                    if let H = hessian {
+                    let rtn = hessian == nil || o.rtnLinears.contains(m)
+                    if let H = hessian, !rtn {
                         damp = Converter.absoluteDamp(diagonal: H.diagonal, percent: o.dampPercent)
                         q = try GPTQ.fasterquant(weight: W, rows: rows, columns: cols, hessian: H.matrix, options: gopts)
                     } else {
                         q = try RTN.quantize(weight: W, rows: rows, columns: cols, groupSize: o.groupSize, quantizer: qconfig)
                     }
                     let name = DecoderTensorNaming.gguf.module(l, m) + ".weight"
-                    let log = ConvertModuleLog(module: name, shapeOutIn: [rows, cols], nsamples: n, tokens: tokenCount,
-                                               avgLoss: n > 0 ? q.avgLoss(nsamples: n) : 0, lossSum: q.lossSum,
+                    var log = ConvertModuleLog(module: name, shapeOutIn: [rows, cols], nsamples: n, tokens: tokenCount,
+                                               avgLoss: n > 0 && !rtn ? q.avgLoss(nsamples: n) : 0, lossSum: q.lossSum,
                                                dampPercent: Double(o.dampPercent), damp: damp, hessianSeconds: passSeconds,
                                                quantSeconds: Date().timeIntervalSince(tq))
+                    if rtn && o.method == .gptq { log.method = "rtn" }
                     try replaceWithFakeQuantized(model, layer: l, m, q)
                     modules.append(Module(layer: l, linear: m, weight: q, log: log))
                     if o.method == .rtn { tick("block \(l + 1)/\(L) \(m.rawValue) rtn") }
@@ -503,7 +521,7 @@ public enum DecoderConvert {
             progress?.finish()
             let grid = o.target == .q4_1 ? "llama-q4_1 (group min/max) bits 4 asym" : "\(o.grid.rawValue) bits 4 sym"
             let prov = "squint \(o.method.rawValue) \(o.target.rawValue): grid \(grid) group 32 desc_act \(o.descAct) static_groups \(o.descAct) "
-                + "damp \(o.dampPercent) scale float16; source \((r.model as NSString).lastPathComponent); calibration \(calibName)"
+                + "damp \(o.dampPercent) scale float16; source \((r.model as NSString).lastPathComponent); calibration \(calibName)\(o.rtnNote)"
             try writeGGUF(source: source, architecture: tm.model.architecture, dims: tm.model.dims, modules: modules,
                           target: o.target, provenance: prov, to: r.output, overwrite: r.force)
             return modules

@@ -138,9 +138,11 @@ public struct ConvertModuleLog: Codable, Sendable, Equatable {
     public var damp: Double
     public var hessianSeconds: Double
     public var quantSeconds: Double
+    /// "rtn" for a module rounded to nearest inside a GPTQ run (`--rtn`); absent otherwise.
+    public var method: String? = nil
 
     enum CodingKeys: String, CodingKey {
-        case module, nsamples, tokens, damp
+        case module, nsamples, tokens, damp, method
         case shapeOutIn = "shape_out_in", avgLoss = "avg_loss", lossSum = "loss_sum", dampPercent = "damp_percent"
         case hessianSeconds = "hessian_seconds", quantSeconds = "quant_seconds"
     }

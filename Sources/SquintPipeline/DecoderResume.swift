@@ -53,10 +53,11 @@ final class DecoderWork {
             source = try names.map { try identity(root + "/" + $0) }.joined(separator: ", ")
         }
         let tokens = windows.flatMap { $0 }.withUnsafeBytes { sha256Hex($0) }
-        return [Converter.toolVersion, "source \(root): \(source)",
+        return ([Converter.toolVersion, "source \(root): \(source)",
                 "calib \(windows.count) windows sha256 \(tokens)",
                 "method \(o.method.rawValue) container \(o.container.rawValue) target \(o.target.rawValue) grid \(o.grid.rawValue)",
-                "group \(o.groupSize) sym \(o.sym) desc_act \(o.descAct) static \(o.staticGroups) damp \(o.dampPercent)"].joined(separator: "; ")
+                "group \(o.groupSize) sym \(o.sym) desc_act \(o.descAct) static \(o.staticGroups) damp \(o.dampPercent)"]
+            + (o.rtnLinears.isEmpty ? [] : ["rtn " + o.rtnLinears.map(\.rawValue).sorted().joined(separator: ",")])).joined(separator: "; ")
     }
 
     private func writeState() throws { try work.write(BlockProgress(fingerprint: fingerprint, blocksDone: blocksDone)) }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SquintPipeline
 import SquintFormats
+import SquintModels
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -75,6 +76,17 @@ struct Convert: ParsableCommand {
     @Option(help: "gptq, or rtn (round to nearest: no calibration).")
     var method: String = "gptq"
 
+    @Option(help: ArgumentHelp("Text models, --method gptq: block linears to round to nearest instead (comma list of q, k, v, o, gate, up, down; qkv and gate_up for fused layouts), e.g. --rtn down.", valueName: "linears"))
+    var rtn: String?
+
+    /// `--rtn` as linears (nil when a name is unknown).
+    var rtnLinears: Set<DecoderLinear>? {
+        guard let rtn else { return [] }
+        let names = rtn.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let ls = names.compactMap(DecoderLinear.init(rawValue:))
+        return ls.count == names.count && !ls.isEmpty ? Set(ls) : nil
+    }
+
     @Option(name: .customLong("max-samples"), help: "Use only the first N calibration pairs.")
     var maxSamples: Int?
 
@@ -103,6 +115,13 @@ struct Convert: ParsableCommand {
 
     func validate() throws {
         if resume && force { throw ValidationError("--resume and --force contradict each other") }
+        if rtn != nil {
+            guard format == "gguf" || isTextDecoder else { throw ValidationError("--rtn applies to text models (Qwen2/Llama) only") }
+            guard method == "gptq" else { throw ValidationError("--rtn picks linears to round to nearest inside a GPTQ run; with --method rtn every linear is") }
+            guard rtnLinears != nil else {
+                throw ValidationError("--rtn takes a comma list of \(DecoderLinear.allCases.map(\.rawValue).joined(separator: ", ")), not '\(rtn!)'")
+            }
+        }
         if format == "gguf" {
             guard let target = DecoderConvert.GGUFTarget(rawValue: ggufType) else {
                 throw ValidationError("--gguf-type must be q4_0 or q4_1, not '\(ggufType)'")
@@ -198,7 +217,7 @@ struct Convert: ParsableCommand {
         func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? s : String(repeating: " ", count: n - s.count) + s }
         var t = "  " + pad("module", w) + "  " + lpad("avg_loss", 12) + "  " + lpad("damp", 10) + "  " + lpad("hessian s", 9) + "  " + lpad("quant s", 8) + "\n"
         for m in modules {
-            t += "  " + pad(m.module, w) + "  " + lpad(String(format: "%.6g", m.avgLoss), 12) + "  " + lpad(String(format: "%.4g", m.damp), 10)
+            t += "  " + pad(m.module, w) + "  " + lpad(m.method ?? String(format: "%.6g", m.avgLoss), 12) + "  " + lpad(String(format: "%.4g", m.damp), 10)
                 + "  " + lpad(String(format: "%.2f", m.hessianSeconds), 9) + "  " + lpad(String(format: "%.2f", m.quantSeconds), 8) + "\n"
         }
         return t
@@ -213,6 +232,7 @@ struct Convert: ParsableCommand {
         r.options.descAct = descAct
         r.options.dampPercent = Float(damp)
         r.options.grid = DecoderConvert.Options.Grid(rawValue: grid)!
+        r.options.rtnLinears = rtnLinears ?? []
         return r
     }
 

@@ -90,4 +90,35 @@ final class DecoderConvertCLITests: XCTestCase {
         XCTAssertTrue(r.err.contains("already an Int4 model"), r.err)
         XCTAssertFalse(fm.fileExists(atPath: tmp + "/x.gguf"))
     }
+
+    /// `--rtn down` on the command line: the GGUF's provenance names it, the table and the JSON mark the
+    /// RTN modules, and the GGUF's ffn_down tensors are byte for byte those of `--method rtn`. Wrong uses
+    /// are refused before anything runs (exit 64).
+    func testRTNLinearsOnTheCommandLine() throws {
+        let src = try TinyDecoderGGUF.write(to: tmp + "/tiny.gguf")
+        let calib = tmp + "/calib.txt"
+        try Data(String(repeating: "the thin thing in the theme then went on; ", count: 12).utf8).write(to: URL(fileURLWithPath: calib))
+        let gptq = ["--calib-text", calib, "--samples", "4", "--sample-tokens", "48", "--format", "gguf"]
+        var r = try Fixtures.run(squint, ["convert", src, "--rtn", "down", "--json", "-o", tmp + "/mixed.gguf"] + gptq)
+        XCTAssertEqual(r.status, 0, r.err)
+        let j = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        let mods = try XCTUnwrap(j["modules"] as? [[String: Any]])
+        XCTAssertEqual(mods.filter { $0["method"] as? String == "rtn" }.map { $0["module"] as? String },
+                       ["blk.0.ffn_down.weight", "blk.1.ffn_down.weight"])
+        r = try Fixtures.run(squint, ["convert", src, "--format", "gguf", "--method", "rtn", "-o", tmp + "/rtn.gguf"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let a = try GGUFFile(path: tmp + "/mixed.gguf"), b = try GGUFFile(path: tmp + "/rtn.gguf")
+        for t in a.ggufTensors where t.name.contains("ffn_down") {
+            XCTAssertEqual(Array(try a.bytes(of: t)), Array(try b.bytes(of: XCTUnwrap(b.ggufTensor(named: t.name)))), t.name)
+        }
+        let prov = a.value(forKey: "squint.quantization")?.string
+        XCTAssertTrue(prov?.hasSuffix("; round to nearest: down") == true, prov ?? "no provenance")
+        for (args, message) in [(["--rtn", "down", "--method", "rtn"], "--rtn picks linears"),
+                                (["--rtn", "down,mlp"], "--rtn takes a comma list of q, k, v, qkv, o, gate, up, gate_up, down, not 'down,mlp'")] {
+            r = try Fixtures.run(squint, ["convert", src, "-o", tmp + "/bad.gguf"] + gptq + args)
+            XCTAssertEqual(r.status, 64, r.err)
+            XCTAssertTrue(r.err.contains(message), r.err)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad.gguf"))
+    }
 }

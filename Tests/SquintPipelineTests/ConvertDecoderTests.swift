@@ -79,6 +79,39 @@ final class ConvertDecoderTests: XCTestCase {
         }
     }
 
+    /// `--rtn down`: every ffn_down is exactly what round-to-nearest makes of the original weight, and
+    /// every other linear of block 0 (whose inputs both runs share) exactly what plain GPTQ makes; the log
+    /// marks the RTN modules. A linear the model does not have is refused by name.
+    func testRTNLinearsInsideAGPTQRunAreRoundedToNearest() throws {
+        let src = try makeSourceGGUF()
+        let ws = windows(3, 40, vocab: 300)
+        var o = DecoderConvert.Options(); o.grid = .q4_0; o.descAct = true
+        let plain = try DecoderConvert.quantize(model: try TextModel.open(src).model, windows: ws, options: o)
+        var rtnAll = o; rtnAll.method = .rtn
+        let rtn = try DecoderConvert.quantize(model: try TextModel.open(src).model, windows: ws, options: rtnAll)
+        var mixed = o; mixed.rtnLinears = [.down]
+        let mods = try DecoderConvert.quantize(model: try TextModel.open(src).model, windows: ws, options: mixed)
+        XCTAssertEqual(mods.map(\.log.module), plain.map(\.log.module))
+        for (i, m) in mods.enumerated() {
+            if m.linear == .down {
+                XCTAssertEqual(m.weight.codes, rtn[i].weight.codes, m.log.module)
+                XCTAssertEqual(m.weight.scale, rtn[i].weight.scale, m.log.module)
+                XCTAssertEqual(m.log.method, "rtn")
+                XCTAssertEqual(m.log.avgLoss, 0)
+            } else {
+                XCTAssertNil(m.log.method)
+                XCTAssertGreaterThan(m.log.avgLoss, 0, m.log.module)
+                if m.layer == 0 { XCTAssertEqual(m.weight.codes, plain[i].weight.codes, m.log.module) }
+            }
+        }
+        XCTAssertNotEqual(mods.first { $0.layer == 1 && $0.linear == .q }?.weight.codes,
+                          plain.first { $0.layer == 1 && $0.linear == .q }?.weight.codes, "block 1 sees block 0's RTN down")
+        var fused = o; fused.rtnLinears = [.qkv]
+        XCTAssertThrowsError(try DecoderConvert.quantize(model: try TextModel.open(src).model, windows: ws, options: fused)) {
+            XCTAssertEqual("\($0)", "\(ConvertError.invalidOption("--rtn qkv: this model's block linears are q, k, v, o, gate, up, down"))")
+        }
+    }
+
     /// Without float16 scale rounding (AutoGPTQ default) scales are not float16 values in general: the
     /// option is what makes the Q4_0 encoding exact, and Q4_0 encoding refuses such scales.
     func testQ4_0RefusesScalesThatAreNotFloat16() throws {

@@ -268,10 +268,7 @@ struct Convert: ParsableCommand {
             if json { print(try jsonString(res)); return }
             print("wrote \(res.output) (gguf \(res.ggufType), \(res.method), \(res.blocks) blocks, \(res.samples) samples, \(res.tokens) tokens)"
                 + (res.resumedFromBlock.map { " (resumed at block \($0))" } ?? ""))
-            for m in res.modules {
-                print(String(format: "  %-28@ avg_loss %12.6g  damp %.4g  hessian %.2f s  quant %.2f s", m.module, m.avgLoss, m.damp,
-                             m.hessianSeconds, m.quantSeconds))
-            }
+            print(Self.moduleTable(res.modules), terminator: "")
             print(String(format: "peak RSS %.1f MiB, %.1f s; log: %@", Double(res.peakRSSBytes) / 1048576, res.seconds, res.output + ".log.json"))
         }
     }

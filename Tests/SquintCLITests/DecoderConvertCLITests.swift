@@ -107,6 +107,11 @@ final class DecoderConvertCLITests: XCTestCase {
                        ["blk.0.ffn_down.weight", "blk.1.ffn_down.weight"])
         r = try Fixtures.run(squint, ["convert", src, "--format", "gguf", "--method", "rtn", "-o", tmp + "/rtn.gguf"])
         XCTAssertEqual(r.status, 0, r.err)
+        r = try Fixtures.run(squint, ["convert", src, "--rtn", "down", "-o", tmp + "/mixed2.gguf"] + gptq)
+        XCTAssertEqual(r.status, 0, r.err)
+        let downRows = r.out.split(separator: "\n").filter { $0.contains("ffn_down") }
+        XCTAssertEqual(downRows.count, 2, r.out)
+        XCTAssertTrue(downRows.allSatisfy { $0.split(separator: " ").dropFirst().first == "rtn" }, r.out)
         let a = try GGUFFile(path: tmp + "/mixed.gguf"), b = try GGUFFile(path: tmp + "/rtn.gguf")
         for t in a.ggufTensors where t.name.contains("ffn_down") {
             XCTAssertEqual(Array(try a.bytes(of: t)), Array(try b.bytes(of: XCTUnwrap(b.ggufTensor(named: t.name)))), t.name)

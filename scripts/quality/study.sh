@@ -82,6 +82,14 @@ print("^(" + "|".join(re.escape(t.name) for t in r.tensors if t.tensor_type.name
     ppl "$1" "$g+$name"
   done
 }
+# The recipe `where` points to, in one run: GPTQ act-order on llama.cpp's grid with every ffn_down rounded
+# to nearest (`--rtn down`); the 1.5B on its 8 windows as in `goal`.
+recipe() {
+  local n=16; [ "$1" = q15 ] && n=8
+  run bash "$D/squint.sh" "$1" gptq-q4_0-g32-llamagrid-act-rtndown --method gptq --calib-text "$CALIB" --samples "$n" \
+    --sample-tokens 512 --grid llama-q4_0 --desc-act --rtn down
+  ppl "$1" gptq-q4_0-g32-llamagrid-act-rtndown
+}
 # `study.sh FUNCTION MODEL` runs one part (e.g. `study.sh rank q15`); no arguments: the whole study.
 if [ $# -gt 0 ]; then "$@"; exit; fi
 goal sm; cheap sm; why sm

@@ -90,6 +90,14 @@ recipe() {
     --sample-tokens 512 --grid llama-q4_0 --desc-act --rtn down
   ppl "$1" gptq-q4_0-g32-llamagrid-act-rtndown
 }
+# Heavy damping as a regulariser (docs/QUALITY.md, the per-layer study: damp 1.0 took blk.27.ffn_down's
+# held-out error 15 % below RTN's): GPTQ act-order on llama.cpp's grid with --damp 1.0, 8 windows for q15.
+damp() {
+  local n=16; [ "$1" = q15 ] && n=8
+  run bash "$D/squint.sh" "$1" gptq-q4_0-g32-llamagrid-act-damp1 --method gptq --calib-text "$CALIB" --samples "$n" \
+    --sample-tokens 512 --grid llama-q4_0 --desc-act --damp 1.0
+  ppl "$1" gptq-q4_0-g32-llamagrid-act-damp1
+}
 # `study.sh FUNCTION MODEL` runs one part (e.g. `study.sh rank q15`); no arguments: the whole study.
 if [ $# -gt 0 ]; then "$@"; exit; fi
 goal sm; cheap sm; why sm

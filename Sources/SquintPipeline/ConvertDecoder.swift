@@ -50,10 +50,12 @@ public enum DecoderConvert {
         /// group's Hessian is not collected when every member is here. docs/QUALITY.md: on the 1.5B,
         /// GPTQ with RTN's `ffn_down` beats GPTQ everywhere and RTN everywhere.
         public var rtnLinears: Set<DecoderLinear> = []
+        /// `rtnLinears` by name, sorted (provenance and resume fingerprint).
+        var rtnNames: [String] { rtnLinears.map(\.rawValue).sorted() }
         /// "" or "; round to nearest: down" (for provenance strings).
         var rtnNote: String {
             guard method == .gptq, !rtnLinears.isEmpty else { return "" }
-            return "; round to nearest: " + rtnLinears.map(\.rawValue).sorted().joined(separator: ", ")
+            return "; round to nearest: " + rtnNames.joined(separator: ", ")
         }
         public init() {}
 

@@ -180,7 +180,6 @@ def main():
             print(f"  {name:42s} eval {e_ev:10.4f} ({e_ev / base:5.3f} x rtn)   calib(rest) {e_cal:10.4f}"
                   f"   eval incl. first {err(dW, He_all, ne):10.4f}", flush=True)
         acc.clear(); norms.clear()
-        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -82,22 +82,19 @@ print("^(" + "|".join(re.escape(t.name) for t in r.tensors if t.tensor_type.name
     ppl "$1" "$g+$name"
   done
 }
-# The recipe `where` points to, in one run: GPTQ act-order on llama.cpp's grid with every ffn_down rounded
-# to nearest (`--rtn down`); the 1.5B on its 8 windows as in `goal`.
-recipe() {
-  local n=16; [ "$1" = q15 ] && n=8
-  run bash "$D/squint.sh" "$1" gptq-q4_0-g32-llamagrid-act-rtndown --method gptq --calib-text "$CALIB" --samples "$n" \
-    --sample-tokens 512 --grid llama-q4_0 --desc-act --rtn down
-  ppl "$1" gptq-q4_0-g32-llamagrid-act-rtndown
+# GPTQ act-order on llama.cpp's grid with extra convert options, as conversion VARIANT of MODEL, then
+# scored (the 1.5B on its 8 windows as in `goal`). Usage: act_variant MODEL VARIANT OPTION...
+act_variant() {
+  local m=$1 v=$2 n=16; shift 2; [ "$m" = q15 ] && n=8
+  run bash "$D/squint.sh" "$m" "$v" --method gptq --calib-text "$CALIB" --samples "$n" --sample-tokens 512 \
+    --grid llama-q4_0 --desc-act "$@"
+  ppl "$m" "$v"
 }
+# The recipe `where` points to, in one run: every ffn_down rounded to nearest (`--rtn down`).
+recipe() { act_variant "$1" gptq-q4_0-g32-llamagrid-act-rtndown --rtn down; }
 # Heavy damping as a regulariser (docs/QUALITY.md, the per-layer study: damp 1.0 took blk.27.ffn_down's
-# held-out error 15 % below RTN's): GPTQ act-order on llama.cpp's grid with --damp 1.0, 8 windows for q15.
-damp() {
-  local n=16; [ "$1" = q15 ] && n=8
-  run bash "$D/squint.sh" "$1" gptq-q4_0-g32-llamagrid-act-damp1 --method gptq --calib-text "$CALIB" --samples "$n" \
-    --sample-tokens 512 --grid llama-q4_0 --desc-act --damp 1.0
-  ppl "$1" gptq-q4_0-g32-llamagrid-act-damp1
-}
+# held-out error 15 % below RTN's).
+damp() { act_variant "$1" gptq-q4_0-g32-llamagrid-act-damp1 --damp 1.0; }
 # `study.sh FUNCTION MODEL` runs one part (e.g. `study.sh rank q15`); no arguments: the whole study.
 if [ $# -gt 0 ]; then "$@"; exit; fi
 goal sm; cheap sm; why sm

@@ -94,7 +94,9 @@ public enum DecoderConvert {
     public struct Module {
         public let layer: Int
         public let linear: DecoderLinear
-        public let weight: QuantizedWeight
+        /// `weight.q` is empty for the blocks a conversion with `releaseFinishedBlocks` has finished:
+        /// `weight.fakeQuantized(minOffset:)` gives it back from the codes.
+        public internal(set) var weight: QuantizedWeight
         public let log: ConvertModuleLog
     }
 
@@ -130,13 +132,19 @@ public enum DecoderConvert {
     /// With `work`, each finished block is saved (DecoderWork) and a run whose work folder holds
     /// finished blocks continues after them (`onResume(stepsDone)` first); `afterBlock(l)` runs once
     /// block l is saved (tests inject failures there).
+    ///
+    /// With `releaseFinishedBlocks` (what `convert` does) memory stays bounded: once a block's outputs
+    /// are computed its linears go back to the original layers (views of the source file) and its
+    /// modules keep codes and scales only (`q` dropped where the codes give it back). The model is then
+    /// the original, not the fake-quantized one, when this returns. Without it (the public entry) every
+    /// block stays fake-quantized and every module keeps `q`.
     public static func quantize(model: DecoderLM, windows: [[Int32]], options o: Options,
                                 progress: ((Int, Int, String) -> Void)? = nil) throws -> [Module] {
         try quantize(model: model, windows: windows, options: o, work: nil, progress: progress)
     }
 
     static func quantize(model: DecoderLM, windows: [[Int32]], options o: Options, work: DecoderWork?,
-                         afterBlock: ((Int) throws -> Void)? = nil, onResume: ((Int) -> Void)? = nil,
+                         releaseFinishedBlocks release: Bool = false, afterBlock: ((Int) throws -> Void)? = nil, onResume: ((Int) -> Void)? = nil,
                          progress: ((Int, Int, String) -> Void)? = nil) throws -> [Module] {
         try o.check()
         let qconfig = try o.quantizer
@@ -163,15 +171,16 @@ public enum DecoderConvert {
         let tokenCount = windows.prefix(n).reduce(0) { $0 + $1.count }
         var modules: [Module] = []
         var first = 0
-        if let work, let saved = try work.load(minOffset: qconfig.minOffset, windows: n) {
+        if let work, let saved = try work.load(minOffset: qconfig.minOffset, windows: n, materialize: !release) {
             modules = saved.modules; xs = saved.inputs; first = work.blocksDone
-            for m in modules { try replaceWithFakeQuantized(model, layer: m.layer, m.linear, m.weight) }
+            if !release { for m in modules { try replaceWithFakeQuantized(model, layer: m.layer, m.linear, m.weight.q) } }
             done = first * perBlock
             onResume?(done)
         } else {
             xs = try windows.prefix(n).map { try model.embed($0) }
         }
         for l in first..<L {
+            let originals = release ? linears.compactMap { m in model.linear(layer: l, m).map { (m, $0) } } : []
             for group in groups {
                 var hessian: Hessian?
                 var passSeconds = 0.0
@@ -217,7 +226,7 @@ public enum DecoderConvert {
                                                dampPercent: Double(o.dampPercent), damp: damp, hessianSeconds: passSeconds,
                                                quantSeconds: Date().timeIntervalSince(tq))
                     if rtn && o.method == .gptq { log.method = "rtn" }
-                    try replaceWithFakeQuantized(model, layer: l, m, q)
+                    try replaceWithFakeQuantized(model, layer: l, m, q.q)
                     modules.append(Module(layer: l, linear: m, weight: q, log: log))
                     if o.method == .rtn { tick("block \(l + 1)/\(L) \(m.rawValue) rtn") }
                 }
@@ -226,6 +235,10 @@ public enum DecoderConvert {
             for i in 0..<n {
                 model.block(l, &xs[i])
                 tick("block \(l + 1)/\(L) outputs sample \(i + 1)/\(n)")
+            }
+            if release {
+                for k in modules.indices where modules[k].layer == l { modules[k].weight.dropFakeQuantized(minOffset: qconfig.minOffset) }
+                for (m, original) in originals { model.replaceLinear(layer: l, m, with: original) }
             }
             try work?.save(block: l, modules: modules.filter { $0.layer == l }, inputs: xs, minOffset: qconfig.minOffset)
             try afterBlock?(l)
@@ -236,13 +249,13 @@ public enum DecoderConvert {
 
     /// Block `layer`'s linear `m` replaced by GPTQ's fake-quantized weight (same bias): later groups and
     /// blocks see quantized outputs.
-    static func replaceWithFakeQuantized(_ model: DecoderLM, layer l: Int, _ m: DecoderLinear, _ q: QuantizedWeight) throws {
+    static func replaceWithFakeQuantized(_ model: DecoderLM, layer l: Int, _ m: DecoderLinear, _ q: [Float]) throws {
         guard let lin = model.linear(layer: l, m) as? Linear else {
             throw ConvertError.invalidOption("block \(l) \(m.rawValue) is not a dense float layer (already quantized?)")
         }
         let name = DecoderTensorNaming.gguf.module(l, m) + ".weight"
         let mem = InMemoryTensorFile(path: "<fake-quantized \(name)>")
-        try mem.add(name: name, shape: [q.rows, q.columns], f32: q.q)
+        try mem.add(name: name, shape: [lin.outFeatures, lin.inFeatures], f32: q)
         model.replaceLinear(layer: l, m, with: Linear(weight: try mem.view(name), bias: lin.bias))
     }
 
@@ -257,7 +270,7 @@ public enum DecoderConvert {
         let resumedFrom = work.blocksDone > 0 ? work.blocksDone : nil
         let modules: [Module]
         do {
-            modules = try quantize(model: model, windows: windows, options: o, work: work, afterBlock: r.afterBlock,
+            modules = try quantize(model: model, windows: windows, options: o, work: work, releaseFinishedBlocks: true, afterBlock: r.afterBlock,
                                    onResume: { progress?.restartClock(done: $0) }) { done, total, detail in
                 progress?.update(done, total, detail: detail)
             }

@@ -139,7 +139,7 @@ public enum DecoderOutputs {
             let w = m.weight
             let p: AutoGPTQPacking.Packed
             do {
-                p = try AutoGPTQPacking.pack(q: w.q, scale: w.scale, zero: w.zero, gIdx: w.gIdx, bias: bias,
+                p = try AutoGPTQPacking.pack(q: w.fakeQuantized(minOffset: false), scale: w.scale, zero: w.zero, gIdx: w.gIdx, bias: bias,
                                              inFeatures: w.columns, outFeatures: w.rows, groups: w.groups, bits: 4)
             } catch let e as QuantError { throw ConvertError.invalidOption("\(prefix): \(e)") }
             let module = AutoGPTQModule(

@@ -65,20 +65,6 @@ final class DecoderWork {
     private func blockPath(_ l: Int) -> String { "\(folder)/block-\(l).safetensors" }
     private func actsPath(_ l: Int) -> String { "\(folder)/acts-\(l).safetensors" }
 
-    /// The fake-quantized weight GPTQ's codes stand for (`Quantizer.value`, the step
-    /// `Quantizer.quantize` ends with, so the two agree bit for bit by construction).
-    static func dequantized(_ w: QuantizedWeight, minOffset: Bool) -> [Float] {
-        var q = [Float](repeating: 0, count: w.rows * w.columns)
-        for r in 0..<w.rows {
-            for c in 0..<w.columns {
-                let g = r * w.groups + Int(w.gIdx[c])
-                q[r * w.columns + c] = Quantizer.value(code: Float(w.codes[r * w.columns + c]), scale: w.scale[g],
-                                                       zeroOrOffset: w.zero[g], minOffset: minOffset)
-            }
-        }
-        return q
-    }
-
     /// Saves block `l`'s modules and the next block's inputs, then marks the block done.
     func save(block l: Int, modules: [DecoderConvert.Module], inputs xs: [FloatTensor], minOffset: Bool) throws {
         // Each tensor's bytes are streamed from the arrays they live in (no copies).
@@ -95,7 +81,7 @@ final class DecoderWork {
             add(p + "scale", .f32, [w.rows, w.groups], w.scale)
             add(p + "zero", .f32, [w.rows, w.groups], w.zero)
             add(p + "g_idx", .i32, [w.columns], w.gIdx)
-            if Self.dequantized(w, minOffset: minOffset).elementsEqualBitwise(w.q) == false { add(p + "q", .f32, [w.rows, w.columns], w.q) }
+            if !w.q.isEmpty && !w.codesGiveBack(w.q, minOffset: minOffset) { add(p + "q", .f32, [w.rows, w.columns], w.q) }
             logs.append(m.log)
         }
         let meta = ["modules": modules.map { "\($0.layer) \($0.linear.rawValue) \($0.weight.lossSum.bitPattern)" }.joined(separator: ","),
@@ -113,7 +99,9 @@ final class DecoderWork {
     }
 
     /// The finished blocks' modules and the next block's inputs (nil when no block is finished).
-    func load(minOffset: Bool, windows: Int) throws -> (modules: [DecoderConvert.Module], inputs: [FloatTensor])? {
+    /// With `materialize` false a module's `q` stays empty unless it was saved (the codes give it
+    /// back: `QuantizedWeight.fakeQuantized`).
+    func load(minOffset: Bool, windows: Int, materialize: Bool = true) throws -> (modules: [DecoderConvert.Module], inputs: [FloatTensor])? {
         guard blocksDone > 0 else { return nil }
         var modules: [DecoderConvert.Module] = []
         for l in 0..<blocksDone {
@@ -137,7 +125,8 @@ final class DecoderWork {
                                         scale: Kernels.floats(scale), zero: Kernels.floats(try f.view(p + "zero")), groups: groups,
                                         gIdx: try f.view(p + "g_idx").bytes.withMemoryRebound(to: Int32.self) { Array($0) },
                                         lossSum: Double(bitPattern: bits))
-                w.q = f.info(p + "q") != nil ? Kernels.floats(try f.view(p + "q")) : Self.dequantized(w, minOffset: minOffset)
+                if f.info(p + "q") != nil { w.q = Kernels.floats(try f.view(p + "q")) }
+                else if materialize { w.q = w.dequantized(minOffset: minOffset) }
                 modules.append(DecoderConvert.Module(layer: layer, linear: linear, weight: w, log: logs[k]))
             }
         }
@@ -157,6 +146,36 @@ final class DecoderWork {
 
     /// The run failed: a folder this run made and that holds no finished block goes too.
     func failed() { if work.fresh && blocksDone == 0 { remove() } }
+}
+
+extension QuantizedWeight {
+    /// The fake-quantized weight GPTQ's codes stand for (`Quantizer.value`, the step
+    /// `Quantizer.quantize` ends with, so the two agree bit for bit by construction).
+    func dequantized(minOffset: Bool) -> [Float] {
+        var q = [Float](repeating: 0, count: rows * columns)
+        for r in 0..<rows {
+            for c in 0..<columns {
+                let g = r * groups + Int(gIdx[c])
+                q[r * columns + c] = Quantizer.value(code: Float(codes[r * columns + c]), scale: scale[g],
+                                                     zeroOrOffset: zero[g], minOffset: minOffset)
+            }
+        }
+        return q
+    }
+
+    /// Whether the codes give back `values` bit for bit.
+    func codesGiveBack(_ values: [Float], minOffset: Bool) -> Bool {
+        dequantized(minOffset: minOffset).elementsEqualBitwise(values)
+    }
+
+    /// `q`, or the codes' values when `q` was dropped (`dropFakeQuantized`).
+    func fakeQuantized(minOffset: Bool) -> [Float] { q.isEmpty ? dequantized(minOffset: minOffset) : q }
+
+    /// Frees `q` when the codes give it back (a text conversion keeps codes only for finished blocks:
+    /// one float32 copy of every weight less; docs/QUANTIZING.md "Memory").
+    mutating func dropFakeQuantized(minOffset: Bool) {
+        if !q.isEmpty && codesGiveBack(q, minOffset: minOffset) { q = [] }
+    }
 }
 
 extension Array where Element == Float {

@@ -361,6 +361,43 @@ final class DecoderOutputsTests: XCTestCase {
         XCTAssertThrowsError(try DecoderOutputs.run(g, format: .autogptq)) { XCTAssertTrue("\($0)".contains("--calib-text"), "\($0)") }
     }
 
+    /// `convert` keeps memory bounded (`releaseFinishedBlocks`): a finished block's linears go back to
+    /// the source's own layers and its modules keep codes only, yet the codes, the fake-quantized
+    /// weights they give back and the AutoGPTQ folder `convert` writes equal those of the run that keeps
+    /// everything (the public `quantize`, whose model stays fake-quantized).
+    func testConvertReleasesFinishedBlocksAndWritesTheSameBytes() throws {
+        var o = DecoderConvert.Options(); o.groupSize = 32; o.descAct = true; o.sym = false
+        let (_, keptDir, kept, _) = try convertBothWays(o, label: "kept")
+        let tm = try TextModel.open(try source())
+        let ids = tm.tokenizer.encode(String(decoding: try Data(contentsOf: URL(fileURLWithPath: try calibrationText())), as: UTF8.self),
+                                      addSpecial: false).map(Int32.init)
+        let windows = try DecoderConvert.calibrationWindows(tokens: ids, count: 4, length: 48, bos: nil)
+        var so = o; so.container = .squint
+        let L = tm.model.dims.layers, names = tm.model.dims.blockLinears
+        var before: [AnyObject] = []      // held, so no identity can be reused
+        for l in 0..<L { for m in names { before.append(try XCTUnwrap(tm.model.linear(layer: l, m)) as AnyObject) } }
+        let released = try DecoderConvert.quantize(model: tm.model, windows: windows, options: so, work: nil, releaseFinishedBlocks: true)
+        var k = 0
+        for l in 0..<L {
+            for m in names {
+                XCTAssertTrue(try XCTUnwrap(tm.model.linear(layer: l, m)) as AnyObject === before[k], "block \(l) \(m): the source's own layer again")
+                k += 1
+            }
+        }
+        XCTAssertEqual(released.count, kept.count)
+        for (a, b) in zip(released, kept) {
+            XCTAssertEqual(a.weight.q.count, 0, "\(a.layer) \(a.linear): q dropped")
+            XCTAssertEqual(a.weight.codes, b.weight.codes)
+            XCTAssertEqual(a.weight.fakeQuantized(minOffset: false).map(\.bitPattern), b.weight.q.map(\.bitPattern))
+        }
+        // The whole command: its AutoGPTQ tensors equal the kept run's, byte for byte.
+        var r = DecoderConvert.Request(model: try source(), calibrationText: try calibrationText(), output: tmp + "/cli-gptq")
+        r.samples = 4; r.sampleTokens = 48; r.options = so; r.options.container = .autogptq
+        _ = try DecoderOutputs.run(r, format: .autogptq)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: r.output + "/model.safetensors")),
+                       try Data(contentsOf: URL(fileURLWithPath: keptDir + "/model.safetensors")))
+    }
+
     /// A text-model conversion stopped after block 0 (an injected failure, as a kill after the block's
     /// save) keeps its state beside the output and nothing at it; the same command with --resume
     /// continues at block 1 and writes the bytes of an uninterrupted run (SQ4 with act-order, and GGUF

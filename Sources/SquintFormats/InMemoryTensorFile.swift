@@ -15,6 +15,8 @@ public final class InMemoryTensorFile: TensorFile {
     public private(set) var tensors: [TensorInfo] = []
     public var metadata: [String: String]
     private var storage: [String: (info: TensorInfo, bytes: Storage)] = [:]
+    /// Tensors that live elsewhere (e.g. a mapped file), held by their views (`add(view:)`).
+    private var external: [String: TensorView] = [:]
 
     /// `path` only labels errors and reports (nothing is read from or written to it).
     public init(path: String = "<memory>", metadata: [String: String] = [:]) {
@@ -27,7 +29,7 @@ public final class InMemoryTensorFile: TensorFile {
     @discardableResult
     public func add(name: String, dtype: DType, shape: [Int],
                     fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws -> TensorInfo {
-        guard storage[name] == nil else {
+        guard storage[name] == nil && external[name] == nil else {
             throw FormatError.invalid(path: path, what: "duplicate tensor name '\(name)'")
         }
         guard let byteCount = checkedByteCount(shape: shape, dtype: dtype) else {
@@ -54,13 +56,25 @@ public final class InMemoryTensorFile: TensorFile {
         }
     }
 
+    /// Adds a tensor without copying it: the view (and so its owner, e.g. a file mapping) is kept,
+    /// and `view(name)` hands out the same bytes under the same name.
+    public func add(view v: TensorView) throws {
+        guard storage[v.info.name] == nil && external[v.info.name] == nil else {
+            throw FormatError.invalid(path: path, what: "duplicate tensor name '\(v.info.name)'")
+        }
+        external[v.info.name] = v
+        tensors.append(v.info)
+    }
+
     /// Removes a tensor (tests use this to build incomplete checkpoints).
     public func remove(_ name: String) {
         storage[name] = nil
+        external[name] = nil
         tensors.removeAll { $0.name == name }
     }
 
     public func view(_ name: String) throws -> TensorView {
+        if let v = external[name] { return v }
         guard let (info, s) = storage[name] else { throw FormatError.missingTensor(path: path, name: name) }
         return TensorView(info: info, bytes: UnsafeRawBufferPointer(rebasing: s.bytes[0..<info.byteCount]),
                           owner: s)

@@ -67,8 +67,13 @@ extension DecoderLM {
     ///
     /// For families with `ggufPermutesQK` (llama) the rows of attn_q / attn_k (and their biases) are
     /// put back into checkpoint order first (`unpermuteGGUFRows`), so the shared rotate_half RoPE applies.
+    ///
+    /// `view(name)`, when given, may return the stored tensor itself (a float32, float16 or bfloat16
+    /// view of a mapped file): such a tensor is used in place, not copied, unless its rows must be
+    /// reordered. A 1.5B F16 GGUF then costs its mapping, not 6 GB of float32 copies.
     public static func fromGGUF(architecture: DecoderArchitecture, dims: DecoderDims, shapes: [(name: String, shape: [Int])],
-                                path: String, floats: (String) throws -> [Float]) throws -> DecoderLM {
+                                path: String, view: ((String) throws -> TensorView?)? = nil,
+                                floats: (String) throws -> [Float]) throws -> DecoderLM {
         try dims.validate(path: path, keys: DecoderDims.ggufKeys(architecture.name))
         let naming = DecoderTensorNaming.gguf
         let table = dims.tensorTable(naming)
@@ -79,6 +84,12 @@ extension DecoderLM {
             guard let spec = specs[name] else {
                 let ignorable = naming.ignoredSuffixes.contains { name.hasSuffix($0) } || (dims.tiedEmbeddings && name == naming.lmHead)
                 if !ignorable { unexpected.append("unexpected tensor \(name) \(shape)") }
+                continue
+            }
+            let reordered = architecture.ggufPermutesQK && shape == spec.shape
+                && [.weight(.q), .bias(.q), .weight(.k), .bias(.k)].contains(spec.role)
+            if !reordered, let v = try view?(name), [.f32, .f16, .bf16].contains(v.info.dtype), v.info.shape == shape {
+                try file.add(view: v)
                 continue
             }
             var values = try floats(name)

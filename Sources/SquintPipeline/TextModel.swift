@@ -85,7 +85,12 @@ public final class TextModel {
                                         shapes: Dictionary(shapes.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a }),
                                         path: path)
         var done = 0
-        let model = try DecoderLM.fromGGUF(architecture: arch, dims: dims, shapes: shapes, path: path) { name in
+        // Float tensors are used in place (mapped, not copied); quantized ones are dequantised.
+        let model = try DecoderLM.fromGGUF(architecture: arch, dims: dims, shapes: shapes, path: path, view: { name in
+            guard let t = file.ggufTensor(named: name), t.type.plainDType != nil else { return nil }
+            done += 1; progress?(done, shapes.count)
+            return try file.view(name)
+        }) { name in
             guard let t = file.ggufTensor(named: name) else { throw FormatError.invalid(path: path, what: "no tensor \(name)") }
             defer { done += 1; progress?(done, shapes.count) }
             return try GGUFDequant.dequantize(t, of: file)

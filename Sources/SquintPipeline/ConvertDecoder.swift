@@ -50,16 +50,28 @@ public enum DecoderConvert {
         /// group's Hessian is not collected when every member is here. docs/QUALITY.md: on the 1.5B,
         /// GPTQ with RTN's `ffn_down` beats GPTQ everywhere and RTN everywhere.
         public var rtnLinears: Set<DecoderLinear> = []
+        /// With `.gptq` and static groups on a symmetric grid: each group's scale chosen to minimise its
+        /// rounding error weighted by diag(H) (`GPTQOptions.scaleSearch`), as importance-weighted
+        /// Q4_0 in llama.cpp chooses it, instead of from the group's largest weight.
+        public var scaleSearch = false
         /// `rtnLinears` by name, sorted (provenance and resume fingerprint).
         var rtnNames: [String] { rtnLinears.map(\.rawValue).sorted() }
-        /// "" or "; round to nearest: down" (for provenance strings).
-        var rtnNote: String {
-            guard method == .gptq, !rtnLinears.isEmpty else { return "" }
-            return "; round to nearest: " + rtnNames.joined(separator: ", ")
+        /// "" or e.g. "; round to nearest: down; scales searched (diag(H)-weighted)" (provenance strings).
+        var methodNote: String {
+            guard method == .gptq else { return "" }
+            return (rtnLinears.isEmpty ? "" : "; round to nearest: " + rtnNames.joined(separator: ", "))
+                + (scaleSearch ? "; scales searched (diag(H)-weighted)" : "")
         }
         public init() {}
 
         func check() throws {
+            if scaleSearch {
+                let statics = container == .gguf ? descAct : staticGroups
+                let symmetric = container == .gguf ? target == .q4_0 : sym
+                guard method == .gptq && statics && symmetric && groupSize != -1 else {
+                    throw ConvertError.invalidOption("--scale-search needs --method gptq with static groups (--desc-act for GGUF, --static-groups for SQ4/AutoGPTQ) on a symmetric grid with groups")
+                }
+            }
             if container != .gguf {
                 guard groupSize == -1 || (groupSize > 0 && groupSize % 32 == 0) else {
                     throw ConvertError.invalidOption("--group-size \(groupSize): SQ4 and AutoGPTQ outputs need -1 or a multiple of 32")
@@ -151,6 +163,7 @@ public enum DecoderConvert {
         var gopts = GPTQOptions(quantizer: qconfig, blockSize: 128, percDamp: o.dampPercent, groupSize: o.groupSize,
                                 actOrder: o.descAct, staticGroups: o.container == .gguf ? o.descAct : o.staticGroups)
         gopts.threads = o.threads
+        gopts.scaleSearch = o.scaleSearch
         let d = model.dims, L = d.layers
         let groups: [[DecoderLinear]] = [d.fusedQKV ? [.qkv] : [.q, .k, .v], [.o], d.fusedGateUp ? [.gateUp] : [.gate, .up], [.down]]
         let linears = groups.joined()
@@ -536,7 +549,7 @@ public enum DecoderConvert {
             progress?.finish()
             let grid = o.target == .q4_1 ? "llama-q4_1 (group min/max) bits 4 asym" : "\(o.grid.rawValue) bits 4 sym"
             let prov = "squint \(o.method.rawValue) \(o.target.rawValue): grid \(grid) group 32 desc_act \(o.descAct) static_groups \(o.descAct) "
-                + "damp \(o.dampPercent) scale float16; source \((r.model as NSString).lastPathComponent); calibration \(calibName)\(o.rtnNote)"
+                + "damp \(o.dampPercent) scale float16; source \((r.model as NSString).lastPathComponent); calibration \(calibName)\(o.methodNote)"
             try writeGGUF(source: source, architecture: tm.model.architecture, dims: tm.model.dims, modules: modules,
                           target: o.target, provenance: prov, to: r.output, overwrite: r.force)
             return modules

@@ -332,7 +332,7 @@ public enum DecoderOutputs {
                 let q = SQ4Quantization(bits: 4, groupSize: o.groupSize == -1 ? 0 : o.groupSize, sym: o.sym, descAct: o.descAct,
                                         staticGroups: static_, dampPercent: Double("\(o.dampPercent)") ?? Double(o.dampPercent), trueSequential: true,
                                         method: o.method == .gptq ? .gptq : .rtn)
-                let prov = SQ4Provenance(source: (r.model as NSString).lastPathComponent, calibration: calibName + o.rtnNote, tool: Converter.toolVersion)
+                let prov = SQ4Provenance(source: (r.model as NSString).lastPathComponent, calibration: calibName + o.methodNote, tool: Converter.toolVersion)
                 try writeSQ4(model: tm.model, packed: packed, companions: companions, quantization: q, provenance: prov,
                              to: r.output, overwrite: r.force)
                 return (modules, [r.output])

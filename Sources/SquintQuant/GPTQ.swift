@@ -13,6 +13,10 @@ public struct GPTQOptions: Sendable, Equatable {
     public var actOrder: Bool = false
     /// Find all group parameters on the original weight before any error feedback.
     public var staticGroups: Bool = false
+    /// With static groups on a symmetric grid: each row-group's scale re-chosen to minimise its
+    /// rounding error weighted by diag(H) (`Quantizer.searchScales`) instead of the max-based one.
+    /// Not AutoGPTQ (off by default).
+    public var scaleSearch: Bool = false
     public var quantizer: QuantizerConfig
     /// Precision of the Cholesky step (see `HinvPrecision`).
     public var hinvPrecision: HinvPrecision = .mixed
@@ -33,6 +37,11 @@ public struct GPTQOptions: Sendable, Equatable {
         }
         guard percDamp.isFinite && percDamp >= 0 else {
             throw QuantError.invalidSetting("percDamp must be finite and >= 0, got \(percDamp)")
+        }
+        if scaleSearch {
+            guard staticGroups && groupSize != -1 && quantizer.symmetric && !quantizer.minOffset else {
+                throw QuantError.invalidSetting("scale search needs static groups on a symmetric grid")
+            }
         }
     }
 }
@@ -129,6 +138,17 @@ public enum GPTQ {
                     staticParams.append(quantizer.findParams(w.baseAddress!, rows: rows, rowStride: n,
                                                              colStart: g, colCount: min(gs, n - g)))
                 }
+            }
+            if options.scaleSearch {
+                let diag = (0..<n).map { H[$0 * n + $0] }
+                W.withUnsafeBufferPointer { w in
+                diag.withUnsafeBufferPointer { d in
+                    for (k, g) in stride(from: 0, to: n, by: gs).enumerated() {
+                        staticParams[k] = quantizer.searchScales(w.baseAddress!, rows: rows, rowStride: n, colStart: g,
+                                                                 colCount: min(gs, n - g), weights: d.baseAddress! + g,
+                                                                 base: staticParams[k])
+                    }
+                }}
             }
         }
 

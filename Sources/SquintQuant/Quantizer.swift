@@ -154,6 +154,55 @@ public struct Quantizer: Sendable {
         return QuantParams(scale: scale, zero: zero)
     }
 
+    /// Each row's scale re-chosen, from `base`, to minimise the weighted rounding error
+    /// Σ_j h_j (x_j - s·(c_j - zero))² of the slice `x[:, colStart ..< colStart+colCount]` (c_j the
+    /// code `quantize` picks for s). `h` holds the slice's column weights (GPTQ passes diag(H): how much
+    /// each input moves the layer's output on the calibration data). Symmetric grids only (zero fixed).
+    ///
+    /// Candidates, as llama.cpp's `make_qx_quants` searches them for importance-weighted Q4_0: for
+    /// t = -9...9 the scale base·(z / (z + t/10)) (z = (maxq+1)/2) sets the codes, then the weighted
+    /// least-squares scale for those codes, Σ h x (c - z) / Σ h (c - z)², is rounded as configured
+    /// (`scaleRounding`) and scored with the codes it gives. `base` itself is scored first and is kept
+    /// unless a candidate is strictly better, so the error never grows.
+    public func searchScales(_ x: UnsafePointer<Float>, rows: Int, rowStride: Int, colStart: Int, colCount: Int,
+                             weights h: UnsafePointer<Float>, base: QuantParams) -> QuantParams {
+        precondition(config.symmetric && !config.minOffset, "searchScales: symmetric grids only")
+        let maxq = config.maxq, z = (maxq + 1) / 2
+        var out = base
+        func rounded(_ v: Float) -> Float? {
+            guard v.isFinite, v != 0 else { return nil }
+            guard config.scaleRounding == .float16 else { return v }
+            let f = Float(Float16(v))
+            return f.isFinite && f != 0 ? f : nil
+        }
+        for r in 0..<rows {
+            let row = x + r * rowStride + colStart
+            func error(_ s: Float) -> Double {
+                var e = 0.0
+                for j in 0..<colCount {
+                    let d = row[j] - Self.quantize(row[j], scale: s, zero: z, maxq: maxq).value
+                    e += Double(h[j]) * Double(d) * Double(d)
+                }
+                return e
+            }
+            let s0 = base.scale[r]
+            var best = s0, bestError = error(s0)
+            for t in -9...9 where t != 0 {
+                let st = s0 * (z / (z + Float(t) / 10))
+                var sxl = 0.0, sll = 0.0
+                for j in 0..<colCount {
+                    let l = Double(Self.quantize(row[j], scale: st, zero: z, maxq: maxq).code - z)
+                    sxl += Double(h[j]) * Double(row[j]) * l; sll += Double(h[j]) * l * l
+                }
+                guard sll > 0, let s = rounded(Float(sxl / sll)) else { continue }
+                let e = error(s)
+                if e < bestError { best = s; bestError = e }
+            }
+            out.scale[r] = best
+        }
+        return out
+    }
+
     /// torch.round (half to even). For |v| < 2^22, adding and subtracting 1.5·2^23 rounds in the FPU's
     /// default nearest-even mode without a libm call (the sum lands where the float spacing is 1, and
     /// 1.5·2^23 is even, so ties go to the even integer); larger values are already integers or rare.

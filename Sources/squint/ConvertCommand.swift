@@ -108,6 +108,9 @@ struct Convert: ParsableCommand {
     @Flag(name: .customLong("no-verify"), help: "Skip the checksum check of the source (torch zip entry CRC-32s; checked by default before anything runs: one read of the weights).")
     var noVerify = false
 
+    @Flag(name: .customLong("scale-search"), help: "Text models, --method gptq with static groups (--desc-act for GGUF): choose each group's scale to minimise its diag(H)-weighted rounding error (as llama.cpp's importance-weighted Q4_0) instead of from its largest weight.")
+    var scaleSearch = false
+
     @Flag(help: "Print the result and the per-module log as JSON.")
     var json = false
 
@@ -120,6 +123,13 @@ struct Convert: ParsableCommand {
             guard method == "gptq" else { throw ValidationError("--rtn picks linears to round to nearest inside a GPTQ run; with --method rtn every linear is") }
             guard rtnLinears != nil else {
                 throw ValidationError("--rtn takes a comma list of \(DecoderLinear.allCases.map(\.rawValue).joined(separator: ", ")), not '\(rtn!)'")
+            }
+        }
+        if scaleSearch {
+            guard format == "gguf" || isTextDecoder else { throw ValidationError("--scale-search applies to text models (Qwen2/Llama) only") }
+            guard method == "gptq" else { throw ValidationError("--scale-search needs --method gptq (it weights by the Hessian)") }
+            guard format == "gguf" ? descAct : staticGroups else {
+                throw ValidationError("--scale-search needs static groups: --desc-act for GGUF output, --static-groups for SQ4/AutoGPTQ")
             }
         }
         if format == "gguf" {
@@ -233,6 +243,7 @@ struct Convert: ParsableCommand {
         r.options.dampPercent = Float(damp)
         r.options.grid = DecoderConvert.Options.Grid(rawValue: grid)!
         r.options.rtnLinears = rtnLinears ?? []
+        r.options.scaleSearch = scaleSearch
         return r
     }
 

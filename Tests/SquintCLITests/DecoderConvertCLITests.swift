@@ -126,4 +126,32 @@ final class DecoderConvertCLITests: XCTestCase {
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad.gguf"))
     }
+
+    /// `--scale-search`: the provenance names it, the scales (so the block bytes) change, and it is
+    /// refused where there are no static groups or no Hessian.
+    func testScaleSearchOnTheCommandLine() throws {
+        let src = try TinyDecoderGGUF.write(to: tmp + "/tiny.gguf")
+        let calib = tmp + "/calib.txt"
+        try Data(String(repeating: "the thin thing in the theme then went on; ", count: 12).utf8).write(to: URL(fileURLWithPath: calib))
+        let gptq = ["--calib-text", calib, "--samples", "4", "--sample-tokens", "48", "--format", "gguf", "--grid", "llama-q4_0"]
+        var r = try Fixtures.run(squint, ["convert", src, "--desc-act", "--scale-search", "-o", tmp + "/searched.gguf"] + gptq)
+        XCTAssertEqual(r.status, 0, r.err)
+        r = try Fixtures.run(squint, ["convert", src, "--desc-act", "-o", tmp + "/plain.gguf"] + gptq)
+        XCTAssertEqual(r.status, 0, r.err)
+        let a = try GGUFFile(path: tmp + "/searched.gguf"), b = try GGUFFile(path: tmp + "/plain.gguf")
+        let prov = a.value(forKey: "squint.quantization")?.string
+        XCTAssertTrue(prov?.hasSuffix("; scales searched (diag(H)-weighted)") == true, prov ?? "no provenance")
+        var differing = 0
+        for t in a.ggufTensors where t.name.hasPrefix("blk.") && t.type == .q4_0 {
+            if Array(try a.bytes(of: t)) != Array(try b.bytes(of: XCTUnwrap(b.ggufTensor(named: t.name)))) { differing += 1 }
+        }
+        XCTAssertGreaterThan(differing, 0, "the searched scales change the blocks")
+        for (args, message) in [(["--scale-search"], "--scale-search needs static groups"),
+                                (["--scale-search", "--desc-act", "--method", "rtn"], "--scale-search needs --method gptq")] {
+            r = try Fixtures.run(squint, ["convert", src, "-o", tmp + "/bad.gguf"] + gptq + args)
+            XCTAssertEqual(r.status, 64, r.err)
+            XCTAssertTrue(r.err.contains(message), r.err)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad.gguf"))
+    }
 }

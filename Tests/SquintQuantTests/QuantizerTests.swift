@@ -1,5 +1,7 @@
+import Foundation
 import XCTest
 import SquintQuant
+import SquintTensor
 
 /// Quantizer edge cases, with expected values worked out by hand from AutoGPTQ's quantizer.py
 /// formulas (SPEC §5.3), and the sub-steps it relies on.
@@ -71,5 +73,62 @@ final class QuantizerTests: XCTestCase {
         let x: [Float] = [0.1, -0.2, 3, 0]  // 2 rows x 2 cols
         let p = x.withUnsafeBufferPointer { q.findParams($0.baseAddress!, rows: 2, rowStride: 2, colStart: 0, colCount: 2) }
         XCTAssertEqual(p.scale, [Float(6) / 15, Float(6) / 15])
+    }
+}
+
+/// `Quantizer.searchScales` (GPTQ's `scaleSearch`, `convert --scale-search`): llama.cpp's
+/// importance-weighted scale choice for a symmetric grid.
+final class ScaleSearchTests: XCTestCase {
+    func weightedError(_ x: [Float], _ h: [Float], _ s: Float) -> Double {
+        zip(x, h).reduce(0.0) { e, p in
+            let d = Double(p.0 - Quantizer.quantize(p.0, scale: s, zero: 8, maxq: 15).value)
+            return e + Double(p.1) * d * d
+        }
+    }
+
+    /// By hand: x = (0.5, 0.3). The signed-max scale is 0.5 / -8 = -0.0625 (0.3 lands on 0.3125).
+    /// With the first weight's importance 0, the first candidate (t = -9: -0.0625·8/7.1 = -0.0704)
+    /// gives 0.3 the code offset -4, whose least-squares scale 0.3 / -4 = -0.075 represents it exactly:
+    /// error 0, and no later candidate is strictly better. With equal importance the codes (-8, -5)
+    /// win: scale (0.5·-8 + 0.3·-5) / (64 + 25) = -5.5 / 89.
+    func testHandWorkedGroup() throws {
+        let q = Quantizer(try QuantizerConfig(bits: 4, symmetric: true))
+        var c = try QuantizerConfig(bits: 4, symmetric: true); c.signedMaxScale = true
+        let signed = Quantizer(c)
+        let x: [Float] = [0.5, 0.3]
+        let base = signed.findParams(x, rows: 1, rowStride: 2, colStart: 0, colCount: 2)
+        XCTAssertEqual(base.scale, [-0.0625])
+        let h0: [Float] = [0, 1], h1: [Float] = [1, 1]
+        XCTAssertEqual(q.searchScales(x, rows: 1, rowStride: 2, colStart: 0, colCount: 2, weights: h0, base: base).scale, [-0.075])
+        let s = q.searchScales(x, rows: 1, rowStride: 2, colStart: 0, colCount: 2, weights: h1, base: base).scale[0]
+        XCTAssertEqual(s, Float((Double(Float(0.5)) * -8 + Double(Float(0.3)) * -5) / 89))
+        XCTAssertLessThan(weightedError(x, h1, s), weightedError(x, h1, -0.0625))
+    }
+
+    /// On random groups (heavy-tailed weights, importances spanning four decades, float16 scales):
+    /// the chosen scale is a float16, never has a larger weighted error than the signed-max scale it
+    /// starts from, and is strictly better on most groups.
+    func testNeverWorseThanTheMaxScaleAndUsuallyBetter() throws {
+        var c = try QuantizerConfig(bits: 4, symmetric: true, scaleRounding: .float16); c.signedMaxScale = true
+        let q = Quantizer(c)
+        var rng = SplitMix64(seed: 11)
+        let rows = 64, cols = 32
+        let x = (0..<(rows * cols)).map { _ -> Float in
+            let u = rng.unit() - 0.5
+            return u * u * u * 8
+        }
+        let h = (0..<cols).map { _ in Float(pow(10, 4 * Double(rng.unit()) - 2)) }
+        let base = q.findParams(x, rows: rows, rowStride: cols, colStart: 0, colCount: cols)
+        let found = q.searchScales(x, rows: rows, rowStride: cols, colStart: 0, colCount: cols, weights: h, base: base)
+        var better = 0
+        for r in 0..<rows {
+            let row = Array(x[(r * cols)..<((r + 1) * cols)])
+            XCTAssertEqual(Float(Float16(found.scale[r])), found.scale[r])
+            let e = weightedError(row, h, found.scale[r]), e0 = weightedError(row, h, base.scale[r])
+            XCTAssertLessThanOrEqual(e, e0)
+            if e < e0 { better += 1 }
+        }
+        XCTAssertGreaterThan(better, rows / 2)
+        XCTAssertEqual(found.zero, base.zero)
     }
 }

@@ -140,15 +140,20 @@ public enum GPTQ {
                 }
             }
             if options.scaleSearch {
+                // Groups are independent: split them across the threads (same result for any count).
                 let diag = (0..<n).map { H[$0 * n + $0] }
+                let groups = staticParams.count, threads = max(1, min(options.threads, groups))
                 W.withUnsafeBufferPointer { w in
                 diag.withUnsafeBufferPointer { d in
-                    for (k, g) in stride(from: 0, to: n, by: gs).enumerated() {
-                        staticParams[k] = quantizer.searchScales(w.baseAddress!, rows: rows, rowStride: n, colStart: g,
-                                                                 colCount: min(gs, n - g), weights: d.baseAddress! + g,
-                                                                 base: staticParams[k])
+                staticParams.withUnsafeMutableBufferPointer { sp in
+                    let (wp, dp, spp) = (w.baseAddress!, d.baseAddress!, sp.baseAddress!)
+                    DispatchQueue.concurrentPerform(iterations: threads) { t in
+                        for k in stride(from: t, to: groups, by: threads) {
+                            spp[k] = quantizer.searchScales(wp, rows: rows, rowStride: n, colStart: k * gs,
+                                                            colCount: min(gs, n - k * gs), weights: dp + k * gs, base: spp[k])
+                        }
                     }
-                }}
+                }}}
             }
         }
 

@@ -70,7 +70,8 @@ extension DecoderLM {
     ///
     /// `view(name)`, when given, may return the stored tensor itself (a float32, float16 or bfloat16
     /// view of a mapped file): such a tensor is used in place, not copied, unless its rows must be
-    /// reordered. A 1.5B F16 GGUF then costs its mapping, not 6 GB of float32 copies.
+    /// reordered or its bytes are not aligned to its element size. A 1.5B F16 GGUF then costs its
+    /// mapping, not 6 GB of float32 copies.
     public static func fromGGUF(architecture: DecoderArchitecture, dims: DecoderDims, shapes: [(name: String, shape: [Int])],
                                 path: String, view: ((String) throws -> TensorView?)? = nil,
                                 floats: (String) throws -> [Float]) throws -> DecoderLM {
@@ -88,7 +89,9 @@ extension DecoderLM {
             }
             let reordered = architecture.ggufPermutesQK && shape == spec.shape
                 && [.weight(.q), .bias(.q), .weight(.k), .bias(.k)].contains(spec.role)
-            if !reordered, let v = try view?(name), [.f32, .f16, .bf16].contains(v.info.dtype), v.info.shape == shape {
+            // In place only when naturally aligned (a file may declare `general.alignment` 1 or 2).
+            if !reordered, let v = try view?(name), [.f32, .f16, .bf16].contains(v.info.dtype), v.info.shape == shape,
+               let base = v.bytes.baseAddress, Int(bitPattern: base) % v.info.dtype.byteSize == 0 {
                 try file.add(view: v)
                 continue
             }

@@ -87,10 +87,18 @@ extension DecoderLM {
                 if !ignorable { unexpected.append("unexpected tensor \(name) \(shape)") }
                 continue
             }
-            let reordered = architecture.ggufPermutesQK && shape == spec.shape
-                && [.weight(.q), .bias(.q), .weight(.k), .bias(.k)].contains(spec.role)
+            // llama's q/k rows (and biases) are reordered; only a tensor of the declared shape is, any
+            // other shape is the binder's to report.
+            var reorderHeads: Int?
+            if architecture.ggufPermutesQK && shape == spec.shape {
+                switch spec.role {
+                case .weight(.q), .bias(.q): reorderHeads = dims.heads
+                case .weight(.k), .bias(.k): reorderHeads = dims.kvHeads
+                default: break
+                }
+            }
             // In place only when naturally aligned (a file may declare `general.alignment` 1 or 2).
-            if !reordered, let v = try view?(name), [.f32, .f16, .bf16].contains(v.info.dtype), v.info.shape == shape,
+            if reorderHeads == nil, let v = try view?(name), [.f32, .f16, .bf16].contains(v.info.dtype), v.info.shape == shape,
                let base = v.bytes.baseAddress, Int(bitPattern: base) % v.info.dtype.byteSize == 0 {
                 try file.add(view: v)
                 continue
@@ -103,14 +111,7 @@ extension DecoderLM {
             guard !count.1, values.count == count.0 else {
                 throw ModelError.binding(path: path, problems: ["\(name): \(values.count) values for shape \(shape)"])
             }
-            // Only a tensor of the declared shape is reordered; any other shape is the binder's to report.
-            if architecture.ggufPermutesQK && shape == spec.shape {
-                switch spec.role {
-                case .weight(.q), .bias(.q): values = unpermuteGGUFRows(values, rows: shape[0], heads: dims.heads)
-                case .weight(.k), .bias(.k): values = unpermuteGGUFRows(values, rows: shape[0], heads: dims.kvHeads)
-                default: break
-                }
-            }
+            if let heads = reorderHeads { values = unpermuteGGUFRows(values, rows: shape[0], heads: heads) }
             try file.add(name: name, shape: shape, f32: values)
         }
         guard unexpected.isEmpty else {

@@ -54,6 +54,9 @@ public enum DecoderConvert {
         /// rounding error weighted by diag(H) (`GPTQOptions.scaleSearch`), as importance-weighted
         /// Q4_0 in llama.cpp chooses it, instead of from the group's largest weight.
         public var scaleSearch = false
+        /// Whether groups are found before error feedback: GGUF blocks have no g_idx, so there act-order
+        /// implies static groups; SQ4/AutoGPTQ follow `staticGroups`.
+        var staticGroupsInEffect: Bool { container == .gguf ? descAct : staticGroups }
         /// `rtnLinears` by name, sorted (provenance and resume fingerprint).
         var rtnNames: [String] { rtnLinears.map(\.rawValue).sorted() }
         /// "" or e.g. "; round to nearest: down; scales searched (diag(H)-weighted)" (provenance strings).
@@ -66,9 +69,8 @@ public enum DecoderConvert {
 
         func check() throws {
             if scaleSearch {
-                let statics = container == .gguf ? descAct : staticGroups
                 let symmetric = container == .gguf ? target == .q4_0 : sym
-                guard method == .gptq && statics && symmetric && groupSize != -1 else {
+                guard method == .gptq && staticGroupsInEffect && symmetric && groupSize != -1 else {
                     throw ConvertError.invalidOption("--scale-search needs --method gptq with static groups (--desc-act for GGUF, --static-groups for SQ4/AutoGPTQ) on a symmetric grid with groups")
                 }
             }
@@ -161,7 +163,7 @@ public enum DecoderConvert {
         try o.check()
         let qconfig = try o.quantizer
         var gopts = GPTQOptions(quantizer: qconfig, blockSize: 128, percDamp: o.dampPercent, groupSize: o.groupSize,
-                                actOrder: o.descAct, staticGroups: o.container == .gguf ? o.descAct : o.staticGroups)
+                                actOrder: o.descAct, staticGroups: o.staticGroupsInEffect)
         gopts.threads = o.threads
         gopts.scaleSearch = o.scaleSearch
         let d = model.dims, L = d.layers

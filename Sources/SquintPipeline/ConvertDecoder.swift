@@ -54,6 +54,9 @@ public enum DecoderConvert {
         /// rounding error weighted by diag(H) (`GPTQOptions.scaleSearch`), as importance-weighted
         /// Q4_0 in llama.cpp chooses it, instead of from the group's largest weight.
         public var scaleSearch = false
+        /// With `.gptq`: H's off-diagonal entries scaled by (1 - hessianShrink) before damping
+        /// (`GPTQOptions.hessianShrink`; 0 = GPTQ, 1 = importance-weighted rounding to nearest).
+        public var hessianShrink: Float = 0
         /// Whether groups are found before error feedback: GGUF blocks have no g_idx, so there act-order
         /// implies static groups; SQ4/AutoGPTQ follow `staticGroups`.
         var staticGroupsInEffect: Bool { container == .gguf ? descAct : staticGroups }
@@ -64,10 +67,17 @@ public enum DecoderConvert {
             guard method == .gptq else { return "" }
             return (rtnLinears.isEmpty ? "" : "; round to nearest: " + rtnNames.joined(separator: ", "))
                 + (scaleSearch ? "; scales searched (diag(H)-weighted)" : "")
+                + (hessianShrink > 0 ? "; H shrunk toward its diagonal by \(hessianShrink)" : "")
         }
         public init() {}
 
         func check() throws {
+            guard hessianShrink.isFinite && hessianShrink >= 0 && hessianShrink <= 1 else {
+                throw ConvertError.invalidOption("--hessian-shrink must be in 0...1, got \(hessianShrink)")
+            }
+            if hessianShrink > 0 && method != .gptq {
+                throw ConvertError.invalidOption("--hessian-shrink needs --method gptq (it changes GPTQ's Hessian)")
+            }
             if scaleSearch {
                 let symmetric = container == .gguf ? target == .q4_0 : sym
                 guard method == .gptq && staticGroupsInEffect && symmetric && groupSize != -1 else {
@@ -166,6 +176,7 @@ public enum DecoderConvert {
                                 actOrder: o.descAct, staticGroups: o.staticGroupsInEffect)
         gopts.threads = o.threads
         gopts.scaleSearch = o.scaleSearch
+        gopts.hessianShrink = o.hessianShrink
         let d = model.dims, L = d.layers
         let groups: [[DecoderLinear]] = [d.fusedQKV ? [.qkv] : [.q, .k, .v], [.o], d.fusedGateUp ? [.gateUp] : [.gate, .up], [.down]]
         let linears = groups.joined()

@@ -58,7 +58,8 @@ final class DecoderWork {
                 "method \(o.method.rawValue) container \(o.container.rawValue) target \(o.target.rawValue) grid \(o.grid.rawValue)",
                 "group \(o.groupSize) sym \(o.sym) desc_act \(o.descAct) static \(o.staticGroups) damp \(o.dampPercent)"]
             + (o.rtnLinears.isEmpty ? [] : ["rtn " + o.rtnNames.joined(separator: ",")])
-            + (o.scaleSearch ? ["scale search"] : [])).joined(separator: "; ")
+            + (o.scaleSearch ? ["scale search"] : [])
+            + (o.hessianShrink > 0 ? ["hessian shrink \(o.hessianShrink)"] : [])).joined(separator: "; ")
     }
 
     private func writeState() throws { try work.write(BlockProgress(fingerprint: fingerprint, blocksDone: blocksDone)) }

@@ -17,6 +17,11 @@ public struct GPTQOptions: Sendable, Equatable {
     /// rounding error weighted by diag(H) (`Quantizer.searchScales`) instead of the max-based one.
     /// Not AutoGPTQ (off by default).
     public var scaleSearch: Bool = false
+    /// Shrinkage of H toward its diagonal before damping: every off-diagonal entry is multiplied by
+    /// (1 - hessianShrink). 0 is GPTQ (AutoGPTQ); 1 leaves a diagonal H, on which GPTQ's error feedback
+    /// vanishes and each weight is rounded to nearest (importance-weighted with `scaleSearch`). The usual
+    /// covariance estimator when samples are few per dimension. Not AutoGPTQ (0 by default).
+    public var hessianShrink: Float = 0
     public var quantizer: QuantizerConfig
     /// Precision of the Cholesky step (see `HinvPrecision`).
     public var hinvPrecision: HinvPrecision = .mixed
@@ -37,6 +42,9 @@ public struct GPTQOptions: Sendable, Equatable {
         }
         guard percDamp.isFinite && percDamp >= 0 else {
             throw QuantError.invalidSetting("percDamp must be finite and >= 0, got \(percDamp)")
+        }
+        guard hessianShrink.isFinite && hessianShrink >= 0 && hessianShrink <= 1 else {
+            throw QuantError.invalidSetting("hessianShrink must be in 0...1, got \(hessianShrink)")
         }
         if scaleSearch {
             guard staticGroups && groupSize != -1 && quantizer.symmetric && !quantizer.minOffset else {
@@ -167,6 +175,11 @@ public enum GPTQ {
             for r in 0..<rows { for c in 0..<n { Wp[r * n + c] = W[r * n + perm[c]] } }
             for i in 0..<n { for j in 0..<n { Hp[i * n + j] = H[perm[i] * n + perm[j]] } }
             W = Wp; H = Hp
+        }
+
+        if options.hessianShrink > 0 {
+            let keep = 1 - options.hessianShrink
+            for i in 0..<n { for j in 0..<n where j != i { H[i * n + j] *= keep } }
         }
 
         // Relative damping: damp = percdamp * mean(diag(H)) in float32.

@@ -26,6 +26,7 @@ extension GPTQ {
             W = (0..<(rows * n)).map { W[at($0 / n, perm[$0 % n])] }
             H = (0..<(n * n)).map { H[at(perm[$0 / n], perm[$0 % n])] }
         }
+        for i in 0..<n { for j in 0..<n where j != i { H[at(i, j)] *= 1 - options.hessianShrink } }
         var s = 0.0
         for i in 0..<n { s += Double(H[at(i, i)]) }
         let damp = options.percDamp * (Float(s) / Float(n))

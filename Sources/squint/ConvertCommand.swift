@@ -111,6 +111,9 @@ struct Convert: ParsableCommand {
     @Flag(name: .customLong("scale-search"), help: "Text models, --method gptq with static groups (--desc-act for GGUF): choose each group's scale to minimise its diag(H)-weighted rounding error (as llama.cpp's importance-weighted Q4_0) instead of from its largest weight.")
     var scaleSearch = false
 
+    @Option(name: .customLong("hessian-shrink"), help: "Text models, --method gptq: multiply the off-diagonal entries of each Hessian by (1 - A) before damping, A in 0...1 (0: GPTQ; 1: importance-weighted rounding to nearest). A regulariser when calibration tokens are few per input column.")
+    var hessianShrink: Double = 0
+
     @Flag(help: "Print the result and the per-module log as JSON.")
     var json = false
 
@@ -123,6 +126,13 @@ struct Convert: ParsableCommand {
             guard method == "gptq" else { throw ValidationError("--rtn picks linears to round to nearest inside a GPTQ run; with --method rtn every linear is") }
             guard rtnLinears != nil else {
                 throw ValidationError("--rtn takes a comma list of \(DecoderLinear.allCases.map(\.rawValue).joined(separator: ", ")), not '\(rtn!)'")
+            }
+        }
+        if hessianShrink != 0 {
+            guard format == "gguf" || isTextDecoder else { throw ValidationError("--hessian-shrink applies to text models (Qwen2/Llama) only") }
+            guard method == "gptq" else { throw ValidationError("--hessian-shrink needs --method gptq (it changes GPTQ's Hessian)") }
+            guard hessianShrink.isFinite && hessianShrink >= 0 && hessianShrink <= 1 else {
+                throw ValidationError("--hessian-shrink must be in 0...1, got \(hessianShrink)")
             }
         }
         if scaleSearch {
@@ -244,6 +254,7 @@ struct Convert: ParsableCommand {
         r.options.grid = DecoderConvert.Options.Grid(rawValue: grid)!
         r.options.rtnLinears = rtnLinears ?? []
         r.options.scaleSearch = scaleSearch
+        r.options.hessianShrink = Float(hessianShrink)
         return r
     }
 

@@ -154,4 +154,39 @@ final class DecoderConvertCLITests: XCTestCase {
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad.gguf"))
     }
+
+    /// `--hessian-shrink 1`: GPTQ on a diagonal Hessian is round-to-nearest on the same grid, so every
+    /// block tensor equals `--method rtn`'s byte for byte; 0.5 differs from both; the provenance says it;
+    /// bad values and RTN are refused before anything is written.
+    func testHessianShrinkOnTheCommandLine() throws {
+        let src = try TinyDecoderGGUF.write(to: tmp + "/tiny.gguf")
+        let calib = tmp + "/calib.txt"
+        try Data(String(repeating: "the thin thing in the theme then went on; ", count: 12).utf8).write(to: URL(fileURLWithPath: calib))
+        let common = ["--format", "gguf", "--grid", "llama-q4_0", "--desc-act"]
+        let gptq = ["--calib-text", calib, "--samples", "4", "--sample-tokens", "48"] + common
+        for (name, args) in [("full", gptq + ["--hessian-shrink", "1"]), ("half", gptq + ["--hessian-shrink", "0.5"]),
+                             ("plain", gptq), ("rtn", common + ["--method", "rtn"])] {
+            let r = try Fixtures.run(squint, ["convert", src, "-o", tmp + "/\(name).gguf"] + args)
+            XCTAssertEqual(r.status, 0, r.err)
+        }
+        let files = try ["full", "half", "plain", "rtn"].map { try GGUFFile(path: tmp + "/\($0).gguf") }
+        XCTAssertTrue(files[1].value(forKey: "squint.quantization")?.string?.hasSuffix("; H shrunk toward its diagonal by 0.5") == true)
+        func blocks(_ f: GGUFFile) throws -> [String: [UInt8]] {
+            var d: [String: [UInt8]] = [:]
+            for t in f.ggufTensors where t.name.hasPrefix("blk.") && t.type == .q4_0 { d[t.name] = Array(try f.bytes(of: t)) }
+            return d
+        }
+        let (full, half, plain, rtn) = (try blocks(files[0]), try blocks(files[1]), try blocks(files[2]), try blocks(files[3]))
+        XCTAssertFalse(rtn.isEmpty)
+        XCTAssertEqual(full, rtn)
+        XCTAssertNotEqual(half, rtn)
+        XCTAssertNotEqual(half, plain)
+        for (args, message) in [(gptq + ["--hessian-shrink", "1.5"], "--hessian-shrink must be in 0...1"),
+                                (common + ["--method", "rtn", "--hessian-shrink", "0.5"], "--hessian-shrink needs --method gptq")] {
+            let r = try Fixtures.run(squint, ["convert", src, "-o", tmp + "/bad.gguf"] + args)
+            XCTAssertEqual(r.status, 64, r.err)
+            XCTAssertTrue(r.err.contains(message), r.err)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad.gguf"))
+    }
 }

@@ -90,3 +90,70 @@ final class GPTQOddSizeTests: XCTestCase {
         XCTAssertThrowsError(try h.addBatch([1, 2, 3], tokens: 2))
     }
 }
+
+/// `GPTQOptions.hessianShrink` (`convert --hessian-shrink`): H's off-diagonal entries scaled toward
+/// zero before damping.
+final class HessianShrinkTests: XCTestCase {
+    func problem(rows: Int, cols: Int, tokens: Int, seed: UInt64) throws -> (w: [Float], h: [Float]) {
+        var rng = SplitMix64(seed: seed)
+        let w = (0..<(rows * cols)).map { _ in rng.normal() * 0.05 }
+        // Correlated inputs (a shared component per token), fewer tokens than columns: the regime
+        // where the full H is a poor estimate and GPTQ's error feedback is strong.
+        var x = [Float](repeating: 0, count: tokens * cols)
+        for t in 0..<tokens {
+            let common = rng.normal()
+            for c in 0..<cols { x[t * cols + c] = rng.normal() * Float(1 + c % 5) + 2 * common }
+        }
+        var h = Hessian(columns: cols)
+        try h.addBatch(x, tokens: tokens)
+        return (w, h.matrix)
+    }
+
+    /// With A = 1 the Hessian is diagonal, so the inverse factor is diagonal and the error feedback
+    /// adds exact zeros: every code equals round-to-nearest's on the same static groups, bit for bit,
+    /// with any act-order permutation and thread count.
+    func testFullShrinkIsRoundToNearest() throws {
+        let rows = 24, cols = 96
+        let (w, h) = try problem(rows: rows, cols: cols, tokens: 40, seed: 5)
+        let qc = try QuantizerConfig(bits: 4, symmetric: true, scaleRounding: .float16)
+        let rtn = try RTN.quantize(weight: w, rows: rows, columns: cols, groupSize: 32, quantizer: qc)
+        for threads in [1, 2] {
+            var o = GPTQOptions(quantizer: qc, blockSize: 32, groupSize: 32, actOrder: true, staticGroups: true)
+            o.threads = threads
+            o.hessianShrink = 1
+            let full = try GPTQ.fasterquant(weight: w, rows: rows, columns: cols, hessian: h, options: o)
+            XCTAssertEqual(full.codes, rtn.codes)
+            XCTAssertEqual(full.q, rtn.q)
+            o.hessianShrink = 0
+            let gptq = try GPTQ.fasterquant(weight: w, rows: rows, columns: cols, hessian: h, options: o)
+            XCTAssertNotEqual(gptq.codes, rtn.codes, "plain GPTQ feeds errors forward")
+        }
+    }
+
+    /// A = 0.5 against the literal scalar port with the same shrink (which scales each off-diagonal
+    /// entry in its own loop), and against a run on a Hessian shrunk by hand with A = 0: the option
+    /// changes exactly the off-diagonal entries, before damping (damping reads only the diagonal).
+    func testHalfShrinkMatchesTheReferenceAndAHandShrunkHessian() throws {
+        let rows = 20, cols = 72
+        let (w, h) = try problem(rows: rows, cols: cols, tokens: 30, seed: 9)
+        let qc = try QuantizerConfig(bits: 4, symmetric: true)
+        var o = GPTQOptions(quantizer: qc, blockSize: 32, groupSize: 24, actOrder: true, staticGroups: false)
+        o.hessianShrink = 0.5
+        let shrunk = try GPTQ.fasterquant(weight: w, rows: rows, columns: cols, hessian: h, options: o)
+        let ref = try GPTQ.fasterquantReference(weight: w, rows: rows, columns: cols, hessian: h, options: o)
+        let same = zip(shrunk.codes, ref.codes).filter { $0 == $1 }.count
+        XCTAssertGreaterThanOrEqual(Double(same), 0.999 * Double(ref.codes.count), "\(same)/\(ref.codes.count)")
+        var byHand = h
+        for i in 0..<cols { for j in 0..<cols where j != i { byHand[i * cols + j] *= 0.5 } }
+        o.hessianShrink = 0
+        let manual = try GPTQ.fasterquant(weight: w, rows: rows, columns: cols, hessian: byHand, options: o)
+        XCTAssertEqual(shrunk.codes, manual.codes)
+        XCTAssertEqual(shrunk.lossSum, manual.lossSum)
+        let plain = try GPTQ.fasterquant(weight: w, rows: rows, columns: cols, hessian: h, options: o)
+        XCTAssertNotEqual(plain.codes, shrunk.codes)
+        for bad: Float in [-0.1, 1.5, .nan] {
+            o.hessianShrink = bad
+            XCTAssertThrowsError(try GPTQ.fasterquant(weight: w, rows: rows, columns: cols, hessian: h, options: o))
+        }
+    }
+}

@@ -156,4 +156,52 @@ final class HessianShrinkTests: XCTestCase {
             XCTAssertThrowsError(try GPTQ.fasterquant(weight: w, rows: rows, columns: cols, hessian: h, options: o))
         }
     }
+
+    /// `Hessian.shrinkageEstimate` against the formula computed directly in float64 from the inputs
+    /// (S = mean x xᵀ, Var(S_ij) = (mean (x_i x_j)² - S_ij²) / (N - 1), summed over i ≠ j), over
+    /// several `addBatch` calls of different sizes.
+    func testShrinkageEstimateMatchesTheDirectFormula() throws {
+        var rng = SplitMix64(seed: 21)
+        let p = 7, batches = [13, 20, 17]
+        var h = Hessian(columns: p)
+        var all: [[Double]] = []
+        for tokens in batches {
+            var x = [Float](repeating: 0, count: tokens * p)
+            for t in 0..<tokens {
+                let common = rng.normal()
+                for c in 0..<p { x[t * p + c] = rng.normal() + Float(c % 3) * common }
+                all.append((0..<p).map { Double(x[t * p + $0]) })
+            }
+            try h.addBatch(x, tokens: tokens)
+        }
+        let N = Double(all.count)
+        var num = 0.0, den = 0.0
+        for i in 0..<p {
+            for j in 0..<p where j != i {
+                let prods = all.map { $0[i] * $0[j] }
+                let s = prods.reduce(0, +) / N
+                let m2 = prods.map { $0 * $0 }.reduce(0, +) / N
+                num += (m2 - s * s) / (N - 1); den += s * s
+            }
+        }
+        XCTAssertEqual(h.tokenCount, 50)
+        let est = try XCTUnwrap(h.shrinkageEstimate)
+        XCTAssertEqual(Double(est), min(1, num / den), accuracy: 1e-5 * max(1, num / den))
+        XCTAssertGreaterThan(est, 0.01); XCTAssertLessThan(est, 0.99)   // a case inside the clamp
+    }
+
+    /// The two ends: independent inputs with fewer tokens than columns (every off-diagonal entry is
+    /// noise) give 1; a strong shared component seen on many tokens gives almost 0.
+    func testShrinkageEstimateAtTheEnds() throws {
+        var rng = SplitMix64(seed: 3)
+        var noise = Hessian(columns: 64)
+        try noise.addBatch((0..<(32 * 64)).map { _ in rng.normal() }, tokens: 32)
+        XCTAssertEqual(noise.shrinkageEstimate, 1)
+        var shared = Hessian(columns: 8)
+        var x = [Float](repeating: 0, count: 4000 * 8)
+        for t in 0..<4000 { let c = rng.normal(); for i in 0..<8 { x[t * 8 + i] = 3 * c + 0.3 * rng.normal() } }
+        try shared.addBatch(x, tokens: 4000)
+        XCTAssertLessThan(try XCTUnwrap(shared.shrinkageEstimate), 0.01)
+        XCTAssertNil(Hessian(columns: 4).shrinkageEstimate)
+    }
 }

@@ -95,6 +95,16 @@ recipe() { act_variant "$1" gptq-q4_0-g32-llamagrid-act-rtndown --rtn down; }
 # Heavy damping as a regulariser (docs/QUALITY.md, the per-layer study: damp 1.0 took blk.27.ffn_down's
 # held-out error 15 % below RTN's).
 damp() { act_variant "$1" gptq-q4_0-g32-llamagrid-act-damp1 --damp 1.0; }
+# Hessian shrinkage toward its diagonal (docs/QUALITY.md "Hessian shrinkage"): A = 0.5 without and with
+# the scale search; `shrink_sweep M` adds A = 0.25, 0.75 and 1 (with the scale search).
+shrink() {
+  act_variant "$1" gptq-q4_0-g32-llamagrid-act-shrink0.5 --hessian-shrink 0.5
+  act_variant "$1" gptq-q4_0-g32-llamagrid-act-ss-shrink0.5 --scale-search --hessian-shrink 0.5
+}
+shrink_sweep() {
+  local a
+  for a in 0.25 0.75 1.0; do act_variant "$1" "gptq-q4_0-g32-llamagrid-act-ss-shrink$a" --scale-search --hessian-shrink "$a"; done
+}
 # `study.sh FUNCTION MODEL` runs one part (e.g. `study.sh rank q15`); no arguments: the whole study.
 if [ $# -gt 0 ]; then "$@"; exit; fi
 goal sm; cheap sm; why sm

@@ -57,8 +57,6 @@ public enum DecoderConvert {
         /// With `.gptq`: H's off-diagonal entries scaled by (1 - hessianShrink) before damping
         /// (`GPTQOptions.hessianShrink`; 0 = GPTQ, 1 = importance-weighted rounding to nearest).
         public var hessianShrink: Float = 0
-        /// Instead of `hessianShrink`: each Hessian's own `shrinkageEstimate` (`--hessian-shrink auto`).
-        public var hessianShrinkAuto = false
         /// Whether groups are found before error feedback: GGUF blocks have no g_idx, so there act-order
         /// implies static groups; SQ4/AutoGPTQ follow `staticGroups`.
         var staticGroupsInEffect: Bool { container == .gguf ? descAct : staticGroups }
@@ -69,8 +67,7 @@ public enum DecoderConvert {
             guard method == .gptq else { return "" }
             return (rtnLinears.isEmpty ? "" : "; round to nearest: " + rtnNames.joined(separator: ", "))
                 + (scaleSearch ? "; scales searched (diag(H)-weighted)" : "")
-                + (hessianShrinkAuto ? "; H shrunk toward its diagonal by its estimated intensity"
-                   : hessianShrink > 0 ? "; H shrunk toward its diagonal by \(hessianShrink)" : "")
+                + (hessianShrink > 0 ? "; H shrunk toward its diagonal by \(hessianShrink)" : "")
         }
         public init() {}
 
@@ -78,7 +75,7 @@ public enum DecoderConvert {
             guard hessianShrink.isFinite && hessianShrink >= 0 && hessianShrink <= 1 else {
                 throw ConvertError.invalidOption("--hessian-shrink must be in 0...1, got \(hessianShrink)")
             }
-            if (hessianShrink > 0 || hessianShrinkAuto) && method != .gptq {
+            if hessianShrink > 0 && method != .gptq {
                 throw ConvertError.invalidOption("--hessian-shrink needs --method gptq (it changes GPTQ's Hessian)")
             }
             if scaleSearch {
@@ -243,14 +240,9 @@ public enum DecoderConvert {
                     var damp = 0.0
                     let q: QuantizedWeight
                     let rtn = hessian == nil || o.rtnLinears.contains(m)
-                    var shrink: Double? = nil, estimate: Double? = nil
                     if let H = hessian, !rtn {
                         damp = Converter.absoluteDamp(diagonal: H.diagonal, percent: o.dampPercent)
-                        estimate = H.shrinkageEstimate.map(Double.init)
-                        var g = gopts
-                        if o.hessianShrinkAuto { g.hessianShrink = estimate.map(Float.init) ?? 0 }
-                        shrink = Double(g.hessianShrink)
-                        q = try GPTQ.fasterquant(weight: W, rows: rows, columns: cols, hessian: H.matrix, options: g)
+                        q = try GPTQ.fasterquant(weight: W, rows: rows, columns: cols, hessian: H.matrix, options: gopts)
                     } else {
                         q = try RTN.quantize(weight: W, rows: rows, columns: cols, groupSize: o.groupSize, quantizer: qconfig)
                     }
@@ -260,7 +252,7 @@ public enum DecoderConvert {
                                                dampPercent: Double(o.dampPercent), damp: damp, hessianSeconds: passSeconds,
                                                quantSeconds: Date().timeIntervalSince(tq))
                     if rtn && o.method == .gptq { log.method = "rtn" }
-                    log.hessianShrink = shrink; log.shrinkEstimate = estimate
+                    if !rtn { log.hessianShrink = Double(o.hessianShrink) }
                     try replaceWithFakeQuantized(model, layer: l, m, q.q)
                     modules.append(Module(layer: l, linear: m, weight: q, log: log))
                     if o.method == .rtn { tick("block \(l + 1)/\(L) \(m.rawValue) rtn") }

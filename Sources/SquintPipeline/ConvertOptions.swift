@@ -140,15 +140,13 @@ public struct ConvertModuleLog: Codable, Sendable, Equatable {
     public var quantSeconds: Double
     /// "rtn" for a module rounded to nearest inside a GPTQ run (`--rtn`); absent otherwise.
     public var method: String? = nil
-    /// Text models, GPTQ: the shrinkage of H toward its diagonal used (`--hessian-shrink`), and the
-    /// estimate `Hessian.shrinkageEstimate` of its input (what `--hessian-shrink auto` uses); absent
-    /// for Qwen-VL and RTN modules.
+    /// Text models, GPTQ: the shrinkage of H toward its diagonal (`--hessian-shrink`); absent for
+    /// Qwen-VL and RTN modules.
     public var hessianShrink: Double? = nil
-    public var shrinkEstimate: Double? = nil
 
     enum CodingKeys: String, CodingKey {
         case module, nsamples, tokens, damp, method
-        case hessianShrink = "hessian_shrink", shrinkEstimate = "shrink_estimate"
+        case hessianShrink = "hessian_shrink"
         case shapeOutIn = "shape_out_in", avgLoss = "avg_loss", lossSum = "loss_sum", dampPercent = "damp_percent"
         case hessianSeconds = "hessian_seconds", quantSeconds = "quant_seconds"
     }

@@ -59,7 +59,7 @@ final class DecoderWork {
                 "group \(o.groupSize) sym \(o.sym) desc_act \(o.descAct) static \(o.staticGroups) damp \(o.dampPercent)"]
             + (o.rtnLinears.isEmpty ? [] : ["rtn " + o.rtnNames.joined(separator: ",")])
             + (o.scaleSearch ? ["scale search"] : [])
-            + (o.hessianShrinkAuto ? ["hessian shrink auto"] : o.hessianShrink > 0 ? ["hessian shrink \(o.hessianShrink)"] : [])).joined(separator: "; ")
+            + (o.hessianShrink > 0 ? ["hessian shrink \(o.hessianShrink)"] : [])).joined(separator: "; ")
     }
 
     private func writeState() throws { try work.write(BlockProgress(fingerprint: fingerprint, blocksDone: blocksDone)) }

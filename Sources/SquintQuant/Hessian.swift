@@ -19,11 +19,6 @@ public struct Hessian: Sendable {
     private var mirrored = true
     /// Sequences seen so far (AutoGPTQ's `nsamples`).
     public private(set) var nsamples: Int
-    /// Tokens seen so far, and two float64 sums over them of the raw inputs x_t, for
-    /// `shrinkageEstimate`: Σ_t (Σ_i x_ti²)² and Σ_t Σ_i x_ti⁴.
-    public private(set) var tokenCount = 0
-    private var sumSquaredNormSquared = 0.0
-    private var sumFourthPowers = 0.0
 
     /// [columns, columns] row-major, symmetric: a copy (use `takeMatrix()` to hand it over instead).
     public var matrix: [Float] {
@@ -60,14 +55,6 @@ public struct Hessian: Sendable {
             throw QuantError.nonFinite(what: "Hessian.addBatch input", index: bad)
         }
         let n = columns
-        x.withUnsafeBufferPointer { xp in
-            for t in 0..<tokens {
-                var norm2 = 0.0, fourth = 0.0
-                for i in 0..<n { let v = Double(xp[t * n + i]), v2 = v * v; norm2 += v2; fourth += v2 * v2 }
-                sumSquaredNormSquared += norm2 * norm2; sumFourthPowers += fourth
-            }
-        }
-        tokenCount += tokens
         // torch: `self.H *= nsamples / (nsamples + tmp)`: a Python float applied as a float32 scalar.
         let shrink = Float(Double(nsamples) / Double(nsamples + sequences))
         nsamples += sequences
@@ -90,31 +77,6 @@ public struct Hessian: Sendable {
                 }
             }
         }
-    }
-
-    /// The shrinkage intensity toward the diagonal that minimises the expected squared Frobenius error
-    /// of the off-diagonal entries (Schäfer & Strimmer 2005, target "D", applied to the uncentred
-    /// second moment S = (1/N) Σ_t x_t x_tᵀ, which H is a multiple of):
-    ///
-    ///     A = Σ_{i≠j} Var(S_ij) / Σ_{i≠j} S_ij²,   Var(S_ij) ≈ (mean_t (x_ti x_tj)² − S_ij²) / (N − 1)
-    ///
-    /// where Σ_{i≠j} (x_ti x_tj)² = (Σ_i x_ti²)² − Σ_i x_ti⁴ needs only two sums per token. Clamped to
-    /// 0...1; nil with fewer than 2 tokens or no off-diagonal mass. Treats tokens as independent (text
-    /// is not, so the variance, and A, are underestimates).
-    public var shrinkageEstimate: Float? {
-        let N = Double(tokenCount), n = columns
-        guard tokenCount >= 2 && nsamples > 0 else { return nil }
-        // S = H · nsamples / (2N); only the upper triangle is current while accumulating.
-        let c = Double(nsamples) / (2 * N)
-        var off2 = 0.0
-        storage.withUnsafeBufferPointer { h in
-            for i in 0..<n { for j in (i + 1)..<n { let v = Double(h[i * n + j]); off2 += v * v } }
-        }
-        let offSquares = 2 * off2 * c * c                         // Σ_{i≠j} S_ij²
-        guard offSquares > 0 else { return nil }
-        let meanProducts = (sumSquaredNormSquared - sumFourthPowers) / N  // Σ_{i≠j} mean_t (x_ti x_tj)²
-        let variance = max(0, meanProducts - offSquares) / (N - 1)
-        return Float(min(1, variance / offSquares))
     }
 
     /// Lower triangle = upper triangle, in cache-sized tiles.

@@ -111,11 +111,8 @@ struct Convert: ParsableCommand {
     @Flag(name: .customLong("scale-search"), help: "Text models, --method gptq with static groups (--desc-act for GGUF): choose each group's scale to minimise its diag(H)-weighted rounding error (as llama.cpp's importance-weighted Q4_0) instead of from its largest weight.")
     var scaleSearch = false
 
-    @Option(name: .customLong("hessian-shrink"), help: "Text models, --method gptq: multiply the off-diagonal entries of each Hessian by (1 - A) before damping, A in 0...1 (0: GPTQ; 1: importance-weighted rounding to nearest), or 'auto': each Hessian's estimated intensity (logged per module). A regulariser when calibration tokens are few per input column.")
-    var hessianShrinkText: String = "0"
-
-    /// `--hessian-shrink`: nil for "auto", else the number (validated in `validate()`).
-    var hessianShrink: Double? { hessianShrinkText == "auto" ? nil : Double(hessianShrinkText) }
+    @Option(name: .customLong("hessian-shrink"), help: "Text models, --method gptq: multiply the off-diagonal entries of each Hessian by (1 - A) before damping, A in 0...1 (0: GPTQ; 1: importance-weighted rounding to nearest). A regulariser when calibration tokens are few per input column.")
+    var hessianShrink: Double = 0
 
     @Flag(help: "Print the result and the per-module log as JSON.")
     var json = false
@@ -131,14 +128,12 @@ struct Convert: ParsableCommand {
                 throw ValidationError("--rtn takes a comma list of \(DecoderLinear.allCases.map(\.rawValue).joined(separator: ", ")), not '\(rtn!)'")
             }
         }
-        if hessianShrinkText != "0" {
-            if hessianShrinkText != "auto" {
-                guard let a = hessianShrink, a.isFinite, a >= 0, a <= 1 else {
-                    throw ValidationError("--hessian-shrink must be in 0...1 or 'auto', got '\(hessianShrinkText)'")
-                }
-            }
+        if hessianShrink != 0 {
             guard format == "gguf" || isTextDecoder else { throw ValidationError("--hessian-shrink applies to text models (Qwen2/Llama) only") }
             guard method == "gptq" else { throw ValidationError("--hessian-shrink needs --method gptq (it changes GPTQ's Hessian)") }
+            guard hessianShrink.isFinite && hessianShrink >= 0 && hessianShrink <= 1 else {
+                throw ValidationError("--hessian-shrink must be in 0...1, got \(hessianShrink)")
+            }
         }
         if scaleSearch {
             guard format == "gguf" || isTextDecoder else { throw ValidationError("--scale-search applies to text models (Qwen2/Llama) only") }
@@ -259,8 +254,7 @@ struct Convert: ParsableCommand {
         r.options.grid = DecoderConvert.Options.Grid(rawValue: grid)!
         r.options.rtnLinears = rtnLinears ?? []
         r.options.scaleSearch = scaleSearch
-        r.options.hessianShrink = Float(hessianShrink ?? 0)
-        r.options.hessianShrinkAuto = hessianShrink == nil
+        r.options.hessianShrink = Float(hessianShrink)
         return r
     }
 

@@ -179,7 +179,12 @@ public enum GPTQ {
 
         if options.hessianShrink > 0 {
             let keep = 1 - options.hessianShrink
-            for i in 0..<n { for j in 0..<n where j != i { H[i * n + j] *= keep } }
+            H.withUnsafeMutableBufferPointer { h in
+                for i in 0..<n {
+                    let row = h.baseAddress! + i * n
+                    for j in 0..<n where j != i { row[j] *= keep }
+                }
+            }
         }
 
         // Relative damping: damp = percdamp * mean(diag(H)) in float32.

@@ -25,6 +25,8 @@ STYLE = {
     "gptq-q4_0-g32-llamagrid-act": ("Squint GPTQ Q4_0 act-order", "#006400", "d"),
     "gptq-q4_1-g32": ("Squint GPTQ Q4_1", "#e377c2", "d"),
     "gptq-q4_1-g32-act": ("Squint GPTQ Q4_1 act-order", "#8c0060", "d"),
+    "gptq-q4_0-g32-llamagrid-act-shrink0.5": ("Squint GPTQ Q4_0 act-order, --hessian-shrink 0.5", "#17becf", "d"),
+    "gptq-q4_0-g32-llamagrid-act-ss-shrink0.5": ("... and --scale-search", "#000000", "d"),
 }
 
 

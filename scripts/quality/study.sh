@@ -95,6 +95,17 @@ recipe() { act_variant "$1" gptq-q4_0-g32-llamagrid-act-rtndown --rtn down; }
 # Heavy damping as a regulariser (docs/QUALITY.md, the per-layer study: damp 1.0 took blk.27.ffn_down's
 # held-out error 15 % below RTN's).
 damp() { act_variant "$1" gptq-q4_0-g32-llamagrid-act-damp1 --damp 1.0; }
+# Where SmolLM2's best GPTQ file (scale search, 32 windows) loses perplexity: one class of tensors at a time
+# from llama.cpp's imatrix Q4_0 file (docs/QUALITY.md "Hessian shrinkage").
+where_imat() {
+  local g=gptq-q4_0-g32-llamagrid-act-ss-32w spec name rx
+  for spec in 'imat-down:\.ffn_down\.' 'imat-attn:\.attn_(q|k|v|output)\.' 'imat-gateup:\.ffn_(gate|up)\.'; do
+    name=${spec%%:*}; rx=${spec#*:}
+    ( cd "$Q" && [ -f "$1-$g+$name.gguf" ] || PYTHONPATH="$CACHE/llama.cpp/src/gguf-py" python3 "$D/splice.py" \
+        "$1-$g.gguf" "$1-llama-q4_0-imatrix.gguf" "$rx" "$1-$g+$name.gguf" ) || continue
+    ppl "$1" "$g+$name"
+  done
+}
 # Hessian shrinkage toward its diagonal (docs/QUALITY.md "Hessian shrinkage"): A = 0.5 without and with
 # the scale search; `shrink_sweep M` adds A = 0.25, 0.75 and 1 (with the scale search).
 shrink() {

@@ -67,19 +67,26 @@ rank() {
 # tensors taken from the RTN file on the same grid: ffn_down, attention, ffn_gate/up; then ffn_down
 # split by the type the shipped original stored it in (Q4_K or Q6_K: the 1.5B's original is Q4_K_M).
 where() {
-  local g=gptq-q4_0-g32-llamagrid-act spec name rx
-  for spec in 'rtn-down:\.ffn_down\.' 'rtn-attn:\.attn_(q|k|v|output)\.' 'rtn-gateup:\.ffn_(gate|up)\.' \
-              'rtn-down-q4k:Q4_K' 'rtn-down-q6k:Q6_K' 'rtn-down01:^blk\.[01]\.ffn_down\.'; do
+  splice_each "$1" gptq-q4_0-g32-llamagrid-act rtn-q4_0-llamagrid \
+    'rtn-down:\.ffn_down\.' 'rtn-attn:\.attn_(q|k|v|output)\.' 'rtn-gateup:\.ffn_(gate|up)\.' \
+    'rtn-down-q4k:Q4_K' 'rtn-down-q6k:Q6_K' 'rtn-down01:^blk\.[01]\.ffn_down\.'
+}
+# splice_each MODEL RECEIVER DONOR NAME:REGEX...: for each spec, RECEIVER's file with the tensors matching
+# REGEX taken from DONOR's (splice.py), as variant RECEIVER+NAME, then scored. A REGEX of Q4_K or Q6_K
+# stands for the original's ffn_down tensors of that type.
+splice_each() {
+  local m=$1 g=$2 donor=$3 spec name rx; shift 3
+  for spec in "$@"; do
     name=${spec%%:*}; rx=${spec#*:}
     case $rx in Q?_K)   # the names of the original's ffn_down tensors of that type, as one expression
       rx=$(PYTHONPATH="$CACHE/llama.cpp/src/gguf-py" python3 -c 'import gguf, re, sys
 r = gguf.GGUFReader(sys.argv[1])
 print("^(" + "|".join(re.escape(t.name) for t in r.tensors if t.tensor_type.name == sys.argv[2] and ".ffn_down." in t.name) + ")$")' \
-        "$(source_of "$1")" "$rx") ;;
+        "$(source_of "$m")" "$rx") ;;
     esac
-    ( cd "$Q" && [ -f "$1-$g+$name.gguf" ] || PYTHONPATH="$CACHE/llama.cpp/src/gguf-py" python3 "$D/splice.py" \
-        "$1-$g.gguf" "$1-rtn-q4_0-llamagrid.gguf" "$rx" "$1-$g+$name.gguf" ) || continue
-    ppl "$1" "$g+$name"
+    ( cd "$Q" && [ -f "$m-$g+$name.gguf" ] || PYTHONPATH="$CACHE/llama.cpp/src/gguf-py" python3 "$D/splice.py" \
+        "$m-$g.gguf" "$m-$donor.gguf" "$rx" "$m-$g+$name.gguf" ) || continue
+    ppl "$m" "$g+$name"
   done
 }
 # GPTQ act-order on llama.cpp's grid with extra convert options, as conversion VARIANT of MODEL, then
@@ -98,13 +105,8 @@ damp() { act_variant "$1" gptq-q4_0-g32-llamagrid-act-damp1 --damp 1.0; }
 # Where SmolLM2's best GPTQ file (scale search, 32 windows) loses perplexity: one class of tensors at a time
 # from llama.cpp's imatrix Q4_0 file (docs/QUALITY.md "Hessian shrinkage").
 where_imat() {
-  local g=gptq-q4_0-g32-llamagrid-act-ss-32w spec name rx
-  for spec in 'imat-down:\.ffn_down\.' 'imat-attn:\.attn_(q|k|v|output)\.' 'imat-gateup:\.ffn_(gate|up)\.'; do
-    name=${spec%%:*}; rx=${spec#*:}
-    ( cd "$Q" && [ -f "$1-$g+$name.gguf" ] || PYTHONPATH="$CACHE/llama.cpp/src/gguf-py" python3 "$D/splice.py" \
-        "$1-$g.gguf" "$1-llama-q4_0-imatrix.gguf" "$rx" "$1-$g+$name.gguf" ) || continue
-    ppl "$1" "$g+$name"
-  done
+  splice_each "$1" gptq-q4_0-g32-llamagrid-act-ss-32w llama-q4_0-imatrix \
+    'imat-down:\.ffn_down\.' 'imat-attn:\.attn_(q|k|v|output)\.' 'imat-gateup:\.ffn_(gate|up)\.'
 }
 # Hessian shrinkage toward its diagonal (docs/QUALITY.md "Hessian shrinkage"): A = 0.5 without and with
 # the scale search; `shrink_sweep M` adds A = 0.25, 0.75 and 1 (with the scale search).

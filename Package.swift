@@ -52,7 +52,7 @@ let package = Package(
                 dependencies: ["SquintFormats", "SquintTensor", "SquintImage", "SquintTokenizer", "SquintModels",
                                "SquintQuant", "CZstd"]),
         .executableTarget(name: "squint", dependencies: [
-            "SquintPipeline", "SquintModels", "SquintTokenizer", "SquintFormats", "SquintTensor", "CSquintKernels", "CEditLine",
+            "SquintPipeline", "SquintModels", "SquintQuant", "SquintTokenizer", "SquintFormats", "SquintTensor", "CSquintKernels", "CEditLine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["SquintFormats", "SquintTensor"]),

@@ -54,6 +54,9 @@ public enum DecoderConvert {
         /// rounding error weighted by diag(H) (`GPTQOptions.scaleSearch`), as importance-weighted
         /// Q4_0 in llama.cpp chooses it, instead of from the group's largest weight.
         public var scaleSearch = false
+        /// What `scaleSearch` weights rounding errors by (`GPTQOptions.ScaleWeights`): diag(H), or
+        /// llama.cpp's diag(H)·sqrt(σ² + w²).
+        public var scaleWeights: GPTQOptions.ScaleWeights = .hessian
         /// With `.gptq`: H's off-diagonal entries scaled by (1 - hessianShrink) before damping
         /// (`GPTQOptions.hessianShrink`; 0 = GPTQ, 1 = importance-weighted rounding to nearest).
         public var hessianShrink: Float = 0
@@ -66,7 +69,7 @@ public enum DecoderConvert {
         var methodNote: String {
             guard method == .gptq else { return "" }
             return (rtnLinears.isEmpty ? "" : "; round to nearest: " + rtnNames.joined(separator: ", "))
-                + (scaleSearch ? "; scales searched (diag(H)-weighted)" : "")
+                + (scaleSearch ? (scaleWeights == .imatrix ? "; scales searched (diag(H)·sqrt(σ²+w²)-weighted)" : "; scales searched (diag(H)-weighted)") : "")
                 + (hessianShrink > 0 ? "; H shrunk toward its diagonal by \(hessianShrink)" : "")
         }
         public init() {}
@@ -77,6 +80,9 @@ public enum DecoderConvert {
             }
             if hessianShrink > 0 && method != .gptq {
                 throw ConvertError.invalidOption("--hessian-shrink needs --method gptq (it changes GPTQ's Hessian)")
+            }
+            if scaleWeights != .hessian && !scaleSearch {
+                throw ConvertError.invalidOption("--scale-weights \(scaleWeights.rawValue) needs --scale-search")
             }
             if scaleSearch {
                 let symmetric = container == .gguf ? target == .q4_0 : sym
@@ -176,6 +182,7 @@ public enum DecoderConvert {
                                 actOrder: o.descAct, staticGroups: o.staticGroupsInEffect)
         gopts.threads = o.threads
         gopts.scaleSearch = o.scaleSearch
+        gopts.scaleWeights = o.scaleWeights
         gopts.hessianShrink = o.hessianShrink
         let d = model.dims, L = d.layers
         let groups: [[DecoderLinear]] = [d.fusedQKV ? [.qkv] : [.q, .k, .v], [.o], d.fusedGateUp ? [.gateUp] : [.gate, .up], [.down]]

@@ -58,7 +58,7 @@ final class DecoderWork {
                 "method \(o.method.rawValue) container \(o.container.rawValue) target \(o.target.rawValue) grid \(o.grid.rawValue)",
                 "group \(o.groupSize) sym \(o.sym) desc_act \(o.descAct) static \(o.staticGroups) damp \(o.dampPercent)"]
             + (o.rtnLinears.isEmpty ? [] : ["rtn " + o.rtnNames.joined(separator: ",")])
-            + (o.scaleSearch ? ["scale search"] : [])
+            + (o.scaleSearch ? ["scale search" + (o.scaleWeights == .hessian ? "" : " weights \(o.scaleWeights.rawValue)")] : [])
             + (o.hessianShrink > 0 ? ["hessian shrink \(o.hessianShrink)"] : [])).joined(separator: "; ")
     }
 

@@ -17,6 +17,15 @@ public struct GPTQOptions: Sendable, Equatable {
     /// rounding error weighted by diag(H) (`Quantizer.searchScales`) instead of the max-based one.
     /// Not AutoGPTQ (off by default).
     public var scaleSearch: Bool = false
+    /// What `scaleSearch` weights each rounding error by.
+    public var scaleWeights: ScaleWeights = .hessian
+    public enum ScaleWeights: String, Sendable, Codable {
+        /// diag(H): the calibration inputs' mean square per column.
+        case hessian
+        /// diag(H)·sqrt(σ² + w²), σ² the row's mean square weight: llama.cpp's importance-weighted
+        /// Q4_0 (`quantize_row_q4_0_impl`), which also favours the row's large weights.
+        case imatrix
+    }
     /// Shrinkage of H toward its diagonal before damping: every off-diagonal entry is multiplied by
     /// (1 - hessianShrink). 0 is GPTQ (AutoGPTQ); 1 leaves a diagonal H, on which GPTQ's error feedback
     /// vanishes and each weight is rounded to nearest (importance-weighted with `scaleSearch`). The usual
@@ -150,18 +159,27 @@ public enum GPTQ {
             if options.scaleSearch {
                 // Groups are independent: split them across the threads (same result for any count).
                 let diag = (0..<n).map { H[$0 * n + $0] }
+                // llama.cpp's weighting: each row's mean square weight (of the original row, as there).
+                let sigma2: [Float] = options.scaleWeights == .imatrix ? (0..<rows).map { r in
+                    var s = 0.0
+                    for c in 0..<n { s += Double(W[r * n + c]) * Double(W[r * n + c]) }
+                    return Float(s / Double(n))
+                } : []
                 let groups = staticParams.count, threads = max(1, min(options.threads, groups))
                 W.withUnsafeBufferPointer { w in
                 diag.withUnsafeBufferPointer { d in
+                sigma2.withUnsafeBufferPointer { s2 in
                 staticParams.withUnsafeMutableBufferPointer { sp in
                     let (wp, dp, spp) = (w.baseAddress!, d.baseAddress!, sp.baseAddress!)
+                    let s2p = s2.isEmpty ? nil : s2.baseAddress
                     DispatchQueue.concurrentPerform(iterations: threads) { t in
                         for k in stride(from: t, to: groups, by: threads) {
                             spp[k] = quantizer.searchScales(wp, rows: rows, rowStride: n, colStart: k * gs,
-                                                            colCount: min(gs, n - k * gs), weights: dp + k * gs, base: spp[k])
+                                                            colCount: min(gs, n - k * gs), weights: dp + k * gs, base: spp[k],
+                                                            rowSigma2: s2p)
                         }
                     }
-                }}}
+                }}}}
             }
         }
 

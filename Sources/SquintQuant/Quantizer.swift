@@ -164,8 +164,14 @@ public struct Quantizer: Sendable {
     /// least-squares scale for those codes, Σ h x (c - z) / Σ h (c - z)², is rounded as configured
     /// (`scaleRounding`) and scored with the codes it gives. `base` itself is scored first and is kept
     /// unless a candidate is strictly better, so the error never grows.
+    ///
+    /// `rowSigma2` (one value per row, the mean square of the row's weights) switches to llama.cpp's
+    /// own weighting for importance-weighted Q4_0 (`quantize_row_q4_0_impl`): weight j of row r counts
+    /// h_j·sqrt(σ²_r + x_rj²) instead of h_j, so that large weights, which rounding errors on few
+    /// calibration tokens understate, keep their values more closely.
     public func searchScales(_ x: UnsafePointer<Float>, rows: Int, rowStride: Int, colStart: Int, colCount: Int,
-                             weights h: UnsafePointer<Float>, base: QuantParams) -> QuantParams {
+                             weights hIn: UnsafePointer<Float>, base: QuantParams,
+                             rowSigma2: UnsafePointer<Float>? = nil) -> QuantParams {
         precondition(config.symmetric && !config.minOffset, "searchScales: symmetric grids only")
         let maxq = config.maxq, z = (maxq + 1) / 2
         var out = base
@@ -175,8 +181,18 @@ public struct Quantizer: Sendable {
             let f = Float(Float16(v))
             return f.isFinite && f != 0 ? f : nil
         }
+        // The magnitude-weighted column weights of the current row (llama.cpp's weighting only).
+        let hRow = UnsafeMutablePointer<Float>.allocate(capacity: rowSigma2 == nil ? 1 : colCount)
+        defer { hRow.deallocate() }
         for r in 0..<rows {
             let row = x + r * rowStride + colStart
+            let h: UnsafePointer<Float>
+            if let s2 = rowSigma2 {
+                for j in 0..<colCount { hRow[j] = hIn[j] * (s2[r] + row[j] * row[j]).squareRoot() }
+                h = UnsafePointer(hRow)
+            } else {
+                h = hIn
+            }
             func error(_ s: Float) -> Double {
                 var e = 0.0
                 for j in 0..<colCount {

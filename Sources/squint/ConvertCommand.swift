@@ -3,6 +3,7 @@ import Foundation
 import SquintPipeline
 import SquintFormats
 import SquintModels
+import SquintQuant
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -111,6 +112,9 @@ struct Convert: ParsableCommand {
     @Flag(name: .customLong("scale-search"), help: "Text models, --method gptq with static groups (--desc-act for GGUF): choose each group's scale to minimise its diag(H)-weighted rounding error (as llama.cpp's importance-weighted Q4_0) instead of from its largest weight.")
     var scaleSearch = false
 
+    @Option(name: .customLong("scale-weights"), help: "With --scale-search: what each rounding error is weighted by: hessian (diag(H)) or imatrix (diag(H)·sqrt(σ²+w²), σ² the row's mean square weight, as llama.cpp's importance-weighted Q4_0).")
+    var scaleWeights: String = "hessian"
+
     @Option(name: .customLong("hessian-shrink"), help: "Text models, --method gptq: multiply the off-diagonal entries of each Hessian by (1 - A) before damping, A in 0...1 (0: GPTQ; 1: importance-weighted rounding to nearest). A regulariser when calibration tokens are few per input column.")
     var hessianShrink: Double = 0
 
@@ -134,6 +138,12 @@ struct Convert: ParsableCommand {
             guard hessianShrink.isFinite && hessianShrink >= 0 && hessianShrink <= 1 else {
                 throw ValidationError("--hessian-shrink must be in 0...1, got \(hessianShrink)")
             }
+        }
+        if scaleWeights != "hessian" {
+            guard GPTQOptions.ScaleWeights(rawValue: scaleWeights) != nil else {
+                throw ValidationError("--scale-weights must be hessian or imatrix, not '\(scaleWeights)'")
+            }
+            guard scaleSearch else { throw ValidationError("--scale-weights needs --scale-search") }
         }
         if scaleSearch {
             guard format == "gguf" || isTextDecoder else { throw ValidationError("--scale-search applies to text models (Qwen2/Llama) only") }
@@ -254,6 +264,7 @@ struct Convert: ParsableCommand {
         r.options.grid = DecoderConvert.Options.Grid(rawValue: grid)!
         r.options.rtnLinears = rtnLinears ?? []
         r.options.scaleSearch = scaleSearch
+        r.options.scaleWeights = GPTQOptions.ScaleWeights(rawValue: scaleWeights) ?? .hessian
         r.options.hessianShrink = Float(hessianShrink)
         return r
     }

@@ -146,8 +146,22 @@ final class DecoderConvertCLITests: XCTestCase {
             if Array(try a.bytes(of: t)) != Array(try b.bytes(of: XCTUnwrap(b.ggufTensor(named: t.name)))) { differing += 1 }
         }
         XCTAssertGreaterThan(differing, 0, "the searched scales change the blocks")
+        // llama.cpp's weights diag(H)·sqrt(σ² + w²): named in the provenance, other scales again.
+        r = try Fixtures.run(squint, ["convert", src, "--desc-act", "--scale-search", "--scale-weights", "imatrix",
+                                      "-o", tmp + "/imatrix.gguf"] + gptq)
+        XCTAssertEqual(r.status, 0, r.err)
+        let c = try GGUFFile(path: tmp + "/imatrix.gguf")
+        let provC = c.value(forKey: "squint.quantization")?.string
+        XCTAssertTrue(provC?.hasSuffix("; scales searched (diag(H)·sqrt(σ²+w²)-weighted)") == true, provC ?? "no provenance")
+        differing = 0
+        for t in c.ggufTensors where t.name.hasPrefix("blk.") && t.type == .q4_0 {
+            if Array(try c.bytes(of: t)) != Array(try a.bytes(of: XCTUnwrap(a.ggufTensor(named: t.name)))) { differing += 1 }
+        }
+        XCTAssertGreaterThan(differing, 0, "the weighting changes the blocks")
         for (args, message) in [(["--scale-search"], "--scale-search needs static groups"),
-                                (["--scale-search", "--desc-act", "--method", "rtn"], "--scale-search needs --method gptq")] {
+                                (["--scale-search", "--desc-act", "--method", "rtn"], "--scale-search needs --method gptq"),
+                                (["--desc-act", "--scale-weights", "imatrix"], "--scale-weights needs --scale-search"),
+                                (["--desc-act", "--scale-search", "--scale-weights", "diag"], "--scale-weights must be hessian or imatrix, not 'diag'")] {
             r = try Fixtures.run(squint, ["convert", src, "-o", tmp + "/bad.gguf"] + gptq + args)
             XCTAssertEqual(r.status, 64, r.err)
             XCTAssertTrue(r.err.contains(message), r.err)

@@ -94,7 +94,7 @@ final class GPTQOddSizeTests: XCTestCase {
 /// `GPTQOptions.hessianShrink` (`convert --hessian-shrink`): H's off-diagonal entries scaled toward
 /// zero before damping.
 final class HessianShrinkTests: XCTestCase {
-    func problem(rows: Int, cols: Int, tokens: Int, seed: UInt64) throws -> (w: [Float], h: [Float]) {
+    static func problem(rows: Int, cols: Int, tokens: Int, seed: UInt64) throws -> (w: [Float], h: [Float]) {
         var rng = SplitMix64(seed: seed)
         let w = (0..<(rows * cols)).map { _ in rng.normal() * 0.05 }
         // Correlated inputs (a shared component per token), fewer tokens than columns: the regime
@@ -114,7 +114,7 @@ final class HessianShrinkTests: XCTestCase {
     /// with any act-order permutation and thread count.
     func testFullShrinkIsRoundToNearest() throws {
         let rows = 24, cols = 96
-        let (w, h) = try problem(rows: rows, cols: cols, tokens: 40, seed: 5)
+        let (w, h) = try Self.problem(rows: rows, cols: cols, tokens: 40, seed: 5)
         let qc = try QuantizerConfig(bits: 4, symmetric: true, scaleRounding: .float16)
         let rtn = try RTN.quantize(weight: w, rows: rows, columns: cols, groupSize: 32, quantizer: qc)
         for threads in [1, 2] {
@@ -135,7 +135,7 @@ final class HessianShrinkTests: XCTestCase {
     /// changes exactly the off-diagonal entries, before damping (damping reads only the diagonal).
     func testHalfShrinkMatchesTheReferenceAndAHandShrunkHessian() throws {
         let rows = 20, cols = 72
-        let (w, h) = try problem(rows: rows, cols: cols, tokens: 30, seed: 9)
+        let (w, h) = try Self.problem(rows: rows, cols: cols, tokens: 30, seed: 9)
         let qc = try QuantizerConfig(bits: 4, symmetric: true)
         var o = GPTQOptions(quantizer: qc, blockSize: 32, groupSize: 24, actOrder: true, staticGroups: false)
         o.hessianShrink = 0.5
@@ -155,5 +155,43 @@ final class HessianShrinkTests: XCTestCase {
             o.hessianShrink = bad
             XCTAssertThrowsError(try GPTQ.fasterquant(weight: w, rows: rows, columns: cols, hessian: h, options: o))
         }
+    }
+}
+
+/// `GPTQOptions.scaleWeights = .imatrix`: each static group's scale is searched with llama.cpp's
+/// weights diag(H)·sqrt(σ² + w²), σ² the mean square of the whole original row (not of the group).
+final class ScaleWeightsTests: XCTestCase {
+    func testImatrixWeightsUseTheWholeRowsMeanSquare() throws {
+        let rows = 16, cols = 96, gs = 32
+        let (w, h) = try HessianShrinkTests.problem(rows: rows, cols: cols, tokens: 40, seed: 21)
+        var qc = try QuantizerConfig(bits: 4, symmetric: true, scaleRounding: .float16)
+        qc.signedMaxScale = true
+        var o = GPTQOptions(quantizer: qc, blockSize: 32, groupSize: gs, actOrder: false, staticGroups: true)
+        o.scaleSearch = true
+        let hessianWeighted = try GPTQ.fasterquant(weight: w, rows: rows, columns: cols, hessian: h, options: o)
+        o.scaleWeights = .imatrix
+        let imatrixWeighted = try GPTQ.fasterquant(weight: w, rows: rows, columns: cols, hessian: h, options: o)
+        let q = Quantizer(qc)
+        let diag = (0..<cols).map { h[$0 * cols + $0] }
+        var sigma2 = [Float](repeating: 0, count: rows)
+        for r in 0..<rows {
+            var sum = 0.0
+            for c in 0..<cols { sum += Double(w[r * cols + c]) * Double(w[r * cols + c]) }
+            sigma2[r] = Float(sum / Double(cols))
+        }
+        let groups = cols / gs
+        var differing = 0
+        for g in 0..<groups {
+            let base = q.findParams(w, rows: rows, rowStride: cols, colStart: g * gs, colCount: gs)
+            let want = diag.withUnsafeBufferPointer { d in sigma2.withUnsafeBufferPointer { s2 in
+                q.searchScales(w, rows: rows, rowStride: cols, colStart: g * gs, colCount: gs,
+                               weights: d.baseAddress! + g * gs, base: base, rowSigma2: s2.baseAddress!)
+            }}
+            for r in 0..<rows {
+                XCTAssertEqual(imatrixWeighted.scale[r * groups + g], want.scale[r], "row \(r) group \(g)")
+                if imatrixWeighted.scale[r * groups + g] != hessianWeighted.scale[r * groups + g] { differing += 1 }
+            }
+        }
+        XCTAssertGreaterThan(differing, 0, "the weighting changes some scales")
     }
 }

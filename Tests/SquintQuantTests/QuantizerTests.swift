@@ -131,4 +131,24 @@ final class ScaleSearchTests: XCTestCase {
         XCTAssertGreaterThan(better, rows / 2)
         XCTAssertEqual(found.zero, base.zero)
     }
+    /// llama.cpp's weighting (`rowSigma2`), by hand on the group above with equal importances: row 0
+    /// has σ² = 0, so weight j counts |x_j| = (0.5, 0.3); the codes (-8, -5) still win and the
+    /// least-squares scale becomes (0.5·0.5·-8 + 0.3·0.3·-5) / (0.5·64 + 0.3·25) = -2.45 / 39.5
+    /// (diag(H) alone: -5.5 / 89). Row 1 (the same weights, σ² = 0.34) counts sqrt(0.34 + x_j²).
+    func testImatrixWeightingByHand() throws {
+        let q = Quantizer(try QuantizerConfig(bits: 4, symmetric: true))
+        let x: [Float] = [0.5, 0.3, 0.5, 0.3], h: [Float] = [1, 1]
+        var c = try QuantizerConfig(bits: 4, symmetric: true); c.signedMaxScale = true
+        let base = Quantizer(c).findParams(x, rows: 2, rowStride: 2, colStart: 0, colCount: 2)
+        XCTAssertEqual(base.scale, [-0.0625, -0.0625])
+        let sigma2: [Float] = [0, 0.34]
+        let s = q.searchScales(x, rows: 2, rowStride: 2, colStart: 0, colCount: 2, weights: h, base: base, rowSigma2: sigma2).scale
+        let (a, b) = (Double(Float(0.5)), Double(Float(0.3)))
+        XCTAssertEqual(s[0], Float((a * a * -8 + b * b * -5) / (a * 64 + b * 25)))
+        let wa = Double((Float(0.34) + Float(0.5) * Float(0.5)).squareRoot())
+        let wb = Double((Float(0.34) + Float(0.3) * Float(0.3)).squareRoot())
+        XCTAssertEqual(s[1], Float((wa * a * -8 + wb * b * -5) / (wa * 64 + wb * 25)))
+        let plain = q.searchScales(x, rows: 2, rowStride: 2, colStart: 0, colCount: 2, weights: h, base: base).scale
+        XCTAssertEqual(plain, [Float((a * -8 + b * -5) / 89), Float((a * -8 + b * -5) / 89)])
+    }
 }

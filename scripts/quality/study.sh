@@ -118,6 +118,11 @@ shrink_sweep() {
   local a
   for a in 0.25 0.75 1.0; do act_variant "$1" "gptq-q4_0-g32-llamagrid-act-ss-shrink$a" --scale-search --hessian-shrink "$a"; done
 }
+# The scale search with llama.cpp's own error weights, diag(H)·sqrt(σ² + w²) (`--scale-weights imatrix`),
+# on the 1.5B's best-perplexity recipe (damp 1.0, shrink 0.5).
+ssimat() {
+  act_variant "$1" gptq-q4_0-g32-llamagrid-act-damp1-ssimat-shrink0.5 --damp 1.0 --scale-search --scale-weights imatrix --hessian-shrink 0.5
+}
 # `study.sh FUNCTION MODEL` runs one part (e.g. `study.sh rank q15`); no arguments: the whole study.
 if [ $# -gt 0 ]; then "$@"; exit; fi
 goal sm; cheap sm; why sm

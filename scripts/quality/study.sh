@@ -120,7 +120,11 @@ shrink_sweep() {
 }
 # The scale search with llama.cpp's own error weights, diag(H)·sqrt(σ² + w²) (`--scale-weights imatrix`),
 # on the 1.5B's best-perplexity recipe (damp 1.0, shrink 0.5).
+# `ssimat M`: with AutoGPTQ's damping; `ssimat_damp1 M`: with damp 1.0 as well.
 ssimat() {
+  act_variant "$1" gptq-q4_0-g32-llamagrid-act-ssimat-shrink0.5 --scale-search --scale-weights imatrix --hessian-shrink 0.5
+}
+ssimat_damp1() {
   act_variant "$1" gptq-q4_0-g32-llamagrid-act-damp1-ssimat-shrink0.5 --damp 1.0 --scale-search --scale-weights imatrix --hessian-shrink 0.5
 }
 # `study.sh FUNCTION MODEL` runs one part (e.g. `study.sh rank q15`); no arguments: the whole study.

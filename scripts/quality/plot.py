@@ -27,6 +27,7 @@ STYLE = {
     "gptq-q4_1-g32-act": ("Squint GPTQ Q4_1 act-order", "#8c0060", "d"),
     "gptq-q4_0-g32-llamagrid-act-shrink0.5": ("Squint GPTQ Q4_0 act-order, --hessian-shrink 0.5", "#17becf", "d"),
     "gptq-q4_0-g32-llamagrid-act-ss-shrink0.5": ("... and --scale-search", "#000000", "d"),
+    "gptq-q4_0-g32-llamagrid-act-ssimat-shrink0.5": ("... --scale-search --scale-weights imatrix", "#b8860b", "d"),
 }
 
 

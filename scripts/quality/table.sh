@@ -15,7 +15,8 @@ if [ ${#variants[@]} -eq 0 ]; then   # every variant with a log, in this order
   for v in llama-q4_0 llama-q4_0-imatrix llama-q4_1 llama-q4_k_m rtn-q4_0 rtn-q4_0-llamagrid gptq-q4_0-g32 \
            gptq-q4_0-g32-llamagrid gptq-q4_0-g32-llamagrid-act rtn-q4_1 gptq-q4_1-g32 gptq-q4_1-g32-act \
            gptq-q4_0-g32-llamagrid-act+imat-down012 imat+gptq-down012 gptq-q4_0-g32-llamagrid-act-32w \
-           llama-q4_0-imatrix32 gptq-q4_0-g32-llamagrid-act-shrink0.5 gptq-q4_0-g32-llamagrid-act-ss-shrink0.5; do
+           llama-q4_0-imatrix32 gptq-q4_0-g32-llamagrid-act-shrink0.5 gptq-q4_0-g32-llamagrid-act-ss-shrink0.5 \
+           gptq-q4_0-g32-llamagrid-act-ssimat-shrink0.5 gptq-q4_0-g32-llamagrid-act-damp1-ssimat-shrink0.5; do
     [ -f "ppl-$M-$v.log" ] && variants+=("$v")
   done
 fi

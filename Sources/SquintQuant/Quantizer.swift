@@ -167,8 +167,8 @@ public struct Quantizer: Sendable {
     ///
     /// `rowSigma2` (one value per row, the mean square of the row's weights) switches to llama.cpp's
     /// own weighting for importance-weighted Q4_0 (`quantize_row_q4_0_impl`): weight j of row r counts
-    /// h_j·sqrt(σ²_r + x_rj²) instead of h_j, so that large weights, which rounding errors on few
-    /// calibration tokens understate, keep their values more closely.
+    /// h_j·sqrt(σ²_r + x_rj²) instead of h_j: a row's large weights count for more than their input's
+    /// energy alone says, so the chosen scale clips them less.
     public func searchScales(_ x: UnsafePointer<Float>, rows: Int, rowStride: Int, colStart: Int, colCount: Int,
                              weights hIn: UnsafePointer<Float>, base: QuantParams,
                              rowSigma2: UnsafePointer<Float>? = nil) -> QuantParams {

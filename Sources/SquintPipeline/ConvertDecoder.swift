@@ -69,7 +69,7 @@ public enum DecoderConvert {
         var methodNote: String {
             guard method == .gptq else { return "" }
             return (rtnLinears.isEmpty ? "" : "; round to nearest: " + rtnNames.joined(separator: ", "))
-                + (scaleSearch ? (scaleWeights == .imatrix ? "; scales searched (diag(H)·sqrt(σ²+w²)-weighted)" : "; scales searched (diag(H)-weighted)") : "")
+                + (scaleSearch ? "; scales searched (\(scaleWeights.formula)-weighted)" : "")
                 + (hessianShrink > 0 ? "; H shrunk toward its diagonal by \(hessianShrink)" : "")
         }
         public init() {}

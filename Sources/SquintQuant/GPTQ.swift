@@ -25,6 +25,8 @@ public struct GPTQOptions: Sendable, Equatable {
         /// diag(H)·sqrt(σ² + w²), σ² the row's mean square weight: llama.cpp's importance-weighted
         /// Q4_0 (`quantize_row_q4_0_impl`), which also favours the row's large weights.
         case imatrix
+        /// The weight as a formula (provenance strings).
+        public var formula: String { self == .hessian ? "diag(H)" : "diag(H)·sqrt(σ²+w²)" }
     }
     /// Shrinkage of H toward its diagonal before damping: every off-diagonal entry is multiplied by
     /// (1 - hessianShrink). 0 is GPTQ (AutoGPTQ); 1 leaves a diagonal H, on which GPTQ's error feedback

@@ -119,8 +119,8 @@ shrink_sweep() {
   for a in 0.25 0.75 1.0; do act_variant "$1" "gptq-q4_0-g32-llamagrid-act-ss-shrink$a" --scale-search --hessian-shrink "$a"; done
 }
 # The scale search with llama.cpp's own error weights, diag(H)·sqrt(σ² + w²) (`--scale-weights imatrix`),
-# on the 1.5B's best-perplexity recipe (damp 1.0, shrink 0.5).
-# `ssimat M`: with AutoGPTQ's damping; `ssimat_damp1 M`: with damp 1.0 as well.
+# with shrink 0.5 (docs/QUALITY.md "llama.cpp's error weights in the scale search"): `ssimat M` with
+# AutoGPTQ's damping (the recipe that meets both goals on all three models), `ssimat_damp1 M` with damp 1.0.
 ssimat() {
   act_variant "$1" gptq-q4_0-g32-llamagrid-act-ssimat-shrink0.5 --scale-search --scale-weights imatrix --hessian-shrink 0.5
 }

@@ -47,8 +47,12 @@ struct Convert: ParsableCommand {
     @Option(name: .customLong("gguf-type"), help: "--format gguf: block-linear type, q4_0 (symmetric) or q4_1 (asymmetric: the group's min/max grid).")
     var ggufType: String = "q4_0"
 
-    @Option(help: "Text models, symmetric: the 4-bit grid, autogptq (scale 2·max|w|/15) or llama-q4_0 (d = signed max / -8, as llama-quantize; also for --format squint/autogptq).")
-    var grid: String = "autogptq"
+    @Option(name: .customLong("grid"), help: "Text models, symmetric: the 4-bit grid, autogptq (default; scale 2·max|w|/15) or llama-q4_0 (d = signed max / -8, as llama-quantize; also for --format squint/autogptq).")
+    var gridOption: String?
+    var grid: String { gridOption ?? "autogptq" }
+
+    @Option(help: ArgumentHelp("Text models, --method gptq: a named set of options. recommended = --grid llama-q4_0 --desc-act --scale-search --scale-weights imatrix --hessian-shrink 0.5 (+ --static-groups for SQ4/AutoGPTQ): lower KL and perplexity than llama.cpp's importance-matrix Q4_0 on three models (docs/QUALITY.md). Options it sets may be repeated with the same value, not another.", valueName: "name"))
+    var preset: String?
 
     @Option(name: .shortAndLong, help: "Output: an SQ4 file (--format squint), a folder (--format autogptq) or a Qwen2/Llama GGUF file or Hugging Face folder (text models; --format gguf takes either too).")
     var output: String
@@ -112,18 +116,41 @@ struct Convert: ParsableCommand {
     @Flag(name: .customLong("scale-search"), help: "Text models, --method gptq with static groups (--desc-act for GGUF): choose each group's scale to minimise its diag(H)-weighted rounding error (as llama.cpp's importance-weighted Q4_0) instead of from its largest weight.")
     var scaleSearch = false
 
-    @Option(name: .customLong("scale-weights"), help: "With --scale-search: what each rounding error is weighted by: hessian (diag(H)) or imatrix (diag(H)·sqrt(σ²+w²), σ² the row's mean square weight, as llama.cpp's importance-weighted Q4_0).")
-    var scaleWeights: String = "hessian"
+    @Option(name: .customLong("scale-weights"), help: "With --scale-search: what each rounding error is weighted by: hessian (default; diag(H)) or imatrix (diag(H)·sqrt(σ²+w²), σ² the row's mean square weight, as llama.cpp's importance-weighted Q4_0).")
+    var scaleWeightsOption: String?
+    var scaleWeights: String { scaleWeightsOption ?? "hessian" }
 
-    @Option(name: .customLong("hessian-shrink"), help: "Text models, --method gptq: multiply the off-diagonal entries of each Hessian by (1 - A) before damping, A in 0...1 (0: GPTQ; 1: importance-weighted rounding to nearest). A regulariser when calibration tokens are few per input column.")
-    var hessianShrink: Double = 0
+    @Option(name: .customLong("hessian-shrink"), help: "Text models, --method gptq: multiply the off-diagonal entries of each Hessian by (1 - A) before damping, A in 0...1 (default 0: GPTQ; 1: importance-weighted rounding to nearest). A regulariser when calibration tokens are few per input column.")
+    var hessianShrinkOption: Double?
+    var hessianShrink: Double { hessianShrinkOption ?? 0 }
 
     @Flag(help: "Print the result and the per-module log as JSON.")
     var json = false
 
     enum Symmetry: String, EnumerableFlag { case sym, asym }
 
-    func validate() throws {
+    /// `--preset NAME`: fills in the options the preset stands for (before any other check, so those
+    /// checks see them); an option the user gave with another value is refused, never overridden.
+    mutating func applyPreset() throws {
+        guard let preset else { return }
+        guard preset == "recommended" else { throw ValidationError("--preset must be recommended, not '\(preset)'") }
+        guard format == "gguf" || isTextDecoder else { throw ValidationError("--preset applies to text models (Qwen2/Llama) only") }
+        guard method == "gptq" else { throw ValidationError("--preset recommended is a GPTQ recipe: not with --method \(method)") }
+        if format == "gguf" && ggufType != "q4_0" { throw ValidationError("--preset recommended writes Q4_0: not with --gguf-type \(ggufType)") }
+        if symmetry != .sym { throw ValidationError("--preset recommended is symmetric: not with --asym") }
+        func conflict(_ option: String, _ given: String, _ wanted: String) -> ValidationError {
+            ValidationError("--preset recommended sets \(option) \(wanted): drop \(option) \(given) or the preset")
+        }
+        if let g = gridOption, g != "llama-q4_0" { throw conflict("--grid", g, "llama-q4_0") }
+        if let w = scaleWeightsOption, w != "imatrix" { throw conflict("--scale-weights", w, "imatrix") }
+        if let a = hessianShrinkOption, a != 0.5 { throw conflict("--hessian-shrink", String(a), "0.5") }
+        gridOption = "llama-q4_0"; scaleWeightsOption = "imatrix"; hessianShrinkOption = 0.5
+        descAct = true; scaleSearch = true
+        if format != "gguf" { staticGroups = true }   // GGUF's groups are static with --desc-act already
+    }
+
+    mutating func validate() throws {
+        try applyPreset()
         if resume && force { throw ValidationError("--resume and --force contradict each other") }
         if rtn != nil {
             guard format == "gguf" || isTextDecoder else { throw ValidationError("--rtn applies to text models (Qwen2/Llama) only") }

@@ -205,4 +205,53 @@ final class DecoderConvertCLITests: XCTestCase {
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad.gguf"))
     }
+
+    /// `--preset recommended` is the five options it names (and `--static-groups` for SQ4): the same
+    /// block bytes and provenance as spelling them out; an option it sets may be repeated with the same
+    /// value; another value, RTN, Q4_1, --asym and unknown names are refused before anything is written.
+    func testPresetOnTheCommandLine() throws {
+        let src = try TinyDecoderGGUF.write(to: tmp + "/tiny.gguf")
+        let calib = tmp + "/calib.txt"
+        try Data(String(repeating: "the thin thing in the theme then went on; ", count: 12).utf8).write(to: URL(fileURLWithPath: calib))
+        let gptq = ["--calib-text", calib, "--samples", "4", "--sample-tokens", "48"]
+        let spelled = ["--grid", "llama-q4_0", "--desc-act", "--scale-search", "--scale-weights", "imatrix", "--hessian-shrink", "0.5"]
+        for (name, args) in [("preset", ["--preset", "recommended"]), ("spelled", spelled),
+                             ("repeated", ["--preset", "recommended", "--hessian-shrink", "0.5", "--desc-act"]), ("plain", [])] {
+            let r = try Fixtures.run(squint, ["convert", src, "--format", "gguf", "-o", tmp + "/\(name).gguf"] + gptq + args)
+            XCTAssertEqual(r.status, 0, r.err)
+        }
+        let files = try ["preset", "spelled", "repeated", "plain"].map { try GGUFFile(path: tmp + "/\($0).gguf") }
+        func blocks(_ f: GGUFFile) throws -> [String: [UInt8]] {
+            var d: [String: [UInt8]] = [:]
+            for t in f.ggufTensors where t.name.hasPrefix("blk.") { d[t.name] = Array(try f.bytes(of: t)) }
+            return d
+        }
+        let (preset, spelledOut, repeated, plain) = (try blocks(files[0]), try blocks(files[1]), try blocks(files[2]), try blocks(files[3]))
+        func differing(_ a: [String: [UInt8]], _ b: [String: [UInt8]]) -> [String] { a.keys.filter { a[$0] != b[$0] }.sorted() }
+        XCTAssertFalse(preset.isEmpty)
+        XCTAssertEqual(Set(preset.keys), Set(spelledOut.keys))
+        XCTAssertEqual(differing(preset, spelledOut), [], "the preset's blocks differ from the spelled-out options'")
+        XCTAssertEqual(differing(repeated, spelledOut), [], "repeating an option with the preset's value changes the blocks")
+        XCTAssertFalse(differing(preset, plain).isEmpty, "the preset changes the blocks")
+        let prov = files[0].value(forKey: "squint.quantization")?.string
+        XCTAssertEqual(prov, files[1].value(forKey: "squint.quantization")?.string)
+        XCTAssertTrue(prov?.contains("H shrunk toward its diagonal by 0.5") == true && prov?.contains("sqrt(σ²+w²)") == true, prov ?? "no provenance")
+        // SQ4: the preset adds --static-groups (without it --scale-search would be refused there).
+        for (name, args) in [("preset", ["--preset", "recommended"]), ("spelled", spelled + ["--static-groups"])] {
+            let r = try Fixtures.run(squint, ["convert", src, "--format", "squint", "--group-size", "32", "-o", tmp + "/\(name).sq4"] + gptq + args)
+            XCTAssertEqual(r.status, 0, r.err)
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: tmp + "/preset.sq4")), try Data(contentsOf: URL(fileURLWithPath: tmp + "/spelled.sq4")))
+        for (args, message) in [(["--preset", "best"], "--preset must be recommended, not 'best'"),
+                                (["--preset", "recommended", "--grid", "autogptq"], "--preset recommended sets --grid llama-q4_0: drop --grid autogptq"),
+                                (["--preset", "recommended", "--hessian-shrink", "0.25"], "sets --hessian-shrink 0.5: drop --hessian-shrink 0.25"),
+                                (["--preset", "recommended", "--scale-weights", "hessian"], "sets --scale-weights imatrix"),
+                                (["--preset", "recommended", "--method", "rtn"], "is a GPTQ recipe: not with --method rtn"),
+                                (["--preset", "recommended", "--gguf-type", "q4_1"], "writes Q4_0: not with --gguf-type q4_1")] {
+            let r = try Fixtures.run(squint, ["convert", src, "--format", "gguf", "-o", tmp + "/bad.gguf"] + gptq + args)
+            XCTAssertEqual(r.status, 64, r.err)
+            XCTAssertTrue(r.err.contains(message), r.err)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad.gguf"))
+    }
 }

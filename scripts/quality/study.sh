@@ -127,6 +127,32 @@ ssimat() {
 ssimat_damp1() {
   act_variant "$1" gptq-q4_0-g32-llamagrid-act-damp1-ssimat-shrink0.5 --damp 1.0 --scale-search --scale-weights imatrix --hessian-shrink 0.5
 }
+# The second judge (docs/QUALITY.md "The same measurement by `squint validate`"): `squint validate`
+# against the F16 GGUF on every file of MODEL that llama-perplexity scored (val.sh), newest first.
+validate() {
+  local v; for v in $(cd "$Q" && ls -t ppl-"$1"-*.log | sed "s/^ppl-$1-//; s/\.log\$//"); do
+    [ -f "$Q/$1-$v.gguf" ] && run bash "$D/val.sh" "$1" "$v"
+  done
+  return 0
+}
+# Group 128 (docs/QUALITY.md "Group 128"; SQ4, scored by `squint perplexity` on the evaluation windows):
+# `g128 MODEL WINDOWS` converts the shipped GGUF with RTN on the signed-max grid and with the recipe
+# (act-order, static groups, imatrix-weighted scale search, shrink 0.5) on WINDOWS calibration windows.
+g128() {
+  local M=$1 N=$2 S; S=$(source_of "$1")
+  local R=(--format squint --group-size 128 --grid llama-q4_0)
+  local G=(--method gptq --desc-act --static-groups --scale-search --scale-weights imatrix --hessian-shrink 0.5
+           --calib-text "$CALIB" --samples "$N" --sample-tokens 512)
+  local v P=(--ctx 512 --chunks "$CHUNKS" --json)
+  run step "sppl-$M-orig.log" "$SQUINT" perplexity "$S" "$EVAL" "${P[@]}"
+  run step "conv-$M-rtn-g128-llamagrid.log" /usr/bin/time -v "$SQUINT" convert "$S" "${R[@]}" --method rtn -o "$M-rtn-g128-llamagrid.sq4"
+  run step "conv-$M-g128-ssimat-shrink0.5-${N}w.log" /usr/bin/time -v "$SQUINT" convert "$S" "${R[@]}" "${G[@]}" \
+    -o "$M-g128-ssimat-shrink0.5-${N}w.sq4"
+  for v in rtn-g128-llamagrid "g128-ssimat-shrink0.5-${N}w"; do
+    [ -f "$Q/$M-$v.sq4" ] && run step "sppl-$M-$v.log" "$SQUINT" perplexity "$M-$v.sq4" "$EVAL" "${P[@]}"
+  done
+  return 0
+}
 # `study.sh FUNCTION MODEL` runs one part (e.g. `study.sh rank q15`); no arguments: the whole study.
 if [ $# -gt 0 ]; then "$@"; exit; fi
 goal sm; cheap sm; why sm

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""The two judges side by side for one model of the quality study (docs/QUALITY.md "The same measurement
+by `squint validate`"): for every file with both a `squint validate --json` result (val.sh) and a
+llama-perplexity log (ppl.sh) in the cache, KL mean ± standard error, KL p99, same top-1 and the perplexity
+ratio to the F16 original, as "Squint / llama.cpp", plus the largest gaps between the judges.
+Standard library only.
+
+Usage: python3 scripts/quality/valtable.py MODEL_KEY   (sm, q05, q15)
+"""
+import glob
+import json
+import os
+import re
+import sys
+
+Q = os.path.join(os.environ.get("SQUINT_CACHE", os.path.expanduser("~/.cache/squint")), "quality")
+
+
+def llama(path):
+    """KL mean and error, p99, same top-1 (fraction) and PPL ratio from a llama-perplexity log."""
+    text = open(path, encoding="utf-8", errors="replace").read()
+    def num(pattern):
+        m = re.search(pattern, text, re.M)
+        return [float(x) for x in m.groups()] if m else None
+    kl = num(r"^Mean\s+KLD:\s+([0-9.e-]+)\s+±\s+([0-9.e-]+)")
+    p99 = num(r"^99\.0%\s+KLD:\s+([0-9.e-]+)")
+    top = num(r"^Same top p:\s+([0-9.]+)")
+    ratio = num(r"^Mean PPL\(Q\)/PPL\(base\)\s*:\s+([0-9.]+)")
+    if not (kl and p99 and top and ratio):
+        return None
+    return {"kl": kl[0], "kl_se": kl[1], "p99": p99[0], "top1": top[0] / 100, "ratio": ratio[0]}
+
+
+def main(model):
+    rows = []
+    for path in sorted(glob.glob(os.path.join(Q, f"val-{model}-*.json"))):
+        variant = os.path.basename(path)[len(f"val-{model}-"):-len(".json")]
+        log = os.path.join(Q, f"ppl-{model}-{variant}.log")
+        theirs = llama(log) if os.path.exists(log) else None
+        d = json.load(open(path))
+        ours = {"kl": d["kl_mean"], "kl_se": d["kl_mean_se"], "p99": d["kl_p99"], "top1": d["top1_agreement"],
+                "ratio": d["ppl_ratio"]}
+        rows.append((variant, ours, theirs))
+    if not rows:
+        sys.exit(f"valtable.py: no val-{model}-*.json in {Q} (run scripts/quality/study.sh validate {model})")
+    rows.sort(key=lambda r: r[1]["kl"])
+    print("| variant | KL mean ± err (Squint / llama.cpp) | KL p99 | same top-1 | PPL ratio |")
+    print("|---|---|---|---|---|")
+    gaps = []
+    for v, o, t in rows:
+        if t is None:
+            print(f"| {v} | {o['kl']:.4f} ± {o['kl_se']:.4f} / - | {o['p99']:.3f} / - | "
+                  f"{100 * o['top1']:.2f} / - % | {o['ratio']:.4f} / - |")
+            continue
+        print(f"| {v} | {o['kl']:.4f} ± {o['kl_se']:.4f} / {t['kl']:.4f} ± {t['kl_se']:.4f} | "
+              f"{o['p99']:.3f} / {t['p99']:.3f} | {100 * o['top1']:.2f} / {100 * t['top1']:.2f} % | "
+              f"{o['ratio']:.4f} / {t['ratio']:.4f} |")
+        gaps.append((v, o["kl"] / t["kl"] - 1, 100 * (o["top1"] - t["top1"]), o["ratio"] - t["ratio"]))
+    if gaps:
+        kl = max(gaps, key=lambda g: abs(g[1]))
+        top = max(gaps, key=lambda g: abs(g[2]))
+        ratio = max(gaps, key=lambda g: abs(g[3]))
+        print(f"\nlargest gaps (Squint - llama.cpp): KL {100 * kl[1]:+.1f} % ({kl[0]}), "
+              f"top-1 {top[2]:+.2f} points ({top[0]}), PPL ratio {ratio[3]:+.4f} ({ratio[0]})")
+        # Same ranking? Order of the files by KL under each judge.
+        by_ours = sorted((r for r in rows if r[2]), key=lambda r: r[1]["kl"])
+        by_theirs = sorted((r for r in rows if r[2]), key=lambda r: r[2]["kl"])
+        same = [r[0] for r in by_ours] == [r[0] for r in by_theirs]
+        print("KL ranking: " + ("the same under both judges" if same else
+              "differs: Squint " + ", ".join(r[0] for r in by_ours) + "; llama.cpp " + ", ".join(r[0] for r in by_theirs)))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])

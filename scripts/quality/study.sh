@@ -136,7 +136,7 @@ validate() {
   return 0
 }
 # Group 128 (docs/QUALITY.md "Group 128"; SQ4, scored by `squint perplexity` on the evaluation windows):
-# `g128 MODEL WINDOWS` converts the shipped GGUF with RTN on the signed-max grid and with the recipe
+# `g128 MODEL WINDOWS` converts the shipped GGUF with RTN (AutoGPTQ's and the signed-max grid) and with the recipe
 # (act-order, static groups, imatrix-weighted scale search, shrink 0.5) on WINDOWS calibration windows.
 g128() {
   local M=$1 N=$2 S; S=$(source_of "$1")
@@ -146,9 +146,10 @@ g128() {
   local v P=(--ctx 512 --chunks "$CHUNKS" --json)
   run step "sppl-$M-orig.log" "$SQUINT" perplexity "$S" "$EVAL" "${P[@]}"
   run step "conv-$M-rtn-g128-llamagrid.log" /usr/bin/time -v "$SQUINT" convert "$S" "${R[@]}" --method rtn -o "$M-rtn-g128-llamagrid.sq4"
+  run step "conv-$M-rtn-g128.log" /usr/bin/time -v "$SQUINT" convert "$S" --format squint --group-size 128 --method rtn -o "$M-rtn-g128.sq4"
   run step "conv-$M-g128-ssimat-shrink0.5-${N}w.log" /usr/bin/time -v "$SQUINT" convert "$S" "${R[@]}" "${G[@]}" \
     -o "$M-g128-ssimat-shrink0.5-${N}w.sq4"
-  for v in rtn-g128-llamagrid "g128-ssimat-shrink0.5-${N}w"; do
+  for v in rtn-g128 rtn-g128-llamagrid "g128-ssimat-shrink0.5-${N}w"; do
     [ -f "$Q/$M-$v.sq4" ] && run step "sppl-$M-$v.log" "$SQUINT" perplexity "$M-$v.sq4" "$EVAL" "${P[@]}"
   done
   return 0

@@ -297,6 +297,21 @@ public enum DecoderOutputs {
         }
     }
 
+    /// SQ4 holds equal groups only (Formats/SQUINT_INT4.md), and the AutoGPTQ output is packed through
+    /// the same records: refuses, before any work, a group size that does not divide every block
+    /// linear's inputs (SmolLM2-135M's 576 at 128), naming the sizes that do. (AutoGPTQ itself would
+    /// give the last group fewer inputs; Squint does not write such files.)
+    static func checkGroupsDivide(_ d: DecoderDims, groupSize: Int, model: String) throws {
+        guard groupSize > 0 else { return }
+        let inputs = d.blockLinears.map { ($0, d.shape(of: $0)[1]) }
+        guard let (m, n) = inputs.first(where: { $0.1 % groupSize != 0 }) else { return }
+        func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+        let g = inputs.map(\.1).reduce(0, gcd)
+        let fits = stride(from: 32, through: g, by: 32).filter { g % $0 == 0 }.map(String.init) + ["-1"]
+        throw ConvertError.invalidOption("--group-size \(groupSize) does not divide the \(n) inputs of \(m.rawValue) in \(model); "
+            + "Squint's SQ4 and AutoGPTQ outputs need equal groups: use --group-size \(fits.joined(separator: " or "))")
+    }
+
     /// `squint convert MODEL(.gguf | HF folder) --calib-text FILE --format squint -o OUT.sq4` (or
     /// `--format autogptq -o DIR`): opens the model in float32, calibrates as `--format gguf` does
     /// (`DecoderConvert.calibrationWindows`), quantizes, writes OUT and OUT's log.
@@ -310,6 +325,7 @@ public enum DecoderOutputs {
         guard tm.model.quantization == .dense else {
             throw ConvertError.invalidOption("\(r.model) is already an Int4 model (\(tm.model.quantization.rawValue)); convert its float original")
         }
+        try checkGroupsDivide(tm.model.dims, groupSize: o.groupSize, model: r.model)
         let companions = try companions(of: tm)
         var windows: [[Int32]] = []
         var calibName = "none (round to nearest)"

@@ -254,4 +254,26 @@ final class DecoderConvertCLITests: XCTestCase {
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad.gguf"))
     }
+
+    /// SQ4 holds equal groups only (and the AutoGPTQ output is packed through the same records): a group
+    /// size that does not divide every block linear's inputs (the tiny model's down_proj has 96 inputs,
+    /// 64 does not divide them; SmolLM2-135M's 576 at 128 found it, after the whole conversion) is
+    /// refused before any work, naming the sizes that fit, with nothing left behind.
+    func testGroupSizeThatDoesNotDivideTheInputs() throws {
+        let src = try TinyDecoderGGUF.write(to: tmp + "/tiny.gguf")
+        let calib = tmp + "/calib.txt"
+        try Data(String(repeating: "the thin thing in the theme then went on; ", count: 12).utf8).write(to: URL(fileURLWithPath: calib))
+        let gptq = ["--calib-text", calib, "--samples", "4", "--sample-tokens", "48", "--group-size", "64"]
+        for (format, out) in [("squint", "t.sq4"), ("autogptq", "ag")] {
+            let r = try Fixtures.run(squint, ["convert", src, "--format", format, "-o", tmp + "/" + out] + gptq)
+            XCTAssertEqual(r.status, 1, r.err)
+            XCTAssertTrue(r.err.contains("--group-size 64 does not divide the 96 inputs of down in \(src); Squint's SQ4 and AutoGPTQ "
+                                         + "outputs need equal groups: use --group-size 32 or -1"), r.err)
+            XCTAssertFalse(r.err.contains("convert ["), "refused before any work: \(r.err)")
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp).sorted(), ["calib.txt", "tiny.gguf"], "nothing left behind")
+        }
+        // A size that divides every input (32: 64 and 96) converts.
+        let r = try Fixtures.run(squint, ["convert", src, "--format", "squint", "-o", tmp + "/t.sq4"] + gptq.dropLast(2) + ["--group-size", "32"])
+        XCTAssertEqual(r.status, 0, r.err)
+    }
 }

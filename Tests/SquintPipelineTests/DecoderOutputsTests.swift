@@ -428,7 +428,7 @@ final class DecoderOutputsTests: XCTestCase {
             XCTAssertEqual(saved.metadata["modules"]?.split(separator: ",").count, 7)
             XCTAssertNil(saved.info("m0.q"), "the fake-quantized weight is rebuilt from the codes, not stored")
             XCTAssertThrowsError(try run(r)) { XCTAssertTrue("\($0)".contains("pass --resume"), "\($0)") }
-            var other = r; other.resume = true; other.options.groupSize = gguf ? 32 : 64; other.options.dampPercent = 0.02
+            var other = r; other.resume = true; other.options.groupSize = gguf ? 32 : -1; other.options.dampPercent = 0.02
             XCTAssertThrowsError(try run(other)) { XCTAssertTrue("\($0)".contains("other settings"), "\($0)") }
             XCTAssertEqual(Converter.resumeHint(for: r.output)?.contains("1 finished block is saved"), true)
 

@@ -11,12 +11,29 @@ final class DecoderConvertCLITests: XCTestCase {
     let squint = Fixtures.squintExecutable()
     var tmp = ""
     override func setUpWithError() throws { tmp = Fixtures.temporaryFolder("decoder-convert-cli") }
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: tmp) }
 
-    func testConvertedSQ4RunsAloneAndAnswersAsTheAutoGPTQFolder() throws {
+    /// The tiny Qwen2 GGUF and a calibration text, in tmp.
+    func tinyModelAndCalibration() throws -> (src: String, calib: String) {
         let src = try TinyDecoderGGUF.write(to: tmp + "/tiny.gguf")
         let calib = tmp + "/calib.txt"
         try Data(String(repeating: "the thin thing in the theme then went on; ", count: 12).utf8).write(to: URL(fileURLWithPath: calib))
+        return (src, calib)
+    }
+
+    /// `squint convert SRC -o bad.gguf COMMON ARGS` is refused for each (ARGS, message): exit 64, the
+    /// message on stderr, nothing written.
+    func assertRefused(_ src: String, with common: [String], _ cases: [([String], String)], line: UInt = #line) throws {
+        for (args, message) in cases {
+            let r = try Fixtures.run(squint, ["convert", src, "-o", tmp + "/bad.gguf"] + common + args)
+            XCTAssertEqual(r.status, 64, r.err, line: line)
+            XCTAssertTrue(r.err.contains(message), r.err, line: line)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad.gguf"), line: line)
+    }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: tmp) }
+
+    func testConvertedSQ4RunsAloneAndAnswersAsTheAutoGPTQFolder() throws {
+        let (src, calib) = try tinyModelAndCalibration()
         let common = ["--calib-text", calib, "--samples", "4", "--sample-tokens", "48", "--group-size", "32", "--desc-act"]
         var r = try Fixtures.run(squint, ["convert", src, "--format", "squint", "-o", tmp + "/out.sq4"] + common)
         XCTAssertEqual(r.status, 0, r.err)
@@ -95,9 +112,7 @@ final class DecoderConvertCLITests: XCTestCase {
     /// RTN modules, and the GGUF's ffn_down tensors are byte for byte those of `--method rtn`. Wrong uses
     /// are refused before anything runs (exit 64).
     func testRTNLinearsOnTheCommandLine() throws {
-        let src = try TinyDecoderGGUF.write(to: tmp + "/tiny.gguf")
-        let calib = tmp + "/calib.txt"
-        try Data(String(repeating: "the thin thing in the theme then went on; ", count: 12).utf8).write(to: URL(fileURLWithPath: calib))
+        let (src, calib) = try tinyModelAndCalibration()
         let gptq = ["--calib-text", calib, "--samples", "4", "--sample-tokens", "48", "--format", "gguf"]
         var r = try Fixtures.run(squint, ["convert", src, "--rtn", "down", "--json", "-o", tmp + "/mixed.gguf"] + gptq)
         XCTAssertEqual(r.status, 0, r.err)
@@ -118,21 +133,14 @@ final class DecoderConvertCLITests: XCTestCase {
         }
         let prov = a.value(forKey: "squint.quantization")?.string
         XCTAssertTrue(prov?.hasSuffix("; round to nearest: down") == true, prov ?? "no provenance")
-        for (args, message) in [(["--rtn", "down", "--method", "rtn"], "--rtn picks linears"),
-                                (["--rtn", "down,mlp"], "--rtn takes a comma list of q, k, v, qkv, o, gate, up, gate_up, down, not 'down,mlp'")] {
-            r = try Fixtures.run(squint, ["convert", src, "-o", tmp + "/bad.gguf"] + gptq + args)
-            XCTAssertEqual(r.status, 64, r.err)
-            XCTAssertTrue(r.err.contains(message), r.err)
-        }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad.gguf"))
+        try assertRefused(src, with: gptq, [(["--rtn", "down", "--method", "rtn"], "--rtn picks linears"),
+                                (["--rtn", "down,mlp"], "--rtn takes a comma list of q, k, v, qkv, o, gate, up, gate_up, down, not 'down,mlp'")])
     }
 
     /// `--scale-search`: the provenance names it, the scales (so the block bytes) change, and it is
     /// refused where there are no static groups or no Hessian.
     func testScaleSearchOnTheCommandLine() throws {
-        let src = try TinyDecoderGGUF.write(to: tmp + "/tiny.gguf")
-        let calib = tmp + "/calib.txt"
-        try Data(String(repeating: "the thin thing in the theme then went on; ", count: 12).utf8).write(to: URL(fileURLWithPath: calib))
+        let (src, calib) = try tinyModelAndCalibration()
         let gptq = ["--calib-text", calib, "--samples", "4", "--sample-tokens", "48", "--format", "gguf", "--grid", "llama-q4_0"]
         var r = try Fixtures.run(squint, ["convert", src, "--desc-act", "--scale-search", "-o", tmp + "/searched.gguf"] + gptq)
         XCTAssertEqual(r.status, 0, r.err)
@@ -158,24 +166,17 @@ final class DecoderConvertCLITests: XCTestCase {
             if Array(try c.bytes(of: t)) != Array(try a.bytes(of: XCTUnwrap(a.ggufTensor(named: t.name)))) { differing += 1 }
         }
         XCTAssertGreaterThan(differing, 0, "the weighting changes the blocks")
-        for (args, message) in [(["--scale-search"], "--scale-search needs static groups"),
+        try assertRefused(src, with: gptq, [(["--scale-search"], "--scale-search needs static groups"),
                                 (["--scale-search", "--desc-act", "--method", "rtn"], "--scale-search needs --method gptq"),
                                 (["--desc-act", "--scale-weights", "imatrix"], "--scale-weights needs --scale-search"),
-                                (["--desc-act", "--scale-search", "--scale-weights", "diag"], "--scale-weights must be hessian or imatrix, not 'diag'")] {
-            r = try Fixtures.run(squint, ["convert", src, "-o", tmp + "/bad.gguf"] + gptq + args)
-            XCTAssertEqual(r.status, 64, r.err)
-            XCTAssertTrue(r.err.contains(message), r.err)
-        }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad.gguf"))
+                                (["--desc-act", "--scale-search", "--scale-weights", "diag"], "--scale-weights must be hessian or imatrix, not 'diag'")])
     }
 
     /// `--hessian-shrink 1`: GPTQ on a diagonal Hessian is round-to-nearest on the same grid, so every
     /// block tensor equals `--method rtn`'s byte for byte; 0.5 differs from both; the provenance says it;
     /// bad values and RTN are refused before anything is written.
     func testHessianShrinkOnTheCommandLine() throws {
-        let src = try TinyDecoderGGUF.write(to: tmp + "/tiny.gguf")
-        let calib = tmp + "/calib.txt"
-        try Data(String(repeating: "the thin thing in the theme then went on; ", count: 12).utf8).write(to: URL(fileURLWithPath: calib))
+        let (src, calib) = try tinyModelAndCalibration()
         let common = ["--format", "gguf", "--grid", "llama-q4_0", "--desc-act"]
         let gptq = ["--calib-text", calib, "--samples", "4", "--sample-tokens", "48"] + common
         for (name, args) in [("full", gptq + ["--hessian-shrink", "1"]), ("half", gptq + ["--hessian-shrink", "0.5"]),
@@ -197,22 +198,15 @@ final class DecoderConvertCLITests: XCTestCase {
         XCTAssertNotEqual(half, plain)
         let halfLog = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: tmp + "/half.gguf.log.json"))) as? [String: Any])
         XCTAssertEqual(Set(((halfLog["modules"] as? [[String: Any]]) ?? []).map { $0["hessian_shrink"] as? Double }), [0.5])
-        for (args, message) in [(gptq + ["--hessian-shrink", "1.5"], "--hessian-shrink must be in 0...1"),
-                                (common + ["--method", "rtn", "--hessian-shrink", "0.5"], "--hessian-shrink needs --method gptq")] {
-            let r = try Fixtures.run(squint, ["convert", src, "-o", tmp + "/bad.gguf"] + args)
-            XCTAssertEqual(r.status, 64, r.err)
-            XCTAssertTrue(r.err.contains(message), r.err)
-        }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad.gguf"))
+        try assertRefused(src, with: [], [(gptq + ["--hessian-shrink", "1.5"], "--hessian-shrink must be in 0...1"),
+                                (common + ["--method", "rtn", "--hessian-shrink", "0.5"], "--hessian-shrink needs --method gptq")])
     }
 
     /// `--preset recommended` is the five options it names (and `--static-groups` for SQ4): the same
     /// block bytes and provenance as spelling them out; an option it sets may be repeated with the same
     /// value; another value, RTN, Q4_1, --asym and unknown names are refused before anything is written.
     func testPresetOnTheCommandLine() throws {
-        let src = try TinyDecoderGGUF.write(to: tmp + "/tiny.gguf")
-        let calib = tmp + "/calib.txt"
-        try Data(String(repeating: "the thin thing in the theme then went on; ", count: 12).utf8).write(to: URL(fileURLWithPath: calib))
+        let (src, calib) = try tinyModelAndCalibration()
         let gptq = ["--calib-text", calib, "--samples", "4", "--sample-tokens", "48"]
         let spelled = ["--grid", "llama-q4_0", "--desc-act", "--scale-search", "--scale-weights", "imatrix", "--hessian-shrink", "0.5"]
         for (name, args) in [("preset", ["--preset", "recommended"]), ("spelled", spelled),
@@ -242,17 +236,12 @@ final class DecoderConvertCLITests: XCTestCase {
             XCTAssertEqual(r.status, 0, r.err)
         }
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: tmp + "/preset.sq4")), try Data(contentsOf: URL(fileURLWithPath: tmp + "/spelled.sq4")))
-        for (args, message) in [(["--preset", "best"], "--preset must be recommended, not 'best'"),
+        try assertRefused(src, with: ["--format", "gguf"] + gptq, [(["--preset", "best"], "--preset must be recommended, not 'best'"),
                                 (["--preset", "recommended", "--grid", "autogptq"], "--preset recommended sets --grid llama-q4_0: drop --grid autogptq"),
                                 (["--preset", "recommended", "--hessian-shrink", "0.25"], "sets --hessian-shrink 0.5: drop --hessian-shrink 0.25"),
                                 (["--preset", "recommended", "--scale-weights", "hessian"], "sets --scale-weights imatrix"),
                                 (["--preset", "recommended", "--method", "rtn"], "is a GPTQ recipe: not with --method rtn"),
-                                (["--preset", "recommended", "--gguf-type", "q4_1"], "writes Q4_0: not with --gguf-type q4_1")] {
-            let r = try Fixtures.run(squint, ["convert", src, "--format", "gguf", "-o", tmp + "/bad.gguf"] + gptq + args)
-            XCTAssertEqual(r.status, 64, r.err)
-            XCTAssertTrue(r.err.contains(message), r.err)
-        }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad.gguf"))
+                                (["--preset", "recommended", "--gguf-type", "q4_1"], "writes Q4_0: not with --gguf-type q4_1")])
     }
 
     /// SQ4 holds equal groups only (and the AutoGPTQ output is packed through the same records): a group
@@ -260,9 +249,7 @@ final class DecoderConvertCLITests: XCTestCase {
     /// 64 does not divide them; SmolLM2-135M's 576 at 128 found it, after the whole conversion) is
     /// refused before any work, naming the sizes that fit, with nothing left behind.
     func testGroupSizeThatDoesNotDivideTheInputs() throws {
-        let src = try TinyDecoderGGUF.write(to: tmp + "/tiny.gguf")
-        let calib = tmp + "/calib.txt"
-        try Data(String(repeating: "the thin thing in the theme then went on; ", count: 12).utf8).write(to: URL(fileURLWithPath: calib))
+        let (src, calib) = try tinyModelAndCalibration()
         let gptq = ["--calib-text", calib, "--samples", "4", "--sample-tokens", "48", "--group-size", "64"]
         for (format, out) in [("squint", "t.sq4"), ("autogptq", "ag")] {
             let r = try Fixtures.run(squint, ["convert", src, "--format", format, "-o", tmp + "/" + out] + gptq)

@@ -241,7 +241,8 @@ final class DecoderConvertCLITests: XCTestCase {
                                 (["--preset", "recommended", "--hessian-shrink", "0.25"], "sets --hessian-shrink 0.5: drop --hessian-shrink 0.25"),
                                 (["--preset", "recommended", "--scale-weights", "hessian"], "sets --scale-weights imatrix"),
                                 (["--preset", "recommended", "--method", "rtn"], "is a GPTQ recipe: not with --method rtn"),
-                                (["--preset", "recommended", "--gguf-type", "q4_1"], "writes Q4_0: not with --gguf-type q4_1")])
+                                (["--preset", "recommended", "--gguf-type", "q4_1"], "writes Q4_0: not with --gguf-type q4_1"),
+                                (["--preset", "recommended", "--asym"], "is symmetric: not with --asym")])
     }
 
     /// SQ4 holds equal groups only (and the AutoGPTQ output is packed through the same records): a group

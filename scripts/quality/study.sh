@@ -140,13 +140,13 @@ validate() {
 # (act-order, static groups, imatrix-weighted scale search, shrink 0.5) on WINDOWS calibration windows.
 g128() {
   local M=$1 N=$2 S; S=$(source_of "$1")
-  local R=(--format squint --group-size 128 --grid llama-q4_0)
+  local SQ4=(--format squint --group-size 128); local R=("${SQ4[@]}" --grid llama-q4_0)
   local G=(--method gptq --desc-act --static-groups --scale-search --scale-weights imatrix --hessian-shrink 0.5
            --calib-text "$CALIB" --samples "$N" --sample-tokens 512)
   local v P=(--ctx 512 --chunks "$CHUNKS" --json)
   run step "sppl-$M-orig.log" "$SQUINT" perplexity "$S" "$EVAL" "${P[@]}"
   run step "conv-$M-rtn-g128-llamagrid.log" /usr/bin/time -v "$SQUINT" convert "$S" "${R[@]}" --method rtn -o "$M-rtn-g128-llamagrid.sq4"
-  run step "conv-$M-rtn-g128.log" /usr/bin/time -v "$SQUINT" convert "$S" --format squint --group-size 128 --method rtn -o "$M-rtn-g128.sq4"
+  run step "conv-$M-rtn-g128.log" /usr/bin/time -v "$SQUINT" convert "$S" "${SQ4[@]}" --method rtn -o "$M-rtn-g128.sq4"
   run step "conv-$M-g128-ssimat-shrink0.5-${N}w.log" /usr/bin/time -v "$SQUINT" convert "$S" "${R[@]}" "${G[@]}" \
     -o "$M-g128-ssimat-shrink0.5-${N}w.sq4"
   for v in rtn-g128 rtn-g128-llamagrid "g128-ssimat-shrink0.5-${N}w"; do

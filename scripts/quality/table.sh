@@ -4,7 +4,7 @@
 # (`squint inspect --json`: gguf.bits_per_weight) and the conversion wall time (Squint: OUT.log.json;
 # llama.cpp: the log's `real`; machine shared, so compare CPU time in the logs when it matters).
 # Usage: scripts/quality/table.sh [--tsv] MODEL_KEY [VARIANT ...]   (default: every variant run)
-#   --tsv: tab-separated `variant bits_per_weight kl_mean kl_err ppl_ratio top1` rows (for plot.py)
+#   --tsv: tab-separated `variant bits_per_weight kl_mean kl_err ppl_ratio top1 kl_p99` rows (plot.py, valtable.py)
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 TSV=0; [ "${1:-}" = --tsv ] && { TSV=1; shift; }
@@ -33,7 +33,7 @@ for v in "${variants[@]}"; do
   bpw=$("$SQUINT" inspect "$M-$v.gguf" --json 2>/dev/null \
         | python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["gguf"]["bits_per_weight"])' 2>/dev/null || echo "?")
   if [ $TSV = 1 ]; then
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$bpw" "${kl%% ±*}" "${kl##*± }" "${ratio%% ±*}" "${top%% ±*}"; continue
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$bpw" "${kl%% ±*}" "${kl##*± }" "${ratio%% ±*}" "${top%% ±*}" "$p99"; continue
   fi
   if [ -f "$M-$v.gguf.log.json" ]; then
     conv=$(python3 -c 'import json,sys; print("%.0f s" % json.load(open(sys.argv[1]))["seconds"])' "$M-$v.gguf.log.json")

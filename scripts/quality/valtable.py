@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The two judges side by side for one model of the quality study (docs/QUALITY.md "The same measurement
-by `squint validate`"): for every file with both a `squint validate --json` result (val.sh) and a
-llama-perplexity log (ppl.sh) in the cache, KL mean ± standard error, KL p99, same top-1 and the perplexity
-ratio to the F16 original, as "Squint / llama.cpp", plus the largest gaps between the judges.
+by `squint validate`"): for every file with a `squint validate --json` result (val.sh) in the cache,
+beside llama-perplexity's figures for it (ppl.sh's logs, read through `table.sh --tsv`): KL mean ±
+standard error, KL p99, same top-1 and the perplexity ratio to the F16 original, as "Squint /
+llama.cpp", plus the largest gaps between the judges and the pairs of files they order differently.
 Standard library only.
 
 Usage: python3 scripts/quality/valtable.py MODEL_KEY   (sm, q05, q15)
@@ -10,33 +11,31 @@ Usage: python3 scripts/quality/valtable.py MODEL_KEY   (sm, q05, q15)
 import glob
 import json
 import os
-import re
+import subprocess
 import sys
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 Q = os.path.join(os.environ.get("SQUINT_CACHE", os.path.expanduser("~/.cache/squint")), "quality")
 
 
-def llama(path):
-    """KL mean and error, p99, same top-1 (fraction) and PPL ratio from a llama-perplexity log."""
-    text = open(path, encoding="utf-8", errors="replace").read()
-    def num(pattern):
-        m = re.search(pattern, text, re.M)
-        return [float(x) for x in m.groups()] if m else None
-    kl = num(r"^Mean\s+KLD:\s+([0-9.e-]+)\s+±\s+([0-9.e-]+)")
-    p99 = num(r"^99\.0%\s+KLD:\s+([0-9.e-]+)")
-    top = num(r"^Same top p:\s+([0-9.]+)")
-    ratio = num(r"^Mean PPL\(Q\)/PPL\(base\)\s*:\s+([0-9.]+)")
-    if not (kl and p99 and top and ratio):
-        return None
-    return {"kl": kl[0], "kl_se": kl[1], "p99": p99[0], "top1": top[0] / 100, "ratio": ratio[0]}
+def llama(model):
+    """variant -> llama-perplexity's KL mean and error, p99, same top-1 (fraction) and PPL ratio, from
+    `table.sh --tsv MODEL` (the one reader of those logs)."""
+    out = subprocess.run(["bash", os.path.join(HERE, "table.sh"), "--tsv", model], check=True,
+                         capture_output=True, text=True).stdout
+    scores = {}
+    for line in out.splitlines():
+        v, _bpw, kl, kl_se, ratio, top, p99 = line.split("\t")
+        scores[v] = {"kl": float(kl), "kl_se": float(kl_se), "p99": float(p99), "top1": float(top) / 100, "ratio": float(ratio)}
+    return scores
 
 
 def main(model):
     rows = []
+    judged = llama(model)
     for path in sorted(glob.glob(os.path.join(Q, f"val-{model}-*.json"))):
         variant = os.path.basename(path)[len(f"val-{model}-"):-len(".json")]
-        log = os.path.join(Q, f"ppl-{model}-{variant}.log")
-        theirs = llama(log) if os.path.exists(log) else None
+        theirs = judged.get(variant)
         d = json.load(open(path))
         ours = {"kl": d["kl_mean"], "kl_se": d["kl_mean_se"], "p99": d["kl_p99"], "top1": d["top1_agreement"],
                 "ratio": d["ppl_ratio"]}
@@ -49,18 +48,17 @@ def main(model):
     gaps = []
     for v, o, t in rows:
         if t is None:
-            print(f"| {v} | {o['kl']:.4f} ± {o['kl_se']:.4f} / - | {o['p99']:.3f} / - | "
+            print(f"| {v} | {o['kl']:.4g} ± {o['kl_se']:.2g} / - | {o['p99']:.3g} / - | "
                   f"{100 * o['top1']:.2f} / - % | {o['ratio']:.4f} / - |")
             continue
         print(f"| {v} | {o['kl']:.4g} ± {o['kl_se']:.2g} / {t['kl']:.4g} ± {t['kl_se']:.2g} | "
               f"{o['p99']:.3g} / {t['p99']:.3g} | {100 * o['top1']:.2f} / {100 * t['top1']:.2f} % | "
               f"{o['ratio']:.4f} / {t['ratio']:.4f} |")
-        gaps.append((v, o["kl"] / t["kl"] - 1, 100 * (o["top1"] - t["top1"]), o["ratio"] - t["ratio"]))
+        gaps.append((v, o["kl"] / t["kl"] - 1, 100 * (o["top1"] - t["top1"]), o["ratio"] - t["ratio"], t["kl"]))
     if gaps:
         # relative KL gaps only where llama.cpp's KL is well above its own arithmetic floor (8-bit
         # activations: ~0.003 on a file that decodes to the original exactly, SmolLM2's Q4_1 rows)
-        kl = max((g for g in gaps if next(r[2]["kl"] for r in rows if r[0] == g[0]) > 0.01), key=lambda g: abs(g[1]),
-                 default=gaps[0])
+        kl = max((g for g in gaps if g[4] > 0.01), key=lambda g: abs(g[1]), default=gaps[0])
         top = max(gaps, key=lambda g: abs(g[2]))
         ratio = max(gaps, key=lambda g: abs(g[3]))
         print(f"\nlargest gaps (Squint - llama.cpp): KL {100 * kl[1]:+.1f} % ({kl[0]}; files with KL > 0.01), "

@@ -24,14 +24,31 @@ enum SafetensorsFixtures {
     }
 }
 
-/// A fresh temporary folder per test, removed afterwards.
+/// A fresh temporary folder per test, removed when it is released or, at the latest, when the test
+/// process exits: XCTest keeps every test case instance alive until the end of the run, so a TempDir
+/// held in a test class's property is never released before then (804 such folders, up to 76 MB
+/// each, had piled up in /tmp before this was noticed).
 final class TempDir {
     let path: String
+    private static let lock = NSLock()
+    private static var live = Set<String>()
+    private static let removeAtExit: Void = { atexit { TempDir.removeLive() } }()
+
     init() {
         path = NSTemporaryDirectory() + "squint-st-\(UUID().uuidString)"
         try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        TempDir.removeAtExit
+        TempDir.lock.lock(); TempDir.live.insert(path); TempDir.lock.unlock()
     }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
+    deinit {
+        try? FileManager.default.removeItem(atPath: path)
+        TempDir.lock.lock(); TempDir.live.remove(path); TempDir.lock.unlock()
+    }
+
+    private static func removeLive() {
+        lock.lock(); let paths = live; live.removeAll(); lock.unlock()
+        for p in paths { try? FileManager.default.removeItem(atPath: p) }
+    }
 
     @discardableResult
     func write(_ name: String, _ bytes: [UInt8]) -> String {

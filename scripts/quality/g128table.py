@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Group 128 in-sample and held out (docs/QUALITY.md "Group 128: where the loss goes"): for one model,
+the loss (perplexity ratio - 1 against the original, same tokens) of RTN on both grids and of the
+recipe, on the calibration windows themselves and on held-out texts, from the `squint perplexity
+--json` logs of `study.sh g128` and `study.sh g128dom` in the cache. The error of a fraction is the
+standard error over windows of the paired per-window differences, carried through the ratio (windows
+are 512 tokens; per-window NLLs are recovered from the running perplexities). Standard library only.
+
+Usage: python3 scripts/quality/g128table.py MODEL_KEY WINDOWS [IN] [CAL]   (e.g. q05 16: the recipe's
+calibration windows; IN: calibration windows scored, default WINDOWS; CAL: lcet10 (default), code or mix,
+as `study.sh g128dom`)
+"""
+import json
+import math
+import os
+import statistics
+import sys
+
+Q = os.path.join(os.environ.get("SQUINT_CACHE", os.path.expanduser("~/.cache/squint")), "quality")
+
+
+def windows_nll(log):
+    """Mean NLL per window from a sppl log (None when the log is missing or unfinished)."""
+    path = os.path.join(Q, log)
+    if not os.path.exists(path):
+        return None
+    text = open(path).read()
+    if "step: ok" not in text:
+        return None
+    start = text.index("\n{\n") + 1
+    end = text.index("\n}\n", start) + 2
+    running = json.loads(text[start:end])["result"]["perWindow"]          # running perplexity after each window (equal tokens per window)
+    cum = [k * math.log(p) for k, p in enumerate(running, 1)]
+    return [c - (cum[i - 1] if i else 0.0) for i, c in enumerate(cum)]
+
+
+def main():
+    model, n = sys.argv[1], sys.argv[2]
+    scored = sys.argv[3] if len(sys.argv) > 3 else n
+    cal = sys.argv[4] if len(sys.argv) > 4 else "lcet10"
+    code = cal != "lcet10"
+    gptq = f"g128-ssimat-shrink0.5-{cal}-{n}w" if code else f"g128-ssimat-shrink0.5-{n}w"
+    what = {"lcet10": "lcet10.txt", "code": "difflib.py + textwrap.py", "mix": "lcet10.txt's start, then that code"}[cal]
+    calib = (f"calibration windows ({what} 1-{scored})", f"sppl-calib{cal if code else ''}{scored}-{model}-{{}}.log")
+    texts = [calib,
+             ("lcet10.txt after byte 260,000 (held out, same text)", f"sppl-lcet10-tail-{model}-{{}}.log"),
+             ("alice29.txt (held out: the study's evaluation text)", f"sppl-{model}-{{}}.log"),
+             ("argparse.py (held out: code)", f"sppl-code-{model}-{{}}.log")]
+    print(f"| text | PPL original | loss RTN (AutoGPTQ grid) | loss RTN (signed-max grid) | loss GPTQ recipe "
+          f"| GPTQ / RTN same grid | GPTQ / RTN AutoGPTQ grid |")
+    print("|---|---|---|---|---|---|---|")
+    for name, pattern in texts:
+        orig = windows_nll(pattern.format("orig"))
+        runs = {v: windows_nll(pattern.format(v)) for v in ("rtn-g128", "rtn-g128-llamagrid", gptq)}
+        if runs[gptq] is None and n == "16" and not code:   # `study.sh g128 q05 16` wrote its log without the suffix
+            runs[gptq] = windows_nll(pattern.format("g128-ssimat-shrink0.5"))
+        if orig is None or any(v is None for v in runs.values()):
+            print(f"| {name} | (not measured) |||||| ")
+            continue
+        k = len(orig)
+        loss = {v: math.exp(statistics.fmean(w) - statistics.fmean(orig)) - 1 for v, w in runs.items()}
+
+        def frac(a, b):
+            # loss a / loss b; its error from the per-window paired NLL differences (delta method on
+            # the ratio of their means, which the losses' ratio follows to first order)
+            da = [x - y for x, y in zip(runs[a], orig)]
+            db = [x - y for x, y in zip(runs[b], orig)]
+            f = statistics.fmean(da) / statistics.fmean(db)
+            se = statistics.stdev([(x - f * y) / statistics.fmean(db) for x, y in zip(da, db)]) / math.sqrt(k)
+            return f"{100 * loss[a] / loss[b]:.0f} ± {100 * se:.0f} %"
+        print(f"| {name} | {math.exp(statistics.fmean(orig)):.3f} | {loss['rtn-g128']:.3f} | "
+              f"{loss['rtn-g128-llamagrid']:.3f} | {loss[gptq]:.3f} | {frac(gptq, 'rtn-g128-llamagrid')} | "
+              f"{frac(gptq, 'rtn-g128')} |")
+
+
+if __name__ == "__main__":
+    main()

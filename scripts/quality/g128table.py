@@ -38,10 +38,10 @@ def main():
     model, n = sys.argv[1], sys.argv[2]
     scored = sys.argv[3] if len(sys.argv) > 3 else n
     cal = sys.argv[4] if len(sys.argv) > 4 else "lcet10"
-    code = cal != "lcet10"
-    gptq = f"g128-ssimat-shrink0.5-{cal}-{n}w" if code else f"g128-ssimat-shrink0.5-{n}w"
+    other = cal != "lcet10"   # calibrated on another text than the study's
+    gptq = f"g128-ssimat-shrink0.5-{cal}-{n}w" if other else f"g128-ssimat-shrink0.5-{n}w"
     what = {"lcet10": "lcet10.txt", "code": "difflib.py + textwrap.py", "mix": "lcet10.txt's start, then that code"}[cal]
-    calib = (f"calibration windows ({what} 1-{scored})", f"sppl-calib{cal if code else ''}{scored}-{model}-{{}}.log")
+    calib = (f"calibration windows ({what} 1-{scored})", f"sppl-calib{cal if other else ''}{scored}-{model}-{{}}.log")
     texts = [calib,
              ("lcet10.txt after byte 260,000 (held out, same text)", f"sppl-lcet10-tail-{model}-{{}}.log"),
              ("alice29.txt (held out: the study's evaluation text)", f"sppl-{model}-{{}}.log"),
@@ -52,7 +52,7 @@ def main():
     for name, pattern in texts:
         orig = windows_nll(pattern.format("orig"))
         runs = {v: windows_nll(pattern.format(v)) for v in ("rtn-g128", "rtn-g128-llamagrid", gptq)}
-        if runs[gptq] is None and n == "16" and not code:   # `study.sh g128 q05 16` wrote its log without the suffix
+        if runs[gptq] is None and n == "16" and not other:   # `study.sh g128 q05 16` wrote its log without the suffix
             runs[gptq] = windows_nll(pattern.format("g128-ssimat-shrink0.5"))
         if orig is None or any(v is None for v in runs.values()):
             print(f"| {name} | (not measured) |||||| ")

@@ -204,15 +204,17 @@ public enum Validator {
         var logitsFrom = 0
     }
 
+    /// Progress steps of one teacher-forced pass of a model with `layers` blocks (`runPass`'s `onBlock`
+    /// counts 0..<passSteps: two per block, one per block of each of two prefills).
+    static func passSteps(_ layers: Int) -> Int { 2 * layers }
+
     /// Teacher-forced pass over the whole sample, then greedy decoding from the context: the context
     /// and the caption are prefilled in two chunks on one cache (the same result as one prefill as long
     /// as both lengths give the same dynamic-NTK alpha, i.e. up to seq_length), so the cache can be cut
     /// back to the context for the greedy continuation instead of prefilling the context twice.
     static func runPass(_ m: QwenVLModel, _ s: ValidationSample, greedyTokens: Int, name: String = "model",
-                        onBlock: ((Int) -> Void)? = nil) throws -> Pass {
-        // Progress inside the teacher-forced pass: the block hook fires before each block's first linear.
+                        onBlock: ((_ step: Int, _ detail: String) -> Void)? = nil) throws -> Pass {
         let saved = m.language.linearInputObserver
-        if let onBlock { m.language.linearInputObserver = { l, module, _, _ in if module == .cAttn { onBlock(l) } } }
         defer { m.language.linearInputObserver = saved }
         let t0 = Date()
         let features = try s.pixelValues.map { try m.vision.encode(pixelValues: $0) }
@@ -228,6 +230,19 @@ public enum Validator {
         let split = !m.config.useDynamicNTK
             || QwenLM.ntkAlpha(sequenceLength: S, trainedLength: seq) == QwenLM.ntkAlpha(sequenceLength: ctx, trainedLength: seq)
         let first = split ? ctx : S
+        // Progress inside the teacher-forced pass, in steps of `passSteps(L)`: the hook fires before each
+        // block's first linear, once per block of each prefill, so with two prefills (context, then
+        // caption) each block is half as large a step, and the count only rises (it went back to the
+        // first block when the second prefill began: seen at full size).
+        if let onBlock {
+            let L = m.config.numHiddenLayers, prefills = split && S > ctx ? 2 : 1
+            var calls = 0
+            m.language.linearInputObserver = { l, module, _, _ in
+                guard module == .cAttn else { return }
+                onBlock(calls * (2 / prefills), "block \(l + 1)/\(L)" + (prefills == 2 ? (calls < L ? " (context)" : " (caption)") : ""))
+                calls += 1
+            }
+        }
         let a = try m.language.prefill(embeddings: FloatTensor(shape: [first, h], data: Array(emb.data[..<(first * h)])), cache: cache,
                                        allLogits: true, keepHiddenStates: true)
         var logits = a.logits.data
@@ -336,13 +351,13 @@ public enum Validator {
         let V = a.vocabSize, L = a.numHiddenLayers
         var acc = DriftAccumulator(layers: L, hidden: a.hiddenSize, worstCount: options.worstCount, decode: text)
         var forwardSeconds = 0.0
-        // Progress in blocks of teacher-forced passes (2 per sample), so the ETA moves within a pass.
-        let total = samples.count * 2 * L
+        // Progress in steps of teacher-forced passes (2 per sample), so the ETA moves within a pass.
+        let P = passSteps(L), total = samples.count * 2 * P
         for (si, s) in samples.enumerated() {
-            func report(_ which: Int, _ name: String) -> (Int) -> Void {
-                { l in progress?((2 * si + which) * L + l, total, "sample \(si + 1)/\(samples.count) \(name) block \(l + 1)/\(L)") }
+            func report(_ which: Int, _ name: String) -> (Int, String) -> Void {
+                { k, detail in progress?((2 * si + which) * P + k, total, "sample \(si + 1)/\(samples.count) \(name) \(detail)") }
             }
-            progress?(2 * si * L, total, "sample \(si + 1)/\(samples.count) bf16")
+            progress?(2 * si * P, total, "sample \(si + 1)/\(samples.count) bf16")
             // The BF16 side from a --base file when given (computed once, reused), else run and maybe saved.
             let pa: Pass
             if let base, base.isReading {
@@ -351,7 +366,7 @@ public enum Validator {
                 pa = try runPass(bf16, s, greedyTokens: options.greedyTokens, name: bf16Name, onBlock: progress == nil ? nil : report(0, "bf16"))
                 try base?.record(si, sample: s, pass: pa, shape: .init(a))
             }
-            progress?((2 * si + 1) * L, total, "sample \(si + 1)/\(samples.count) int4")
+            progress?((2 * si + 1) * P, total, "sample \(si + 1)/\(samples.count) int4")
             let pb = try runPass(int4, s, greedyTokens: options.greedyTokens, name: int4Name, onBlock: progress == nil ? nil : report(1, "int4"))
             forwardSeconds += pa.forwardSeconds + pb.forwardSeconds
             acc.add(sample: s, pa, pb, vocab: V, greedyTokens: options.greedyTokens)
@@ -389,15 +404,15 @@ public enum Validator {
                                   options: ValidateOptions = ValidateOptions(), base: ValidationBase,
                                   progress: ((Int, Int, String) -> Void)? = nil, warn: ((String) -> Void)? = nil) throws {
         guard !base.isReading else { throw ValidateError.incompatible(message: "internal: recordBase needs a base file being written") }
-        let a = bf16.config, L = a.numHiddenLayers
+        let a = bf16.config, P = passSteps(a.numHiddenLayers)
         let samples = try capped(samples, seqLength: a.seqLength, options: options, warn: warn)
         for (si, s) in samples.enumerated() {
-            let detail = "sample \(si + 1)/\(samples.count) bf16"
-            let pass = try runPass(bf16, s, greedyTokens: options.greedyTokens, name: bf16Name,
-                                   onBlock: progress == nil ? nil : { l in progress?(si * L + l, samples.count * L, detail + " block \(l + 1)/\(L)") })
+            let pass = try runPass(bf16, s, greedyTokens: options.greedyTokens, name: bf16Name, onBlock: progress == nil ? nil : { k, detail in
+                progress?(si * P + k, samples.count * P, "sample \(si + 1)/\(samples.count) bf16 \(detail)")
+            })
             try base.record(si, sample: s, pass: pass, shape: .init(a))
         }
-        progress?(samples.count * L, samples.count * L, "done")
+        progress?(samples.count * P, samples.count * P, "done")
     }
 
     /// The gate: kl_mean <= maxKL and top1_agreement >= minTop1 (each only when given).

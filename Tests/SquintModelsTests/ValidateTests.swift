@@ -198,6 +198,34 @@ final class ValidateTests: XCTestCase {
         }
     }
 
+    /// The progress count only rises, reports every step once and ends at its total, through both
+    /// models' passes and both prefills of each (context, then caption). At full size the bar went back
+    /// when the caption's prefill began (the block hook restarted at block 1: 48 % -> 34 %).
+    func testProgressOnlyRisesThroughBothPrefillsOfEveryPass() throws {
+        let sample = ValidationSample(label: "reference", ids: m.ids, contextLength: 277, pixelValues: m.pixels)
+        XCTAssertGreaterThan(m.ids.count, 277, "the sample must have a caption after its context (two prefills)")
+        let L = m.bf16.config.numHiddenLayers
+        func check(_ seen: [(done: Int, total: Int, detail: String)], passes: Int, _ what: String) {
+            let total = passes * 2 * L
+            XCTAssert(seen.allSatisfy { $0.total == total }, what)
+            XCTAssertEqual(seen.map(\.done), seen.map(\.done).sorted(), "\(what): progress went back")
+            XCTAssertEqual(Set(seen.map(\.done)), Set(0...total), "\(what): a step was skipped")
+            XCTAssertEqual(seen.filter { $0.detail.hasSuffix("(caption)") }.count, passes * L, what)
+            XCTAssertEqual(seen.last?.done, total, what)
+        }
+        var seen: [(done: Int, total: Int, detail: String)] = []
+        _ = try Validator.run(bf16: m.bf16, int4: m.int4, samples: [sample, sample], options: ValidateOptions(greedyTokens: 2),
+                              progress: { seen.append(($0, $1, $2)) })
+        check(seen, passes: 4, "validate")
+        let dir = Fixtures.temporaryFolder("validate-progress")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let base = try ValidationBase(saving: dir + "/base.safetensors", identity: ["test": "progress"], overwrite: false)
+        seen = []
+        try Validator.recordBase(bf16: m.bf16, samples: [sample], options: ValidateOptions(greedyTokens: 2), base: base,
+                                 progress: { seen.append(($0, $1, $2)) })
+        check(seen, passes: 1, "--save-base")
+    }
+
     func testIdenticalModelsHaveNoDrift() throws {
         let sample = ValidationSample(label: "reference", ids: m.ids, contextLength: 277, pixelValues: m.pixels)
         let r = try Validator.run(bf16: m.int4, int4: m.int4, samples: [sample], options: ValidateOptions(greedyTokens: 4, maxKL: 0, minTop1: 1))

@@ -11,6 +11,9 @@
 # 2 h 04 min with 4 pairs (docs/PERFORMANCE.md): ~90 s of ViT per image, ~2.5 min per block, most of
 # it GPTQ's solves; more pairs add to the blocks' passes (linear in tokens).
 #
+# SQUINT_FULLSIZE_METHOD=rtn converts by round to nearest instead (no calibration, no kill: a quick way
+# to re-measure the steps after convert, e.g. validate's memory, on a file of the same layout).
+#
 # Usage: scripts/fullsize.sh [WORKDIR] [KILL_AFTER_BLOCK]   (default /tmp/squint-fullsize, 12)
 # Needs ~35 GB of free disk; WORKDIR is kept (delete it when done). A WORKDIR with bf16/ skips synth.
 set -euo pipefail
@@ -20,6 +23,7 @@ SQUINT=${SQUINT:-$REPO/.build/release/squint}
 D=${1:-/tmp/squint-fullsize}
 KILL_AFTER=${2:-12}
 PAIRS=${SQUINT_FULLSIZE_PAIRS:-4}
+METHOD=${SQUINT_FULLSIZE_METHOD:-gptq}
 EVAL=${SQUINT_FULLSIZE_EVAL:-2}     # validate: the first EVAL photo-caption pairs
 mkdir -p "$D/logs"
 LOG=$D/logs
@@ -51,7 +55,9 @@ timed inspect "$SQUINT" inspect "$D/bf16" --summary
 # convert, killed with -9 once block KILL_AFTER is saved and 20 s into the next one.
 OUT=$D/int4.sq4
 WORK=$D/.int4.sq4.squint-convert
-if [ ! -e "$OUT" ]; then
+if [ ! -e "$OUT" ] && [ "$METHOD" = rtn ]; then
+    timed convert-rtn "$SQUINT" convert "$D/bf16" --method rtn -o "$OUT" --json
+elif [ ! -e "$OUT" ]; then
     if [ ! -e "$WORK/state.json" ]; then
         /usr/bin/time -v -o "$LOG/convert-1.time" "$SQUINT" convert "$D/bf16" --calib "$D/calib/pairs16.jsonl" \
             --max-samples "$PAIRS" -o "$OUT" > "$LOG/convert-1.out" 2>&1 &

@@ -97,9 +97,12 @@ public enum CheckpointOpener {
             // (Qwen2/Llama, read by TextModel) has no Qwen-VL config.
             let decoder = (try? DecoderRegistry.architecture(forConfig: Data(sq4.header.config.compactText.utf8), path: sq4.path)) != nil
             config = decoder ? nil : try configFromHeader(sq4)
-        } else if !(file is GGUFFile), fm.fileExists(atPath: cfgPath) {
-            // (a GGUF file carries its own configuration in its metadata)
-            config = try QwenVLConfig.load(path: cfgPath)
+        } else if !(file is GGUFFile), let d = fm.contents(atPath: cfgPath) {
+            // (a GGUF file carries its own configuration in its metadata.) A text decoder's folder
+            // (Qwen2/Llama: a Hugging Face model or the AutoGPTQ folder `convert` writes for one, read
+            // by TextModel) has no Qwen-VL config either.
+            let decoder = (try? DecoderRegistry.architecture(forConfig: d, path: cfgPath)) != nil
+            config = decoder ? nil : try QwenVLConfig.load(path: cfgPath)
         }
         var quant: QuantizationConfig?
         let qPath = "\(folder)/quantize_config.json"

@@ -37,8 +37,12 @@ public enum Perplexity {
         public var windows: Int
         public var context: Int
         public var textTokens: Int
-        /// The running estimate after each window, as llama-perplexity prints `[1]24.1,[2]...`.
+        /// The running estimate after each window, as llama-perplexity prints `[1]24.1,[2]...` (the last
+        /// one is `perplexity`), not each window's own perplexity: that is exp(`windowNLL[i]`).
         public var perWindow: [Double]
+        /// Each window's own mean NLL over its scored tokens (for paired per-window statistics between
+        /// two models on the same text).
+        public var windowNLL: [Double]
     }
 
     /// Accumulates NLL over windows; `window(_:)` gives the logits of one window.
@@ -65,13 +69,13 @@ public enum Perplexity {
 
         public var perplexity: Double { exp(sum / Double(max(count, 1))) }
 
-        public func result(windows: Int, context: Int, textTokens: Int, perWindow: [Double]) -> Result {
+        public func result(windows: Int, context: Int, textTokens: Int, perWindow: [Double], windowNLL: [Double]) -> Result {
             let n = Double(count)
             let mean = sum / n
             var sd = sumSq / n - mean * mean
             sd = sd > 0 && count > 1 ? (sd / (n - 1)).squareRoot() : 0
             return Result(perplexity: exp(mean), uncertainty: exp(mean) * sd, meanNLL: mean, scoredTokens: count,
-                          windows: windows, context: context, textTokens: textTokens, perWindow: perWindow)
+                          windows: windows, context: context, textTokens: textTokens, perWindow: perWindow, windowNLL: windowNLL)
         }
     }
 
@@ -104,17 +108,19 @@ public enum Perplexity {
                            progress: ((Int, Int, Double) -> Void)? = nil) throws -> Result {
         let ws = try windows(tokens, o)
         var acc = Accumulator()
-        var running: [Double] = []
+        var running: [Double] = [], own: [Double] = []
         for (i, w) in ws.enumerated() {
+            let (sum0, count0) = (acc.sum, acc.count)
             let (logits, from) = try evaluate(w)
             guard from <= w.count / 2, logits.count >= (w.count - 1 - from) * vocab, logits.count <= (w.count - from) * vocab else {
                 throw PerplexityError.badLogitsShape(got: logits.count, expected: (w.count - 1 - from) * vocab)
             }
             try logits.withUnsafeBufferPointer { try acc.add(logits: $0, vocab: vocab, logitsFrom: from, tokens: w[...]) }
             running.append(acc.perplexity)
+            own.append((acc.sum - sum0) / Double(max(acc.count - count0, 1)))
             progress?(i + 1, ws.count, acc.perplexity)
         }
-        return acc.result(windows: ws.count, context: o.context, textTokens: tokens.count, perWindow: running)
+        return acc.result(windows: ws.count, context: o.context, textTokens: tokens.count, perWindow: running, windowNLL: own)
     }
 }
 

@@ -37,7 +37,7 @@ struct PerplexityCommand: ParsableCommand {
     @Option(name: .long, help: "Threads (default: $SQUINT_THREADS, else every core).")
     var threads: Int?
 
-    @Flag(name: .long, help: "Print the result as JSON.")
+    @Flag(name: .long, help: "Print the result as JSON (result.perWindow: the running perplexity after each window, as llama-perplexity prints it; result.windowNLL: each window's own mean NLL).")
     var json = false
 
     func validate() throws {

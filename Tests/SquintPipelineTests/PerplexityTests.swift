@@ -46,6 +46,15 @@ final class PerplexityTests: XCTestCase {
         XCTAssertEqual(r.uncertainty, exp(mean) * sd, accuracy: 1e-4 * exp(mean) * sd)
         XCTAssertEqual(r.perWindow.count, 5)
         XCTAssertEqual(r.perWindow.last!, r.perplexity, accuracy: 1e-12)
+        // Each window's own mean NLL, from the hand-computed NLLs (the same number of scored tokens per window).
+        let per = nll.count / 5
+        XCTAssertEqual(r.windowNLL.count, 5)
+        for k in 0..<5 {
+            let own = nll[(k * per)..<((k + 1) * per)].reduce(0, +) / Double(per)
+            XCTAssertEqual(r.windowNLL[k], own, accuracy: 1e-6 * own)
+            let upTo = nll[..<((k + 1) * per)].reduce(0, +) / Double((k + 1) * per)
+            XCTAssertEqual(r.perWindow[k], exp(upTo), accuracy: 1e-6 * exp(upTo), "perWindow is the running estimate")
+        }
     }
 
     func testBOSReplacesTheFirstTokenOfEveryWindowOnly() throws {

@@ -138,11 +138,14 @@ validate() {
 # Group 128 (docs/QUALITY.md "Group 128"; SQ4, scored by `squint perplexity` on the evaluation windows):
 # `g128 MODEL WINDOWS` converts the shipped GGUF with RTN (AutoGPTQ's and the signed-max grid) and with the recipe
 # (act-order, static groups, imatrix-weighted scale search, shrink 0.5) on WINDOWS calibration windows.
+# recipe128 TEXT N: sets R (SQ4, group 128, the signed-max grid) and G (the recipe on N windows of TEXT).
+recipe128() {
+  SQ4=(--format squint --group-size 128); R=("${SQ4[@]}" --grid llama-q4_0)
+  G=(--method gptq --desc-act --static-groups --scale-search --scale-weights imatrix --hessian-shrink 0.5
+     --calib-text "$1" --samples "$2" --sample-tokens 512)
+}
 g128() {
-  local M=$1 N=$2 S; S=$(source_of "$1")
-  local SQ4=(--format squint --group-size 128); local R=("${SQ4[@]}" --grid llama-q4_0)
-  local G=(--method gptq --desc-act --static-groups --scale-search --scale-weights imatrix --hessian-shrink 0.5
-           --calib-text "$CALIB" --samples "$N" --sample-tokens 512)
+  local M=$1 N=$2 S SQ4 R G; S=$(source_of "$1"); recipe128 "$CALIB" "$N"
   local v P=(--ctx 512 --chunks "$CHUNKS" --json)
   run step "sppl-$M-orig.log" "$SQUINT" perplexity "$S" "$EVAL" "${P[@]}"
   run step "conv-$M-rtn-g128-llamagrid.log" /usr/bin/time -v "$SQUINT" convert "$S" "${R[@]}" --method rtn -o "$M-rtn-g128-llamagrid.sq4"
@@ -154,7 +157,7 @@ g128() {
   done
   return 0
 }
-# Why group 128 misses its goal (docs/QUALITY.md "Group 128: in-sample and held out"): `g128dom MODEL N
+# Why group 128 misses its goal (docs/QUALITY.md "Why: GPTQ's margin at group 128 is tied to the calibration text"): `g128dom MODEL N
 # [IN] [CAL]` scores g128's files by `squint perplexity` on the calibration windows (the first IN of the
 # calibration text CAL's windows, default N: in-sample when IN <= N) and on three held-out texts:
 # lcet10.txt after byte 260,000 (past the first 64 windows of any model here), alice29.txt (g128's own
@@ -183,12 +186,11 @@ g128dom() {
 # difflib.py + textwrap.py (the evaluation's argparse.py is not part of it); mix: lcet10.txt's first
 # 18,000 bytes (about 8 windows of 512 tokens) and then that code, so 16 windows are half prose, half code.
 g128cal() {
-  local M=$1 N=$2 CAL=$3 S; S=$(source_of "$1")
+  local M=$1 N=$2 CAL=$3 S SQ4 R G; S=$(source_of "$1"); recipe128 "$Q/calib-$CAL.txt" "$N"
   [ -f "$Q/calib-code.txt" ] || cat "$T/code/difflib.py" "$T/code/textwrap.py" > "$Q/calib-code.txt"
   [ -f "$Q/calib-mix.txt" ] || { head -c 18000 "$CALIB" | sed '$d'; cat "$Q/calib-code.txt"; } > "$Q/calib-mix.txt"
-  run step "conv-$M-g128-ssimat-shrink0.5-$CAL-${N}w.log" /usr/bin/time -v "$SQUINT" convert "$S" --format squint \
-    --group-size 128 --grid llama-q4_0 --method gptq --desc-act --static-groups --scale-search --scale-weights imatrix \
-    --hessian-shrink 0.5 --calib-text "$Q/calib-$CAL.txt" --samples "$N" --sample-tokens 512 -o "$M-g128-ssimat-shrink0.5-$CAL-${N}w.sq4"
+  run step "conv-$M-g128-ssimat-shrink0.5-$CAL-${N}w.log" /usr/bin/time -v "$SQUINT" convert "$S" "${R[@]}" "${G[@]}" \
+    -o "$M-g128-ssimat-shrink0.5-$CAL-${N}w.sq4"
   g128dom "$M" "$N" "$N" "$CAL"
 }
 # `study.sh FUNCTION MODEL` runs one part (e.g. `study.sh rank q15`); no arguments: the whole study.

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Group 128 in-sample and held out (docs/QUALITY.md "Group 128: where the loss goes"): for one model,
+"""Group 128 in-sample and held out (docs/QUALITY.md "Why: GPTQ's margin at group 128 is tied to the
+calibration text"): for one model,
 the loss (perplexity ratio - 1 against the original, same tokens) of RTN on both grids and of the
 recipe, on the calibration windows themselves and on held-out texts, from the `squint perplexity
 --json` logs of `study.sh g128` and `study.sh g128dom` in the cache. The error of a fraction is the
 standard error over windows of the paired per-window differences, carried through the ratio (windows
-are 512 tokens; per-window NLLs are recovered from the running perplexities). Standard library only.
+are 512 tokens; per-window NLLs are `windowNLL`, or recovered from the running perplexities in logs
+written before `perplexity --json` had that field). Standard library only.
 
 Usage: python3 scripts/quality/g128table.py MODEL_KEY WINDOWS [IN] [CAL]   (e.g. q05 16: the recipe's
 calibration windows; IN: calibration windows scored, default WINDOWS; CAL: lcet10 (default), code or mix,
@@ -29,8 +31,10 @@ def windows_nll(log):
         return None
     start = text.index("\n{\n") + 1
     end = text.index("\n}\n", start) + 2
-    running = json.loads(text[start:end])["result"]["perWindow"]          # running perplexity after each window (equal tokens per window)
-    cum = [k * math.log(p) for k, p in enumerate(running, 1)]
+    result = json.loads(text[start:end])["result"]
+    if "windowNLL" in result:
+        return result["windowNLL"]
+    cum = [k * math.log(p) for k, p in enumerate(result["perWindow"], 1)]   # running: equal tokens per window
     return [c - (cum[i - 1] if i else 0.0) for i, c in enumerate(cum)]
 
 
@@ -65,8 +69,9 @@ def main():
             # the ratio of their means, which the losses' ratio follows to first order)
             da = [x - y for x, y in zip(runs[a], orig)]
             db = [x - y for x, y in zip(runs[b], orig)]
-            f = statistics.fmean(da) / statistics.fmean(db)
-            se = statistics.stdev([(x - f * y) / statistics.fmean(db) for x, y in zip(da, db)]) / math.sqrt(k)
+            mb = statistics.fmean(db)
+            f = statistics.fmean(da) / mb
+            se = statistics.stdev([(x - f * y) / mb for x, y in zip(da, db)]) / math.sqrt(k)
             return f"{100 * loss[a] / loss[b]:.0f} ± {100 * se:.0f} %"
         print(f"| {name} | {math.exp(statistics.fmean(orig)):.3f} | {loss['rtn-g128']:.3f} | "
               f"{loss['rtn-g128-llamagrid']:.3f} | {loss[gptq]:.3f} | {frac(gptq, 'rtn-g128-llamagrid')} | "

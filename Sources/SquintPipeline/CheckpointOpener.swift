@@ -84,6 +84,12 @@ public enum CheckpointOpener {
         try openFile(try weightsPath(path))
     }
 
+    /// A Qwen2/Llama decoder's config (read by TextModel: an SQ4 of one, a Hugging Face folder or the
+    /// AutoGPTQ folder `convert` writes for one) has no Qwen-VL config to give.
+    static func isTextDecoder(_ config: Data, path: String) -> Bool {
+        (try? DecoderRegistry.architecture(forConfig: config, path: path)) != nil
+    }
+
     /// Opens a file or a model folder (see `weightsPath`) with its config.json and quantize_config.json.
     public static func open(_ path: String) throws -> OpenedCheckpoint {
         let fm = FileManager.default
@@ -93,16 +99,11 @@ public enum CheckpointOpener {
         var config: QwenVLConfig?
         let cfgPath = "\(folder)/config.json"
         if let sq4 = file as? SquintInt4File {
-            // The file's own; a config.json beside it may be another model's. A text decoder's SQ4
-            // (Qwen2/Llama, read by TextModel) has no Qwen-VL config.
-            let decoder = (try? DecoderRegistry.architecture(forConfig: Data(sq4.header.config.compactText.utf8), path: sq4.path)) != nil
-            config = decoder ? nil : try configFromHeader(sq4)
+            // The file's own; a config.json beside it may be another model's.
+            config = isTextDecoder(Data(sq4.header.config.compactText.utf8), path: sq4.path) ? nil : try configFromHeader(sq4)
         } else if !(file is GGUFFile), let d = fm.contents(atPath: cfgPath) {
-            // (a GGUF file carries its own configuration in its metadata.) A text decoder's folder
-            // (Qwen2/Llama: a Hugging Face model or the AutoGPTQ folder `convert` writes for one, read
-            // by TextModel) has no Qwen-VL config either.
-            let decoder = (try? DecoderRegistry.architecture(forConfig: d, path: cfgPath)) != nil
-            config = decoder ? nil : try QwenVLConfig.load(path: cfgPath)
+            // (a GGUF file carries its own configuration in its metadata)
+            config = isTextDecoder(d, path: cfgPath) ? nil : try QwenVLConfig.load(path: cfgPath)
         }
         var quant: QuantizationConfig?
         let qPath = "\(folder)/quantize_config.json"

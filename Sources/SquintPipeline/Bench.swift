@@ -144,7 +144,7 @@ public enum Bench {
                     best[c] = min(best[c], time(1) {
                         let w = min(threads, rows)
                         if w == 1 { body(c, 0, rows) } else {
-                            DispatchQueue.concurrentPerform(iterations: w) { i in body(c, rows * i / w, rows * (i + 1) / w) }
+                            parallelFor(w) { i in body(c, rows * i / w, rows * (i + 1) / w) }
                         }
                     })
                 }

@@ -54,16 +54,16 @@ public final class FloatBuffer {
     }
 }
 
-/// Runs `body(chunkStart, chunkEnd)` over [0, n) in `ways` contiguous chunks on
-/// DispatchQueue.concurrentPerform when the work is large enough to amortise the hand-off
-/// (`minPerChunk` items per chunk); otherwise inline. Chunk boundaries are multiples of `align`.
+/// Runs `body(chunkStart, chunkEnd)` over [0, n) in `ways` contiguous chunks on Squint's thread pool
+/// (`parallelFor`) when the work is large enough to amortise the hand-off (`minPerChunk` items per
+/// chunk); otherwise inline. Chunk boundaries are multiples of `align`.
 public func parallelChunks(_ n: Int, ways: Int = Threads.count, minPerChunk: Int = 1 << 14, align: Int = 1,
                            _ body: (Int, Int) -> Void) {
     let w = min(ways, max(1, n / max(minPerChunk, 1)))
     if w <= 1 { body(0, n); return }
     var per = (n + w - 1) / w
     per = (per + align - 1) / align * align
-    DispatchQueue.concurrentPerform(iterations: w) { i in
+    parallelFor(w) { i in
         let a = min(i * per, n), b = min(a + per, n)
         if a < b { body(a, b) }
     }

@@ -88,7 +88,7 @@ public final class QuantizedLinear {
         let minRows = max(1, (1 << 17) / max(1, spec.inFeatures))
         let t = max(1, min(threads, n / minRows))
         if t == 1 { body(0, n); return }
-        DispatchQueue.concurrentPerform(iterations: t) { i in body(n * i / t, n * (i + 1) / t) }
+        parallelFor(t) { i in body(n * i / t, n * (i + 1) / t) }
     }
 
     /// y = x W^T (+ bias). `x` [tokens, in] row-major, `y` [tokens, out] row-major.

@@ -28,3 +28,24 @@ public enum BLASKernels {
     public static var pinned: Bool { sq_blas_pinned() != 0 }
     public static var description: String { coreName + (pinned ? " (pinned by Squint)" : " (OpenBLAS's choice)") }
 }
+
+/// Runs `body(i)` for every i in 0..<n in parallel on Squint's thread pool (Sources/CSquintKernels/
+/// pool.c): up to `Threads.count` threads, whose workers stay awake for a fraction of a millisecond
+/// between calls, so the many short loops of a decode step (one per matrix-vector product) start in
+/// under a microsecond. Dispatch's concurrentPerform, used before, woke a parked thread for each call:
+/// tens of microseconds, which made two-thread decoding no faster than one-thread. When the pool is
+/// busy (a loop inside an iteration, or another thread's loop) this falls back to concurrentPerform.
+/// Which thread runs an iteration varies; what an iteration computes does not.
+public func parallelFor(_ n: Int, _ body: (Int) -> Void) {
+    if n <= 0 { return }
+    if n == 1 { body(0); return }
+    withoutActuallyEscaping(body) { escapable in
+        var closure = escapable
+        let rc = withUnsafeMutablePointer(to: &closure) { p in
+            sq_pool_run(Int64(n), Int32(Threads.count), { ctx, i in
+                ctx!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(i))
+            }, UnsafeMutableRawPointer(p))
+        }
+        if rc != 0 { DispatchQueue.concurrentPerform(iterations: n, execute: escapable) }
+    }
+}

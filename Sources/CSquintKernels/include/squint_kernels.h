@@ -19,6 +19,15 @@ int sq_blas_pinned(void);
 /// $SQUINT_THREADS if set, else the CPUs this process may use; OpenBLAS is set to it at start-up.
 int sq_default_threads(void);
 
+/// Squint's thread pool (pool.c) for short parallel loops: runs fn(ctx, i) for every i in [0, n),
+/// spread over the calling thread and up to threads - 1 workers that stay awake briefly between
+/// calls. Returns 0 when done, or -1 without running anything when the pool is busy (a run on another
+/// thread, or a call from inside an iteration): the caller then runs the loop another way.
+typedef void (*sq_pool_fn)(void *ctx, int64_t i);
+int sq_pool_run(int64_t n, int threads, sq_pool_fn fn, void *ctx);
+/// Workers started so far (they are created on first use and never exit).
+int sq_pool_workers(void);
+
 /// SIGINT/SIGTERM for writing commands (interrupt.c): install records the first signal and wakes
 /// sq_interrupt_wait; sq_interrupt_requested is that signal (0 while none arrived, or after
 /// sq_interrupt_clear). 0 / -1 on failure.

@@ -91,9 +91,9 @@ static void *worker(void *arg) {
         const int64_t until = now_ns() + SQ_POOL_SPIN_NS;
         int found = 0;
         for (unsigned k = 1; !found; k++) {
-            for (int s = 0; s < 32; s++) cpu_relax();
+            for (int s = 0; s < 8; s++) cpu_relax();
             if (atomic_load_explicit(&wake_seq, memory_order_acquire) != seq) { found = 1; break; }
-            if ((k & 63) == 0) {
+            if ((k & 255) == 0) {
                 if (now_ns() > until) break;
                 sched_yield();   // let another runnable thread on this CPU (e.g. OpenBLAS's) go first
             }

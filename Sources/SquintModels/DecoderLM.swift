@@ -306,15 +306,16 @@ public final class DecoderLM {
         if S == 1 {
             // Decode: kv head g's `rep` query heads are consecutive rows of d in q, so they form one
             // [rep, d] query matrix and one product per kv head scores them all (2 sgemm per kv head
-            // instead of 2 per query head); the one token sees every cached key, so no mask.
-            for g in 0..<KV {
+            // instead of 2 per query head); the one token sees every cached key, so no mask. Products
+            // this small run on one OpenBLAS thread (Threads.withSingleThreadedBLAS).
+            Threads.withSingleThreadedBLAS { for g in 0..<KV {
                 Attention.forward(q: HeadLayout(base: q + g * rep * d, rowStride: d, headStep: 0),
                                   k: HeadLayout(base: kc + g * d, rowStride: kvDim, headStep: 0),
                                   v: HeadLayout(base: vc + g * d, rowStride: kvDim, headStep: 0),
                                   nq: rep, nk: past + 1, heads: 1, headDim: d,
                                   scaling: .divideScores(Float(Double(d).squareRoot())), causalPast: nil,
                                   out: attn + g * rep * d, outStride: d, scores: scores, qScratch: qScratch)
-            }
+            } }
         } else {
             for g in 0..<KV {
                 Attention.forward(q: HeadLayout(base: q + g * rep * d, rowStride: qStride, headStep: d),

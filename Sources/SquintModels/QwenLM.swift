@@ -263,11 +263,13 @@ public final class QwenLM {
                 (kc + (past + t) * h).update(from: qkv + t * 3 * h + h, count: h)
                 (vc + (past + t) * h).update(from: qkv + t * 3 * h + 2 * h, count: h)
             }
-            Attention.forward(q: HeadLayout(base: qkv, rowStride: 3 * h, headStep: d),
-                              k: HeadLayout(base: kc, rowStride: h, headStep: d),
-                              v: HeadLayout(base: vc, rowStride: h, headStep: d),
-                              nq: S, nk: T, heads: H, headDim: d, scaling: .divideScores(Float(Double(d).squareRoot())),
-                              causalPast: past, out: a, outStride: h, scores: scores, qScratch: qScratch)
+            Threads.withSingleThreadedBLAS(when: S == 1) {                          // decode: see there
+                Attention.forward(q: HeadLayout(base: qkv, rowStride: 3 * h, headStep: d),
+                                  k: HeadLayout(base: kc, rowStride: h, headStep: d),
+                                  v: HeadLayout(base: vc, rowStride: h, headStep: d),
+                                  nq: S, nk: T, heads: H, headDim: d, scaling: .divideScores(Float(Double(d).squareRoot())),
+                                  causalPast: past, out: a, outStride: h, scores: scores, qScratch: qScratch)
+            }
             if reached(.cProj, a) { return }
             fallthrough
         case .cProj:

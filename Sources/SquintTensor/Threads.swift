@@ -18,6 +18,21 @@ public enum Threads {
     }
 }
 
+extension Threads {
+    /// Runs `body` with OpenBLAS on one thread (Squint's own count is unchanged), for BLAS calls too
+    /// small to share: a decode step's attention is a few products of [heads, d] x [d, tokens] per
+    /// layer (~0.1 ms of work per token in all), and OpenBLAS handing each to its second thread cost
+    /// more than the products (its thread then spins in sched_yield beside Squint's pool worker).
+    /// `when: false` runs `body` as it is.
+    public static func withSingleThreadedBLAS<R>(when condition: Bool = true, _ body: () throws -> R) rethrows -> R {
+        let n = count
+        if n <= 1 || !condition { return try body() }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(n)) }
+        return try body()
+    }
+}
+
 /// Which OpenBLAS kernel set runs Squint's products. Squint pins the Haswell (AVX2/FMA) set at
 /// start-up on every CPU that has AVX2 and FMA (Sources/CSquintKernels/blas_pin.c), so results are
 /// the same bits on Zen 3, Zen 4 and Zen 5; `SQUINT_BLAS_CORE=native` keeps OpenBLAS's own choice.

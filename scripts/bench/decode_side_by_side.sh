@@ -7,22 +7,7 @@
 # which time slices lost to other processes do not inflate.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-C=${SQUINT_CACHE:-$HOME/.cache/squint}; S=.build/release/squint; B=$C/llama.cpp/bin; M=$C/models
-TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-# The prompt: the first 2,050 characters of alice29.txt (CRLF -> LF) from "Alice was beginning", and a request.
-tr -d '\r' < "$C/texts/alice29.txt" > "$TMP/alice.txt"
-start=$(grep -b -o "Alice was beginning" "$TMP/alice.txt" | head -1 | cut -d: -f1)
-{ tail -c +$((start + 1)) "$TMP/alice.txt" | head -c 2050; printf '\n\nSummarize the story above in detail, paragraph by paragraph.'; } > "$TMP/prompt.txt"
-P="$(cat "$TMP/prompt.txt")"
-log() { echo "== $* $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"; }
-rate() { # prefill and decode tokens/s from a text `run --json` (decode: generated - 1 steps)
-  local pt ps ds n
-  pt=$(grep -o '"promptTokens" *: *[0-9]*' "$1" | grep -o '[0-9]*$')
-  ps=$(grep -o '"prefillSeconds" *: *[0-9.e-]*' "$1" | sed 's/.*: *//')
-  ds=$(grep -o '"decodeSeconds" *: *[0-9.e-]*' "$1" | sed 's/.*: *//')
-  n=$(tr -d ' \n' < "$1" | grep -o '"generatedIds":\[[^]]*\]' | tr -cd ',' | wc -c); n=$((n + 1))
-  awk -v pt="$pt" -v ps="$ps" -v ds="$ds" -v n="$n" 'BEGIN { printf "prompt %d prefill %.2f s = %.1f tok/s; decode %d in %.2f s = %.2f tok/s\n", pt, ps, pt / ps, n, ds, (n - 1) / ds }'
-}
+source scripts/bench/common.sh
 for round in 1 2; do
   for t in 1 2; do log "squint bench decode t$t round $round"; $S bench --threads "$t" --only decode 2>&1; done
   for m in qwen2.5-coder-0.5b-instruct.gguf qwen2.5-coder-1.5b-instruct-q4_k_m.gguf; do

@@ -79,6 +79,11 @@ public struct QwenVLConfig: Codable, Equatable, Sendable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ModelError.config(path: path, message: "cannot read the file")
         }
+        return try decode(data, path: path)
+    }
+
+    /// A config.json's bytes, already read from `path` (named in errors), decoded and validated.
+    public static func decode(_ data: Data, path: String) throws -> QwenVLConfig {
         let cfg: QwenVLConfig
         do {
             cfg = try JSONDecoder().decode(QwenVLConfig.self, from: data)

@@ -103,7 +103,7 @@ public enum CheckpointOpener {
             config = isTextDecoder(Data(sq4.header.config.compactText.utf8), path: sq4.path) ? nil : try configFromHeader(sq4)
         } else if !(file is GGUFFile), let d = fm.contents(atPath: cfgPath) {
             // (a GGUF file carries its own configuration in its metadata)
-            config = isTextDecoder(d, path: cfgPath) ? nil : try QwenVLConfig.load(path: cfgPath)
+            config = isTextDecoder(d, path: cfgPath) ? nil : try QwenVLConfig.decode(d, path: cfgPath)
         }
         var quant: QuantizationConfig?
         let qPath = "\(folder)/quantize_config.json"

@@ -76,17 +76,11 @@ static void work(uint64_t t) {
     }
 }
 
-static int has_work(uint64_t t) {
-    const uint32_t i = (uint32_t)t;
-    return i != CLOSED && (int64_t)i < atomic_load_explicit(&run_n, memory_order_relaxed);
-}
-
 static void *worker(void *arg) {
     (void)arg;
     for (;;) {
         const uint32_t seq = atomic_load(&wake_seq);
-        uint64_t t = atomic_load_explicit(&ticket, memory_order_acquire);
-        if (has_work(t)) { work(t); continue; }
+        work(atomic_load_explicit(&ticket, memory_order_acquire));   // returns at once if nothing is open
         // Spin for a while: the next call of a decode step usually comes within microseconds.
         const int64_t until = now_ns() + SQ_POOL_SPIN_NS;
         int found = 0;
@@ -153,5 +147,3 @@ int sq_pool_run(int64_t n, int threads, sq_pool_fn fn, void *ctx) {
     atomic_store(&busy, 0);
     return 0;
 }
-
-int sq_pool_workers(void) { return atomic_load(&started); }

@@ -25,8 +25,6 @@ int sq_default_threads(void);
 /// thread, or a call from inside an iteration): the caller then runs the loop another way.
 typedef void (*sq_pool_fn)(void *ctx, int64_t i);
 int sq_pool_run(int64_t n, int threads, sq_pool_fn fn, void *ctx);
-/// Workers started so far (they are created on first use and never exit).
-int sq_pool_workers(void);
 
 /// SIGINT/SIGTERM for writing commands (interrupt.c): install records the first signal and wakes
 /// sq_interrupt_wait; sq_interrupt_requested is that signal (0 while none arrived, or after

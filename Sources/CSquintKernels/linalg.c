@@ -72,7 +72,7 @@ void sq_upper_col_to_row_f64_to_f32(const double *u, float *h, size_t n) {
 // in a 1 MB L2) are handed to the threads from the bottom up (the biggest first); the C tile is
 // prefetched before the k loop (C streams from memory once per step).
 
-#include <immintrin.h>
+#include "isa.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -87,12 +87,12 @@ enum { CHOL_NB = 256, CHOL_MR = 24, CHOL_NR = 8, CHOL_MC = 384 };
 
 int sq_cpu_has_avx512f(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
+    return sq_cpu_supports("avx512f");
 }
 
 // C (column-major, ldc; rows x cols, at most 24 x 8) -= A B^T for packed panels ap [kc][24], bp [kc][8],
 // touching only elements on or below the diagonal: row i, column j with diag + i >= j (diag = row0 - col0).
-__attribute__((target("avx512f,fma")))
+SQ_TARGET_AVX512
 static void chol_kernel_24x8(size_t kc, const double *ap, const double *bp, double *c, size_t ldc, size_t rows,
                              size_t cols, ptrdiff_t diag) {
     for (size_t j = 0; j < cols; j++) {

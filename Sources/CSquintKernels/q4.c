@@ -6,7 +6,7 @@
 // the SIMD kernels' explicit FMA intrinsics).
 #pragma STDC FP_CONTRACT OFF
 #include "squint_kernels.h"
-#include <immintrin.h>
+#include "isa.h"
 #include "simd_sum.h"
 #include <math.h>
 #include <stdlib.h>
@@ -262,7 +262,7 @@ AVX2 static void matvec_f32_avx2(const sq_q4_matrix *w, const float *x, float *y
 }
 
 // --- AVX-512
-#define AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
+#define AVX512 SQ_TARGET_AVX512
 
 AVX512 static inline float reduce16(__m512 v) {
     __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
@@ -351,7 +351,7 @@ int sq_q4_level(void) {
     static int cpu = -1;
     if (cpu < 0) {
         __builtin_cpu_init();
-        cpu = __builtin_cpu_supports("avx512f") && sq_has_avx2_fma() ? SQ_Q4_AVX512 : sq_has_avx2_fma() ? SQ_Q4_AVX2 : SQ_Q4_SCALAR;
+        cpu = sq_cpu_supports("avx512f") && sq_has_avx2_fma() ? SQ_Q4_AVX512 : sq_has_avx2_fma() ? SQ_Q4_AVX2 : SQ_Q4_SCALAR;
     }
     if (cpu == SQ_Q4_AVX512) {
         const char *e = getenv("SQUINT_NO_AVX512");
@@ -364,7 +364,7 @@ static int level_supported(int level) {
     if (level == SQ_Q4_SCALAR) return 1;
     __builtin_cpu_init();
     if (level == SQ_Q4_AVX2) return sq_has_avx2_fma();
-    if (level == SQ_Q4_AVX512) return sq_has_avx2_fma() && __builtin_cpu_supports("avx512f");
+    if (level == SQ_Q4_AVX512) return sq_has_avx2_fma() && sq_cpu_supports("avx512f");
     return 0;
 }
 
@@ -459,7 +459,7 @@ DEFINE_MATVEC_Q8(matvec_q8_avx2, AVX2, Q8_STEP)
 // The same step with AVX-512 VNNI (vpdpbusd on 256-bit vectors): one instruction per half instead of
 // maddubs + add + madd. The integer sums are the same numbers (no int16 saturation can occur in the
 // AVX2 step: |lo*x0 pair + hi*x1 pair| <= 4 * 15 * 127), so both give identical bits.
-#define VNNI __attribute__((target("avx512f,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define VNNI SQ_TARGET_VNNI
 #define Q8_STEP_VNNI(rc, acc)                                                                     \
     do {                                                                                          \
         __m256i v_ = _mm256_loadu_si256((const __m256i *)((rc) + k / 2));                         \
@@ -499,7 +499,7 @@ int sq_has_vnni(void) {
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
-        cached = sq_has_avx2_fma() && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+        cached = sq_has_avx2_fma() && sq_cpu_supports("avx512vl") && sq_cpu_supports("avx512vnni");
     }
     return cached;
 }

@@ -4,7 +4,7 @@
 // No contraction: the scalar twin rounds exactly as written (fmaf where the SIMD code has an FMA).
 #pragma STDC FP_CONTRACT OFF
 #include "squint_kernels.h"
-#include <immintrin.h>
+#include "isa.h"
 #include "simd_sum.h"
 #include <math.h>
 
@@ -52,7 +52,7 @@ static void matvec_scalar(const int8_t *q, const float *d, int64_t in, const int
 }
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
-#define VNNI __attribute__((target("avx512f,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define VNNI SQ_TARGET_VNNI
 
 
 // |w| x sign(x, w): unsigned x signed bytes for maddubs / vpdpbusd with the product's sign kept.

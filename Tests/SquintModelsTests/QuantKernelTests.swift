@@ -230,6 +230,22 @@ final class QuantKernelTests: XCTestCase {
         }
     }
 
+    /// scripts/test.sh's second pass states which levels it is there to test: `SQUINT_EXPECT_AVX512=1`
+    /// (the AVX-512 build emulated on an AVX2-only CPU) or `0` (`SQUINT_NO_AVX512=1` on an AVX-512 CPU).
+    /// Without this check a build flag or switch that stopped taking effect would let that pass test the
+    /// path of the first pass again, and stay green. Skipped when the variable is unset.
+    func testTheSecondPassRunsTheLevelsItIsMeantTo() throws {
+        let expect = ProcessInfo.processInfo.environment["SQUINT_EXPECT_AVX512"]
+        try XCTSkipIf(expect == nil, "SQUINT_EXPECT_AVX512 is set by scripts/test.sh's second pass")
+        if expect == "1" {
+            XCTAssertEqual(sq_q4_level(), Int32(SQ_Q4_AVX512), "Int4 float32-x decode level")
+            XCTAssertEqual(sq_has_vnni(), 1, "int8 VNNI level")
+            XCTAssertEqual(sq_cpu_has_avx512f(), 1, "AVX-512 Cholesky")
+        } else {
+            XCTAssertEqual(sq_q4_level(), Int32(SQ_Q4_AVX2), "Int4 float32-x decode level")
+        }
+    }
+
     /// `SQUINT_NO_AVX512=1` switches the dispatching entry point off AVX-512: its result is then the
     /// AVX2 level's bit for bit; unset, it is the best level's.
     func testF32DecodeDispatchRespectsNoAVX512() throws {

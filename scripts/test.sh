@@ -7,7 +7,8 @@
 #    - on an AVX2-only CPU, built with the AVX-512 code emulated (scripts/test-avx512-emulated.sh),
 #      the path that Zen 4/5 machines take.
 #    So CI covers both dispatch paths on every machine (docs/RELIABILITY.md).
-# Extra arguments go to `swift test` in pass 1 (e.g. --filter ConvertTests), and pass 2 is skipped.
+# 3. Squint's own parallel code under ThreadSanitizer (scripts/tsan.sh).
+# Extra arguments go to `swift test` in pass 1 (e.g. --filter ConvertTests), and passes 2 and 3 are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift test "$@"
@@ -21,3 +22,5 @@ elif grep -qw avx2 /proc/cpuinfo 2>/dev/null; then
 else
   echo "== no second pass: this CPU has neither AVX-512 nor the AVX2 the emulation builds on"
 fi
+echo "== third pass: the parallel code under ThreadSanitizer"
+bash scripts/tsan.sh

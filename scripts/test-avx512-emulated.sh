@@ -18,5 +18,5 @@ swift build --build-tests "${emu[@]}"
 args=("$@")
 if [ ${#args[@]} -eq 0 ]; then args=(--filter "$(cat scripts/avx512-suites)")
 elif [ "${args[0]}" = --all ]; then args=("${args[@]:1}"); fi
-# QuantKernelTests.testTheExpectedLevelsAreChosen fails unless the AVX-512 levels are really in use.
+# QuantKernelTests.testTheSecondPassRunsTheLevelsItIsMeantTo fails unless the AVX-512 levels are really in use.
 SQUINT_EXPECT_AVX512=1 swift test --skip-build "${emu[@]}" "${args[@]}"

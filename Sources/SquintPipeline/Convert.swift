@@ -72,7 +72,7 @@ public enum Converter {
         if o.verifyChecksums {
             // Torch zip entries (and SQ4 tensors) carry CRC-32s: a flipped bit is caught before hours of work.
             let bar = progress == nil ? nil : ProgressBar(label: "verify", unit: .bytes)
-            try Checksums.verify(opened.file, threads: Threads.count, progress: bar.map { b in { done, total in b.update(done, total) } })
+            try Checksums.verify(opened.file, threads: Threads.count, progress: bar.map { b in { @Sendable done, total in b.update(done, total) } })
             bar?.finish()
         }
         let configPath = "\(opened.folder)/config.json"

@@ -10,8 +10,8 @@
 // builds each 512-bit lane-wise operation from two native 256-bit ones: FMAs stay fused, every lane
 // rounds as on the real unit). The three intrinsics SIMDe 0.7.4 lacks are defined below from their
 // definitions in Intel's Intrinsics Guide. So the kernels' logic (lookups, shifts, lane order, masks,
-// the scalar twins' claim of identical bits) is tested on every machine; only the real instructions'
-// speed needs a real AVX-512 CPU.
+// the scalar twins' claim of identical bits) is tested on every machine. What still needs a real
+// AVX-512 CPU: the compiler's own AVX-512 code for these functions, the CPU check itself, and speed.
 #ifndef SQUINT_ISA_H
 #define SQUINT_ISA_H
 #include <immintrin.h>

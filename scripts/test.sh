@@ -8,6 +8,9 @@
 #      the path that Zen 4/5 machines take.
 #    So CI covers both dispatch paths on every machine (docs/RELIABILITY.md).
 # 3. Squint's own parallel code under ThreadSanitizer (scripts/tsan.sh).
+# 4. The SIMD kernels as the compiler built them for AVX-512, executed by AVX-512 CPUs emulated
+#    instruction by instruction (Bochs booting Linux with the kernel check as init: scripts/avx512-bochs.sh),
+#    so the AVX-512 machine code and the CPU check run on every machine, whatever its own CPU.
 # Extra arguments go to `swift test` in pass 1 (e.g. --filter ConvertTests), and passes 2 and 3 are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,3 +27,5 @@ else
 fi
 echo "== third pass: the parallel code under ThreadSanitizer"
 bash scripts/tsan.sh
+echo "== fourth pass: the SIMD kernels on emulated AVX-512 CPUs (Bochs)"
+bash scripts/avx512-bochs.sh

@@ -87,7 +87,7 @@ static void q4_case(shape s, int have512, int have_vnni) {
     uint8_t *zeros = s.asym ? malloc((size_t)(s.out * groups)) : NULL;
     float *x = malloc(sizeof(float) * (size_t)s.in);
     float *y = malloc(sizeof(float) * (size_t)s.out), *t = malloc(sizeof(float) * (size_t)s.out);
-    float *r = malloc(sizeof(float) * (size_t)s.out), *d = malloc(sizeof(float) * (size_t)s.out);
+    float *r = malloc(sizeof(float) * (size_t)s.out);
     for (int64_t i = 0; i < s.out * s.in / 2; i++) codes[i] = (uint8_t)next_u64();
     for (int64_t i = 0; i < s.out * groups; i++) {
         scales[i] = (float)(0.001 + 0.02 * uniform());
@@ -131,12 +131,16 @@ static void q4_case(shape s, int have512, int have_vnni) {
             if (fabs((double)y[o] - (double)r[o]) > (double)(s.in + 2) * 0x1.0p-24 * absum[o]) within = 0;
         check(within, name, "within (in+2) 2^-24 sum|wx| of the double reference");
     }
-    // The entry point the runtime calls picks the best level: the AVX-512 one when the CPU has it.
+    // The entry point the runtime calls gives the bits of the level sq_q4_level() names (AVX-512 when the
+    // CPU has it and $SQUINT_NO_AVX512 is unset; main checks that level against the expectations).
+    const int level = sq_q4_level();
     memset(y, 0xFF, sizeof(float) * (size_t)s.out);
     sq_q4_matvec_f32(&w, x, y, 0, s.out);
-    sq_q4_matvec_f32_twin(&w, x, t, 0, s.out, have512 ? SQ_Q4_AVX512 : SQ_Q4_AVX2);
     snprintf(name, sizeof name, "q4 f32 dispatch in=%lld", (long long)s.in);
-    check(same_bits(y, t, s.out, &first), name, have512 ? "the AVX-512 level's bits" : "the AVX2 level's bits");
+    if (level == SQ_Q4_SCALAR) sq_q4_matvec_f32_level(&w, x, t, 0, s.out, SQ_Q4_SCALAR);
+    else sq_q4_matvec_f32_twin(&w, x, t, 0, s.out, level);
+    check(same_bits(y, t, s.out, &first), name,
+          level == SQ_Q4_AVX512 ? "the AVX-512 level's bits" : level == SQ_Q4_AVX2 ? "the AVX2 level's bits" : "the reference's bits");
 
     if (s.in % 64 == 0 && s.gs % 64 == 0) {
         int8_t *xq = malloc((size_t)s.in);
@@ -176,7 +180,7 @@ static void q4_case(shape s, int have512, int have_vnni) {
         }
         free(xq); free(d8); free(bsum);
     }
-    free(absum); free(codes); free(scales); free(zeros); free(x); free(y); free(t); free(r); free(d);
+    free(absum); free(codes); free(scales); free(zeros); free(x); free(y); free(t); free(r);
 }
 
 // ------------------------------------------------------------------ int8 x int8 (the 8-bit lm_head)

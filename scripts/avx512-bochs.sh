@@ -38,8 +38,14 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/squint-bochs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 # The kernel: the one Debian 12's linux-image-amd64 currently depends on.
-pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -1)
-[ -n "$pkg" ] || { echo "avx512-bochs.sh: apt does not know linux-image-amd64 (apt-get update?)" >&2; exit 1; }
+kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -1; }
+pkg=$(kernel_pkg)
+if [ -z "$pkg" ]; then   # a machine whose package lists were never fetched
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq || true
+  pkg=$(kernel_pkg)
+fi
+[ -n "$pkg" ] || { echo "avx512-bochs.sh: apt does not know linux-image-amd64 (no Debian package lists?)" >&2; exit 1; }
 kernel="$CACHE/vmlinuz-${pkg#linux-image-}"
 if [ ! -s "$kernel" ]; then
   echo "== fetching $pkg"

@@ -1,6 +1,7 @@
 import CZstd
 import Foundation
 import SquintFormats
+import SquintTensor
 
 /// Calibration activations of one stage (the inputs of one block), one zstd frame per sample on
 /// disk, with as many samples as the memory budget allows also kept in RAM.
@@ -103,4 +104,5 @@ struct ConvertWorkState: ResumeState, Equatable {
     /// Tokens per calibration sample.
     var tokens: [Int]
     var log: [ConvertModuleLog]
+    var threads: Int? = Threads.count
 }

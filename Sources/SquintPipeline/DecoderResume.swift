@@ -23,12 +23,15 @@ final class DecoderWork {
     private let work: WorkFolder<BlockProgress>
     let fingerprint: String
     private(set) var blocksDone = 0
+    /// The thread count the run was started with (a resumed run keeps the saved one).
+    private let threads: Int?
     var folder: String { work.path }
 
     /// Opens (with `resume`) or creates the work folder for `output` (`WorkFolder`'s rules).
     init(output: String, fingerprint: String, resume: Bool, force: Bool) throws {
         work = try WorkFolder(output: output, fingerprint: fingerprint, resume: resume, force: force)
         self.fingerprint = fingerprint
+        threads = work.saved.map { $0.threads } ?? Threads.count
         if let saved = work.saved { blocksDone = saved.blocksDone } else { try writeState() }
     }
 
@@ -62,7 +65,7 @@ final class DecoderWork {
             + (o.hessianShrink > 0 ? ["hessian shrink \(o.hessianShrink)"] : [])).joined(separator: "; ")
     }
 
-    private func writeState() throws { try work.write(BlockProgress(fingerprint: fingerprint, blocksDone: blocksDone)) }
+    private func writeState() throws { try work.write(BlockProgress(fingerprint: fingerprint, blocksDone: blocksDone, threads: threads)) }
 
     private func blockPath(_ l: Int) -> String { "\(folder)/block-\(l).safetensors" }
     private func actsPath(_ l: Int) -> String { "\(folder)/acts-\(l).safetensors" }

@@ -1,5 +1,6 @@
 import Foundation
 import SquintFormats
+import SquintTensor
 
 /// What every kind of resume state records; each kind (`ConvertWorkState` for Qwen-VL,
 /// `BlockProgress` for text models) adds its own fields to the same `state.json`.
@@ -8,12 +9,16 @@ protocol ResumeState: Codable {
     var fingerprint: String { get }
     /// Blocks finished (their files are in the folder).
     var blocksDone: Int { get }
+    /// The thread count the run was started with (nil in states written before it was kept).
+    /// Not part of the fingerprint: another count resumes, with a warning (`WorkFolder.threadWarning`).
+    var threads: Int? { get }
 }
 
 /// The resume state of a text-model conversion: the common part alone.
 struct BlockProgress: ResumeState, Equatable {
     var fingerprint: String
     var blocksDone: Int
+    var threads: Int?
 }
 
 /// The work folder of a conversion beside its output (`.NAME.squint-convert`): one set of rules for
@@ -27,6 +32,17 @@ struct WorkFolder<State: ResumeState> {
     var statePath: String { path + "/state.json" }
     /// Whether this run made the folder (a failure before its first saved state then removes it).
     var fresh: Bool { saved == nil }
+
+    /// Set when the saved run used another thread count than this one (`Threads.count`). OpenBLAS
+    /// sums in another order on another thread count, so the blocks still to come get other float bits
+    /// and some other GPTQ codes than the saved run would have given them: the output is a valid
+    /// conversion, but not byte for byte the one an uninterrupted run at either count writes
+    /// (docs/RELIABILITY.md). Printed as a warning when the folder is opened.
+    var threadWarning: String? {
+        guard let n = saved?.threads, n != Threads.count else { return nil }
+        return "the saved run used \(n) thread\(n == 1 ? "" : "s") and this one uses \(Threads.count): the result will be a valid "
+            + "conversion but not byte-identical to an uninterrupted run (resume with --threads \(n) for that)"
+    }
 
     /// The folder for `output`.
     static func path(for output: String) -> String {
@@ -52,6 +68,7 @@ struct WorkFolder<State: ResumeState> {
             }
         }
         saved = existing
+        if let w = threadWarning { FileHandle.standardError.write(Data("warning: \(path): \(w)\n".utf8)) }
         if existing == nil {
             do { try fm.createDirectory(atPath: path, withIntermediateDirectories: false) } catch {
                 throw FormatError.io(path: path, doing: "cannot create the work folder", error)

@@ -17,8 +17,7 @@ struct Bench: ParsableCommand {
         Example: squint bench --threads 2 --only llm
         """)
 
-    @Option(help: "Threads for Squint's kernels and OpenBLAS (default: every core, or $SQUINT_THREADS).")
-    var threads: Int?
+    @OptionGroup var threading: ThreadOptions
 
     @Option(help: "Only these parts: llm, vit, decode (comma-separated).")
     var only: String?
@@ -28,7 +27,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            if let threads { Threads.count = threads }
+            threading.apply()
             let parts = only.map { Set($0.split(separator: ",").map(String.init)) }
             FileHandle.standardError.write(Data("squint bench: \(Threads.count) threads, OpenBLAS kernels \(BLASKernels.description)\n".utf8))
             let rows = try SquintPipeline.Bench.run(only: parts) { r in

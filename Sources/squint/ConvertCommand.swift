@@ -124,6 +124,8 @@ struct Convert: ParsableCommand {
     var hessianShrinkOption: Double?
     var hessianShrink: Double { hessianShrinkOption ?? 0 }
 
+    @OptionGroup var threading: ThreadOptions
+
     @Flag(help: "Print the result and the per-module log as JSON.")
     var json = false
 
@@ -211,6 +213,7 @@ struct Convert: ParsableCommand {
     var isTextDecoder: Bool { format != "gguf" && (calibText != nil || TextModel.canOpen(model)) }
 
     func run() throws {
+        threading.apply()
         if format == "gguf" { return try runGGUF() }
         if isTextDecoder { return try runTextDecoder() }
         try runReportingErrors {

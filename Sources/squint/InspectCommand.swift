@@ -46,6 +46,8 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Check every checksum the file carries (Squint Int4: each tensor's CRC-32; torch zip: each entry's CRC-32); exit 1 on a mismatch. safetensors and legacy torch files carry none.")
     var verify = false
 
+    @OptionGroup var threading: ThreadOptions
+
     func validate() throws {
         if let filter, (try? NSRegularExpression(pattern: filter)) == nil {
             throw ValidationError("--filter '\(filter)' is not a valid regular expression")
@@ -55,6 +57,7 @@ struct Inspect: ParsableCommand {
     }
 
     func run() throws {
+        threading.apply()
         try runReportingErrors {
             if let diff {
                 // Names, shapes and types only: no config.json is read (a decoder folder's config is

@@ -34,8 +34,7 @@ struct PerplexityCommand: ParsableCommand {
     @Option(name: .long, help: "Score at most this many windows (llama-perplexity's --chunks).")
     var chunks: Int?
 
-    @Option(name: .long, help: "Threads (default: $SQUINT_THREADS, else every core).")
-    var threads: Int?
+    @OptionGroup var threading: ThreadOptions
 
     @Flag(name: .long, help: "Print the result as JSON (result.perWindow: the running perplexity after each window, as llama-perplexity prints it; result.windowNLL: each window's own mean NLL).")
     var json = false
@@ -43,12 +42,11 @@ struct PerplexityCommand: ParsableCommand {
     func validate() throws {
         guard ctx >= 4 && ctx <= 1 << 20 else { throw ValidationError("--ctx must be between 4 and 1048576") }
         if let chunks, chunks < 1 { throw ValidationError("--chunks must be at least 1") }
-        if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
     }
 
     func run() throws {
         try runReportingErrors {
-            if let threads { Threads.count = threads }
+            threading.apply()
             guard let data = FileManager.default.contents(atPath: text) else {
                 throw ValidationErrorExit(message: "\(text): cannot read the file")
             }

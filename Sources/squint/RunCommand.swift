@@ -31,8 +31,7 @@ struct GenerationOptions: ParsableArguments {
     @Flag(name: .customLong("int8-activations"), help: "Int4 models: decode with 8-bit activations (Q4 x Q8 integer products, ~2x faster, ~4e-3 relative error per product); text models also hold the lm_head as int8 (Q8 x Q8, as llama.cpp's Q8_0 output.weight).")
     var int8Activations = false
 
-    @Option(help: "Threads for Squint's kernels and OpenBLAS (default: every core, or $SQUINT_THREADS).")
-    var threads: Int?
+    @OptionGroup var threading: ThreadOptions
 
     @Flag(name: .customLong("no-verify"), help: "Skip the CRC-32 check of the weights (Squint Int4 tensors, torch zip entries; checked by default: one read of the file, about 1 s for the 4.6 GB Qwen-VL-Chat Int4).")
     var noVerify = false
@@ -42,12 +41,11 @@ struct GenerationOptions: ParsableArguments {
         if let topK, topK < 0 { throw ValidationError("--top-k must be >= 0") }
         if let temperature, !(temperature > 0) { throw ValidationError("--temperature must be > 0") }
         if maxNewTokens < 1 { throw ValidationError("--max-new-tokens must be >= 1") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be >= 1") }
     }
 
     /// Loads the model with these options' vocabulary, threads and Int4 decode path.
     func load(_ folder: String) throws -> LoadedModel {
-        if let threads { Threads.count = threads }
+        threading.apply()
         let m = try LoadedModel(folder: folder, vocab: vocab, verifyChecksums: !noVerify)
         m.useInt8Activations(int8Activations)
         return m

@@ -3,6 +3,20 @@ import CSquintKernels
 import Foundation
 import SquintFormats
 import SquintPipeline
+import SquintTensor
+
+/// `--threads N`, the same on every command that computes.
+struct ThreadOptions: ParsableArguments {
+    @Option(help: "Threads for Squint's kernels and OpenBLAS (default: $SQUINT_THREADS, else every core this process may use). Float results differ in their last bits between thread counts (docs/RELIABILITY.md).")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, !(1...1024).contains(threads) { throw ValidationError("--threads must be between 1 and 1024") }
+    }
+
+    /// Sets the thread count of Squint's loops and OpenBLAS, before any work.
+    func apply() { if let threads { Threads.count = threads } }
+}
 
 /// The one prefix of every error line Squint prints (its own and ArgumentParser's).
 let errorPrefix = "squint: error: "

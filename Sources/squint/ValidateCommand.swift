@@ -89,6 +89,8 @@ struct Validate: ParsableCommand {
     @Flag(name: .customLong("no-verify"), help: "Skip the CRC-32 check of the weights (Squint Int4 tensors, torch zip entries; checked by default before anything runs).")
     var noVerify = false
 
+    @OptionGroup var threading: ThreadOptions
+
     func validate() throws {
         if let maxKL, !(maxKL >= 0) { throw ValidationError("--max-kl must be >= 0") }
         if let minTop1, !(minTop1 >= 0 && minTop1 <= 1) { throw ValidationError("--min-top1 must be in [0, 1]") }
@@ -117,6 +119,7 @@ struct Validate: ParsableCommand {
     }
 
     func run() throws {
+        threading.apply()
         var gateFailed = false
         try runReportingErrors {
             // The output paths first: a refusal must come before minutes of work, not after.

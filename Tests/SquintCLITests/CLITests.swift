@@ -209,4 +209,30 @@ final class MessagesCLITests: XCTestCase {
             XCTAssertTrue(r.out.contains("Example: squint \(c) "), "\(c) --help has no example")
         }
     }
+
+    /// Every command that computes takes --threads (the thread count is part of a run's configuration:
+    /// docs/RELIABILITY.md), documented in its help and checked before any work.
+    func testEveryComputingCommandTakesThreads() throws {
+        let tmp = Fixtures.temporaryFolder("cli-threads")
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        let safetensors = Fixtures.path("safetensors/no_metadata.safetensors"), t = "\(tmp)/t.txt"
+        let commands: [String: [String]] = [
+            "inspect": [safetensors], "convert": [safetensors, "--method", "rtn", "-o", "\(tmp)/o.sq4"],
+            "validate": [safetensors, safetensors, "--text", t], "run": [safetensors, "--prompt", "hi"], "chat": [safetensors],
+            "perplexity": [safetensors, t], "bench": []]
+        for (c, args) in commands {
+            let help = try Fixtures.run(squint, [c, "--help"])
+            XCTAssertTrue(help.out.contains("--threads <threads>"), "\(c) --help lists no --threads")
+            for bad in ["0", "1025", "two"] {
+                let r = try Fixtures.run(squint, [c] + args + ["--threads", bad])
+                XCTAssertEqual(r.status, 64, "\(c) --threads \(bad): \(r.err)")
+                XCTAssertTrue(r.err.contains("--threads"), "\(c) --threads \(bad): \(r.err)")
+            }
+        }
+        // Accepted, and it takes effect: inspect --stats gives the same statistics on 1 and 2 threads.
+        let one = try Fixtures.run(squint, ["inspect", safetensors, "--stats", "--json", "--threads", "1"])
+        let two = try Fixtures.run(squint, ["inspect", safetensors, "--stats", "--json", "--threads", "2"])
+        XCTAssertEqual(one.status, 0, one.err)
+        XCTAssertEqual(one.out, two.out)
+    }
 }

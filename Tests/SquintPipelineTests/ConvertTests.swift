@@ -571,6 +571,7 @@ final class ConvertTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(tmp)/b.sq4"), "no partial output")
         let work = Converter.workFolder(for: "\(tmp)/b.sq4")
         XCTAssertTrue(FileManager.default.fileExists(atPath: "\(work)/block-0.safetensors"))
+        XCTAssertEqual(try WorkFolder<ConvertWorkState>.read("\(work)/state.json")?.threads, Threads.count)
         // What the CLI adds to any other failure (disk full, ...): what was kept and how to go on.
         XCTAssertEqual(Converter.resumeHint(for: "\(tmp)/b.sq4"), "1 finished block is saved in \(work): fix the problem and "
             + "run the same command with --resume to continue, or delete that folder to start over")
@@ -593,6 +594,30 @@ final class ConvertTests: XCTestCase {
         _ = try Converter.run(a)
         XCTAssertEqual(bytesA, try Data(contentsOf: URL(fileURLWithPath: "\(tmp)/c.sq4")), "second run differs")
         XCTAssertFalse(FileManager.default.fileExists(atPath: work))
+    }
+
+    /// A saved state records the thread count its run started with; resuming on another count is
+    /// allowed (the output is still a valid conversion) but warned about, since it cannot give the
+    /// bytes of an uninterrupted run; states from before the count was kept resume without a warning.
+    func testResumingOnAnotherThreadCountIsWarnedAbout() throws {
+        let saved = Threads.count
+        defer { Threads.count = saved }
+        let out = "\(tmp)/threads.sq4"
+        func reopen() throws -> WorkFolder<BlockProgress> {
+            try WorkFolder<BlockProgress>(output: out, fingerprint: "f", resume: true, force: false)
+        }
+        Threads.count = 2
+        let first = try WorkFolder<BlockProgress>(output: out, fingerprint: "f", resume: false, force: false)
+        try first.write(BlockProgress(fingerprint: "f", blocksDone: 1, threads: Threads.count))
+        XCTAssertNil(try reopen().threadWarning)
+        Threads.count = 1
+        let w = try XCTUnwrap(try reopen().threadWarning)
+        XCTAssertTrue(w.contains("saved run used 2 threads and this one uses 1"), w)
+        XCTAssertTrue(w.contains("--threads 2"), w)
+        try first.write(BlockProgress(fingerprint: "f", blocksDone: 1, threads: nil))
+        XCTAssertFalse(try String(contentsOfFile: first.statePath, encoding: .utf8).contains("threads"))
+        XCTAssertNil(try reopen().threadWarning)
+        first.remove()
     }
 
     /// The progress bar's work (estimated FLOPs, ConvertWork) adds up to its total on a full run, a

@@ -18,11 +18,17 @@
 //
 // $SQUINT_BLAS_CORE overrides: "native" keeps OpenBLAS's own choice (including $OPENBLAS_CORETYPE),
 // any other value is passed to OpenBLAS as the core type to force.
+//
+// Inference (run, chat, perplexity) trades that reproducibility for speed: sq_blas_select(1) switches
+// CPUs with AVX-512 to OpenBLAS's SkylakeX set (on a Zen 5 its sgemm is ~1.75x the Haswell set's, and
+// prefill is sgemm-bound). Their logits then differ in the last bits between AVX-512 and AVX2 machines,
+// as the AVX-512 Int4 decode product already makes them; conversions and validate keep the pinned set.
 #define _GNU_SOURCE
 #include <sched.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "squint_kernels.h"
 
 extern void gotoblas_dynamic_init(void) __attribute__((weak));
@@ -68,11 +74,31 @@ int sq_default_threads(void) {
     return n > 0 ? (int)n : 1;
 }
 
+/// Whether this CPU (and its OS: __builtin_cpu_supports checks XCR0) runs OpenBLAS's SkylakeX kernels.
+/// Deliberately not sq_cpu_supports, which the SIMDe test build makes report AVX-512 on AVX2 CPUs.
+static int sq_cpu_runs_skylakex(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512cd");
+}
+
+int sq_blas_select(int fast) {
+    const char *choice = getenv("SQUINT_BLAS_CORE");
+    if (choice && *choice) return 0;   // the user's choice, applied at start-up, stands
+    __builtin_cpu_init();
+    // The Haswell set needs AVX2 and FMA; elsewhere OpenBLAS's own choice stands.
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return 0;
+    const char *want = fast && sq_cpu_runs_skylakex() ? "SkylakeX" : "Haswell";
+    if (sq_blas_pinned_flag && strcasecmp(sq_blas_core_name(), want) == 0) return 0;
+    sq_pin_blas_to(want);
+    return 1;
+}
+
 __attribute__((constructor)) static void sq_pin_blas(void) {
     if (openblas_set_num_threads) openblas_set_num_threads(sq_default_threads());
     const char *choice = getenv("SQUINT_BLAS_CORE");
     if (choice && strcmp(choice, "native") == 0) return;
     if (choice && *choice) { sq_pin_blas_to(choice); return; }
-    // The Haswell set needs AVX2 and FMA; elsewhere OpenBLAS's own choice stands.
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) sq_pin_blas_to("Haswell");
+    sq_blas_select(0);
 }

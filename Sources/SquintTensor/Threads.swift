@@ -42,6 +42,15 @@ public enum BLASKernels {
     /// True when Squint chose the kernel set (false: OpenBLAS's own choice, e.g. SQUINT_BLAS_CORE=native).
     public static var pinned: Bool { sq_blas_pinned() != 0 }
     public static var description: String { coreName + (pinned ? " (pinned by Squint)" : " (OpenBLAS's choice)") }
+
+    /// For inference commands (run, chat, perplexity): OpenBLAS's AVX-512 (SkylakeX) kernels on CPUs
+    /// that have AVX-512, the pinned Haswell set elsewhere. On a Zen 5 prefill runs 1.75x faster; float
+    /// results then differ in their last bits between AVX-512 and AVX2 machines (docs/RELIABILITY.md).
+    /// `$SQUINT_BLAS_CORE` still decides when set. Call before any BLAS work starts.
+    public static func useFastest() { _ = sq_blas_select(1) }
+
+    /// Back to the set every machine shares (what conversions and validate use; the start-up default).
+    public static func useReproducible() { _ = sq_blas_select(0) }
 }
 
 /// Runs `body(i)` for every i in 0..<n in parallel on Squint's thread pool (Sources/CSquintKernels/

@@ -7,6 +7,7 @@ import SquintTensor
 /// commands, the conversation in the file's chat format (ChatML), no images.
 func loadTextModel(_ path: String, _ generation: GenerationOptions) throws -> TextModel {
     generation.threading.apply()
+    BLASKernels.useFastest()
     let bar = ProgressBar(label: "load", unit: .items("tensors"))
     let m = try TextModel.open(path) { done, total in bar.update(done, total) }
     try m.checkChatFormat()

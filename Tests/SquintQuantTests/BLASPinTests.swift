@@ -18,6 +18,42 @@ final class BLASPinTests: XCTestCase {
         }
     }
 
+    /// Inference commands (run, chat, perplexity) switch to OpenBLAS's AVX-512 set on CPUs that have
+    /// AVX-512 (read here from /proc/cpuinfo, not through Squint's own check), and back: the switch
+    /// takes effect between calls, and both sets give products within float32's bound of each other.
+    func testInferenceSwitchesToTheAVX512KernelsWhereTheCPUHasThemAndBack() throws {
+        guard ProcessInfo.processInfo.environment["SQUINT_BLAS_CORE"] == nil else { throw XCTSkip("$SQUINT_BLAS_CORE decides") }
+        guard sq_has_avx2_fma() == 1 else { throw XCTSkip("no AVX2/FMA: OpenBLAS keeps its own choice") }
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let flags = Set(cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") }?.split(separator: " ").map(String.init) ?? [])
+        let avx512 = ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"].allSatisfy(flags.contains)
+        defer { BLASKernels.useReproducible() }
+        let (m, n, k) = (64, 96, 2000)
+        var s: UInt32 = 7
+        func next() -> Float { s = s &* 1664525 &+ 1013904223; return Float(Int32(bitPattern: s >> 8) - (1 << 23)) / Float(1 << 23) }
+        let a = (0..<(m * k)).map { _ in next() }, b = (0..<(k * n)).map { _ in next() }
+        func product() -> [Float] {
+            var c = [Float](repeating: 0, count: m * n)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(n), 0, &c, Int32(n))
+            return c
+        }
+        XCTAssertEqual(BLASKernels.coreName.lowercased(), "haswell")
+        let pinned = product()
+        BLASKernels.useFastest()
+        XCTAssertEqual(BLASKernels.coreName.lowercased(), avx512 ? "skylakex" : "haswell")
+        let fast = product()
+        // Any summation order of k products is within k * 2^-24 * sum|a b| of the exact sum, so two
+        // orders are within twice that of each other.
+        for i in 0..<m { for j in 0..<n {
+            var bound = 0.0
+            for p in 0..<k { bound += Double(abs(a[i * k + p] * b[p * n + j])) }
+            XCTAssertEqual(Double(fast[i * n + j]), Double(pinned[i * n + j]), accuracy: 2 * Double(k) * 0x1p-24 * bound)
+        } }
+        BLASKernels.useReproducible()
+        XCTAssertEqual(BLASKernels.coreName.lowercased(), "haswell")
+        XCTAssertEqual(product().map(\.bitPattern), pinned.map(\.bitPattern), "back on the pinned set, the pinned bits")
+    }
+
     /// The pin is what makes a product's bits machine-independent: the same call gives the same
     /// bits again (OpenBLAS's kernels are deterministic for a fixed shape and thread count).
     func testTheSameProductGivesTheSameBitsAgain() {

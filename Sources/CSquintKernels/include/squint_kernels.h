@@ -16,6 +16,10 @@ int sq_has_avx2_fma(void);
 /// (blas_pin.c: the same bits on every machine; $SQUINT_BLAS_CORE=native keeps OpenBLAS's choice).
 const char *sq_blas_core_name(void);
 int sq_blas_pinned(void);
+/// Switches OpenBLAS's kernel set between calls (none may be in flight): fast = 0, the reproducible
+/// Haswell set (as at start-up); fast = 1, the SkylakeX (AVX-512) set on CPUs that run it, else the
+/// same. A no-op when $SQUINT_BLAS_CORE is set or the CPU lacks AVX2/FMA. Returns 1 if it switched.
+int sq_blas_select(int fast);
 /// $SQUINT_THREADS if set, else the CPUs this process may use; OpenBLAS is set to it at start-up.
 int sq_default_threads(void);
 

@@ -35,7 +35,8 @@ extension Threads {
 
 /// Which OpenBLAS kernel set runs Squint's products. Squint pins the Haswell (AVX2/FMA) set at
 /// start-up on every CPU that has AVX2 and FMA (Sources/CSquintKernels/blas_pin.c), so results are
-/// the same bits on Zen 3, Zen 4 and Zen 5; `SQUINT_BLAS_CORE=native` keeps OpenBLAS's own choice.
+/// the same bits on Zen 3, Zen 4 and Zen 5; inference commands switch to the AVX-512 set where the CPU
+/// has it (`useFastest`); `SQUINT_BLAS_CORE=native` keeps OpenBLAS's own choice.
 public enum BLASKernels {
     /// OpenBLAS's name for the kernel set in use, e.g. "Haswell" or "Cooperlake".
     public static var coreName: String { String(cString: sq_blas_core_name()) }
@@ -47,7 +48,8 @@ public enum BLASKernels {
     /// that have AVX-512, the pinned Haswell set elsewhere. On a Zen 5 prefill runs 1.75x faster; float
     /// results then differ in their last bits between AVX-512 and AVX2 machines (docs/RELIABILITY.md).
     /// `$SQUINT_BLAS_CORE` still decides when set. Call before any BLAS work starts.
-    public static func useFastest() { _ = sq_blas_select(1) }
+    /// Returns whether the set changed.
+    @discardableResult public static func useFastest() -> Bool { sq_blas_select(1) != 0 }
 
     /// Back to the set every machine shares (what conversions and validate use; the start-up default).
     public static func useReproducible() { _ = sq_blas_select(0) }

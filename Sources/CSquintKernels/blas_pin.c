@@ -74,10 +74,10 @@ int sq_default_threads(void) {
     return n > 0 ? (int)n : 1;
 }
 
-/// Whether this CPU (and its OS: __builtin_cpu_supports checks XCR0) runs OpenBLAS's SkylakeX kernels.
+/// Whether this CPU (and its OS: __builtin_cpu_supports checks XCR0) runs OpenBLAS's SkylakeX kernels
+/// (after __builtin_cpu_init).
 /// Deliberately not sq_cpu_supports, which the SIMDe test build makes report AVX-512 on AVX2 CPUs.
 static int sq_cpu_runs_skylakex(void) {
-    __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512cd");

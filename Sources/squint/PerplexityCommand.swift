@@ -46,8 +46,7 @@ struct PerplexityCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            threading.apply()
-            BLASKernels.useFastest()
+            threading.applyForInference()
             guard let data = FileManager.default.contents(atPath: text) else {
                 throw ValidationErrorExit(message: "\(text): cannot read the file")
             }

@@ -45,8 +45,7 @@ struct GenerationOptions: ParsableArguments {
 
     /// Loads the model with these options' vocabulary, threads and Int4 decode path.
     func load(_ folder: String) throws -> LoadedModel {
-        threading.apply()
-        BLASKernels.useFastest()
+        threading.applyForInference()
         let m = try LoadedModel(folder: folder, vocab: vocab, verifyChecksums: !noVerify)
         m.useInt8Activations(int8Activations)
         return m

@@ -16,6 +16,10 @@ struct ThreadOptions: ParsableArguments {
 
     /// Sets the thread count of Squint's loops and OpenBLAS, before any work.
     func apply() { if let threads { Threads.count = threads } }
+
+    /// `apply()` for the inference commands (run, chat, perplexity), which also take OpenBLAS's fastest
+    /// kernel set (`BLASKernels.useFastest`: AVX-512 where the CPU has it).
+    func applyForInference() { apply(); BLASKernels.useFastest() }
 }
 
 /// The one prefix of every error line Squint prints (its own and ArgumentParser's).

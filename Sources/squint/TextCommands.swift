@@ -6,8 +6,7 @@ import SquintTensor
 /// `run` and `chat` on text models (a GGUF file or a Hugging Face folder of Qwen2 / Llama): the same
 /// commands, the conversation in the file's chat format (ChatML), no images.
 func loadTextModel(_ path: String, _ generation: GenerationOptions) throws -> TextModel {
-    generation.threading.apply()
-    BLASKernels.useFastest()
+    generation.threading.applyForInference()
     let bar = ProgressBar(label: "load", unit: .items("tensors"))
     let m = try TextModel.open(path) { done, total in bar.update(done, total) }
     try m.checkChatFormat()
